@@ -1,0 +1,3 @@
+from medcot.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""Terminal client: reasoning dimmed on stderr, the answer on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TextIO
+
+from medcot import DISCLAIMER
+from medcot.config import ConfigError, GenerationParams, Settings
+from medcot.engine import Engine, Finished, InputError
+from medcot.loading import ModelLoadError
+from medcot.prompt import PromptTooLongError
+from medcot.reasoning import AnswerDelta, ReasoningDelta, ReasoningDone
+
+DIM, RESET = "\x1b[2m", "\x1b[0m"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = GenerationParams()
+    parser = argparse.ArgumentParser(
+        prog="python -m medcot",
+        description=f"Ask Medical-Diagnosis-COT-Gemma3-270M a question. {DISCLAIMER}",
+    )
+    parser.add_argument("question", nargs="?", help="the question (read from stdin when left out)")
+    parser.add_argument("--no-reasoning", action="store_true", help="do not print the reasoning")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: MEDCOT_MAX_NEW_TOKENS or 512")
+    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="0 for greedy")
+    parser.add_argument("--top-p", type=float, default=defaults.top_p)
+    parser.add_argument("--top-k", type=int, default=defaults.top_k)
+    parser.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
+    parser.add_argument("--base-model", help="overrides MEDCOT_BASE_MODEL (hub id, local folder or 'embedded')")
+    parser.add_argument("--adapter", help="overrides MEDCOT_ADAPTER (hub id or local folder; '' for none)")
+    parser.add_argument("--stats", action="store_true", help="print generation stats to stderr at the end")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings.from_env()
+    if args.base_model is not None:
+        settings = replace(settings, base_model=args.base_model)
+    if args.adapter is not None:
+        settings = replace(settings, adapter=args.adapter or None)
+    return settings
+
+
+def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO, engine: Engine | None = None) -> int:
+    question = args.question if args.question is not None else stdin.read()
+    dim = stderr.isatty() and "NO_COLOR" not in os.environ
+    engine = engine or Engine(_settings(args))
+    if not engine.ready:
+        engine.load(on_progress=lambda message, fraction: print(f"… {message}", file=stderr, flush=True))
+    params = GenerationParams(
+        max_new_tokens=args.max_new_tokens or engine.settings.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty,
+    )
+    for note in engine.require_model().notes:
+        print(f"note: {note}", file=stderr)
+    wrote_answer = False
+    for event in engine.stream(question, (), params):
+        if isinstance(event, ReasoningDelta) and not args.no_reasoning:
+            stderr.write(f"{DIM}{event.text}{RESET}" if dim else event.text)
+            stderr.flush()
+        elif isinstance(event, ReasoningDone) and not args.no_reasoning:
+            label = "reasoning cut off by the token limit" if event.cut_off else f"thought for {event.duration:.1f} s"
+            stderr.write(f"\n[{label}]\n")
+        elif isinstance(event, AnswerDelta):
+            stdout.write(event.text.lstrip() if not wrote_answer else event.text)
+            stdout.flush()
+            wrote_answer = True
+        elif isinstance(event, Finished) and args.stats:
+            s = event.stats
+            print(
+                f"[{s.new_tokens} tokens ({s.reasoning_tokens} reasoning, {s.answer_tokens} answer), "
+                f"{s.tokens_per_second:.1f} tok/s, first token after {s.time_to_first_token or 0:.2f} s]",
+                file=stderr,
+            )
+    stdout.write("\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, engine: Engine | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args, sys.stdin, sys.stdout, sys.stderr, engine)
+    except (ConfigError, InputError, ModelLoadError, PromptTooLongError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,125 @@
+"""Settings read from the environment, with the model card's defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import ClassVar
+
+DEFAULT_BASE_MODEL = "google/gemma-3-270m-it"
+# As the card's Quick Start writes it; the card is also published as alpha-ai/Medical-Diagnosis-COT-Gemma3-270M.
+DEFAULT_ADAPTER = "alphaaico/Medical-Diagnosis-COT-Gemma3-270M"
+
+# MEDCOT_BASE_MODEL value selecting the real Gemma 3 270M base shipped on PyPI (medcot.embedded).
+EMBEDDED_MODEL = "embedded"
+
+
+def is_embedded(name: str) -> bool:
+    return name == EMBEDDED_MODEL or name.startswith(EMBEDDED_MODEL + ":")
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+_SWITCH = ("1", "0", "true", "false", "yes", "no")
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the app cannot use."""
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings; defaults from the card's Quick Start (temperature 1.0, top-p 0.95, top-k 64)."""
+
+    max_new_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 64
+    repetition_penalty: float = 1.0
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "max_new_tokens": (1, 4096),
+        "temperature": (0.0, 2.0),
+        "top_p": (0.01, 1.0),
+        "top_k": (0, 1000),
+        "repetition_penalty": (1.0, 2.0),
+    }
+
+    def validated(self) -> GenerationParams:
+        """Return a copy with numbers checked; raise ValueError naming the bad parameter."""
+        values = {}
+        for name, (low, high) in self.LIMITS.items():
+            raw = getattr(self, name)
+            kind = int if name in ("max_new_tokens", "top_k") else float
+            if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+                raise ValueError(f"{name} must be a number between {low} and {high}, got {raw!r}.")
+            try:
+                number = float(raw)
+            except ValueError:
+                raise ValueError(f"{name} must be a number between {low} and {high}, got {raw!r}.") from None
+            if number != number or not low <= number <= high:  # NaN fails the first test
+                raise ValueError(f"{name} must be between {low} and {high}, got {raw!r}.")
+            if kind is int and number != int(number):
+                raise ValueError(f"{name} must be a whole number, got {raw!r}.")
+            values[name] = kind(number)
+        return replace(self, **values)
+
+
+@dataclass(frozen=True)
+class Settings:
+    base_model: str = DEFAULT_BASE_MODEL
+    adapter: str | None = DEFAULT_ADAPTER  # None: serve the base alone
+    max_new_tokens: int = 512
+    max_input_tokens: int = 2048
+    dtype: str = "auto"  # auto: bfloat16 on CUDA, the CPU mode's choice on CPU
+    device: str = "auto"
+    merge_adapter: bool = True  # merged weights decode faster; unmerged keep the base reachable for comparison
+    cpu_mode: str = "auto"  # see medcot.cpu_speed
+    cache_dir: Path | None = None  # where the embedded GGUF is converted; None: ~/.cache/medcot
+    hf_token: str | None = field(default=None, repr=False)  # never printed
+
+    @property
+    def generation_defaults(self) -> GenerationParams:
+        return GenerationParams(max_new_tokens=self.max_new_tokens)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def integer(name: str, default: int, low: int) -> int:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a whole number, got {raw!r}.") from None
+            if value < low:
+                raise ConfigError(f"{name} must be at least {low}, got {value}.")
+            return value
+
+        def choice(name: str, options: tuple[str, ...], default: str) -> str:
+            value = env.get(name, "").strip().lower() or default
+            if value not in options:
+                raise ConfigError(f"{name} must be one of {', '.join(options)}; got {value!r}.")
+            return value
+
+        adapter = env.get("MEDCOT_ADAPTER", DEFAULT_ADAPTER).strip()
+        cache = env.get("MEDCOT_CACHE_DIR", "").strip()
+        from medcot.cpu_speed import CPU_MODES
+
+        return cls(
+            base_model=env.get("MEDCOT_BASE_MODEL", "").strip() or DEFAULT_BASE_MODEL,
+            adapter=adapter or None,
+            max_new_tokens=integer("MEDCOT_MAX_NEW_TOKENS", 512, 1),
+            max_input_tokens=integer("MEDCOT_MAX_INPUT_TOKENS", 2048, 64),
+            dtype=choice("MEDCOT_DTYPE", DTYPES, "auto"),
+            device=choice("MEDCOT_DEVICE", DEVICES, "auto"),
+            merge_adapter=choice("MEDCOT_MERGE", ("1", "0", "true", "false", "yes", "no"), "1")
+            in ("1", "true", "yes"),
+            cpu_mode=choice("MEDCOT_CPU_MODE", tuple(CPU_MODES), "auto"),
+            cache_dir=Path(cache).expanduser() if cache else None,
+            hf_token=env.get("HF_TOKEN", "").strip() or None,
+        )

@@ -1,0 +1,223 @@
+"""The engine: one loaded model answering questions as a stream of reasoning/answer events with stats."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from medcot.config import GenerationParams, Settings
+from medcot.generation import stream_generate
+from medcot.loading import LoadedModel, ModelLoadError, load_model
+from medcot.prompt import Turn, encode_prompt
+from medcot.reasoning import AnswerDelta, Event, ReasoningDelta, ReasoningDone, ThinkParser
+
+log = logging.getLogger(__name__)
+
+MAX_QUESTION_CHARS = 8000  # far above any real question; keeps tokenization of hostile input cheap
+
+
+class InputError(ValueError):
+    """The request itself is unusable; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class Stats:
+    """What one answer cost; shown under the answer and returned to API clients."""
+
+    prompt_tokens: int
+    new_tokens: int
+    reasoning_tokens: int
+    answer_tokens: int
+    time_to_first_token: float | None  # seconds from request to first streamed text
+    seconds: float
+    hit_token_limit: bool
+    reasoning_cut_off: bool  # a <think> block never closed
+    stopped: bool  # the client stopped it
+    turns_dropped: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        decode_time = self.seconds - (self.time_to_first_token or 0.0)
+        return (self.new_tokens - 1) / decode_time if self.new_tokens > 1 and decode_time > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Finished:
+    stats: Stats
+
+
+StreamEvent = Event | Finished
+
+
+@dataclass
+class Answer:
+    answer: str
+    reasoning: str
+    stats: Stats | None = None
+    events: list[StreamEvent] = field(default_factory=list)
+
+
+def clean_question(question: object) -> str:
+    """Validate a question from any client; raise InputError with a readable message."""
+    if not isinstance(question, str):
+        raise InputError(f"The question must be text, not {type(question).__name__}.")
+    # Lone surrogates cannot be encoded or tokenized; NUL and other C0 controls carry nothing for the model.
+    text = question.encode("utf-8", "replace").decode("utf-8")
+    text = "".join(ch for ch in text if ch in "\n\t" or ch.isprintable() or ch == " " or ord(ch) > 0x9F)
+    text = text.strip()
+    if not text:
+        raise InputError("Please type a question.")
+    if len(text) > MAX_QUESTION_CHARS:
+        raise InputError(f"The question is too long ({len(text):,} characters; the limit is {MAX_QUESTION_CHARS:,}).")
+    return text
+
+
+class Engine:
+    """Holds the model (or the reason it could not load) and answers questions.
+
+    The UI, API and CLI are functions of an Engine, so tests can hand them one over a tiny real model.
+    """
+
+    def __init__(self, settings: Settings, loaded: LoadedModel | None = None) -> None:
+        self.settings = settings
+        self.loaded = loaded
+        self.error: str | None = None
+        self.progress: tuple[str, float | None] = ("Waiting to load the model", None)
+        self._ready = threading.Event()
+        if loaded is not None:
+            self._ready.set()
+
+    # -- loading -------------------------------------------------------------------------------------------------
+    def _report(self, message: str, fraction: float | None) -> None:
+        self.progress = (message, fraction)
+        log.info("%s%s", message, "" if fraction is None else f" ({fraction:.0%})")
+
+    def load(self, on_progress: Callable[[str, float | None], None] | None = None) -> Engine:
+        """Load synchronously; a failure is kept as a readable message instead of raised."""
+
+        def report(message: str, fraction: float | None) -> None:
+            self._report(message, fraction)
+            if on_progress:
+                on_progress(message, fraction)
+
+        try:
+            self.loaded = load_model(self.settings, report)
+        except ModelLoadError as exc:
+            self.error = str(exc)
+            log.error("model load failed: %s", exc)
+        except Exception as exc:  # anything unexpected still leaves a running app with a message
+            self.error = f"The model could not be loaded ({type(exc).__name__}). See the logs for details."
+            log.exception("model load failed")
+        finally:
+            self._ready.set()
+        return self
+
+    def load_in_background(self) -> threading.Thread:
+        thread = threading.Thread(target=self.load, name="medcot-load", daemon=True)
+        thread.start()
+        return thread
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded is not None
+
+    def wait_until_loaded(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def status(self) -> str:
+        """One line for banners: what is loaded, what is loading, or what went wrong."""
+        if self.loaded is not None:
+            notes = " ".join(self.loaded.notes)
+            return f"{self.loaded.describe()}. {notes}".strip()
+        if self.error:
+            return self.error
+        message, fraction = self.progress
+        return f"{message}…" + ("" if fraction is None else f" {fraction:.0%}")
+
+    def require_model(self) -> LoadedModel:
+        if self.loaded is not None:
+            return self.loaded
+        if self.error:
+            raise ModelLoadError(self.error)
+        raise ModelLoadError(f"The model is still loading ({self.status()}). Please try again in a moment.")
+
+    # -- answering -----------------------------------------------------------------------------------------------
+    def stream(
+        self,
+        question: str,
+        history: Sequence[Turn] = (),
+        params: GenerationParams | None = None,
+        cancel: threading.Event | None = None,
+        use_adapter: bool = True,
+    ) -> Iterator[StreamEvent]:
+        """Yield reasoning/answer events, then Finished with the stats. Closing the iterator stops generation."""
+        loaded = self.require_model()
+        question = clean_question(question)
+        params = (params or self.settings.generation_defaults).validated()
+        prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens)
+        started = time.monotonic()
+        parser = ThinkParser()
+        first: float | None = None
+        tokens = 0
+        reasoning_tokens: int | None = None  # fixed when </think> arrives
+        cancel = cancel if cancel is not None else threading.Event()
+        with self._adapter_context(loaded, use_adapter):
+            chunks = stream_generate(loaded.model, loaded.tokenizer, prompt.input_ids, params, cancel)
+            try:
+                for chunk in chunks:
+                    if first is None:
+                        first = time.monotonic() - started
+                    tokens = chunk.tokens
+                    events = parser.feed(chunk.text)
+                    if any(isinstance(e, ReasoningDone) for e in events):
+                        reasoning_tokens = tokens
+                    yield from events
+            finally:
+                chunks.close()
+        events = parser.close()
+        yield from events
+        cut_off = any(isinstance(e, ReasoningDone) and e.cut_off for e in events)
+        if reasoning_tokens is None:
+            reasoning_tokens = tokens if cut_off else 0
+        yield Finished(
+            Stats(
+                prompt_tokens=len(prompt.input_ids),
+                new_tokens=tokens,
+                reasoning_tokens=reasoning_tokens,
+                answer_tokens=tokens - reasoning_tokens,
+                time_to_first_token=first,
+                seconds=time.monotonic() - started,
+                hit_token_limit=tokens >= params.max_new_tokens,
+                reasoning_cut_off=cut_off,
+                stopped=cancel.is_set() and tokens < params.max_new_tokens,
+                turns_dropped=prompt.turns_dropped,
+            )
+        )
+
+    @contextlib.contextmanager
+    def _adapter_context(self, loaded: LoadedModel, use_adapter: bool) -> Iterator[None]:
+        if use_adapter or not loaded.has_adapter:
+            yield
+            return
+        if loaded.merged:
+            raise InputError("The base-model comparison needs the adapter unmerged (MEDCOT_MERGE=0).")
+        with loaded.model.disable_adapter():
+            yield
+
+    def ask(
+        self,
+        question: str,
+        history: Sequence[Turn] = (),
+        params: GenerationParams | None = None,
+        use_adapter: bool = True,
+    ) -> Answer:
+        """Run a whole request; the final answer, the reasoning and the stats."""
+        events = list(self.stream(question, history, params, use_adapter=use_adapter))
+        reasoning = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
+        answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
+        stats = next((e.stats for e in events if isinstance(e, Finished)), None)
+        return Answer(answer.strip(), reasoning.strip(), stats, events)

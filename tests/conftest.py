@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny real Gemma 3 repos on disk and engines over them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny import TinyRepos, build_repos
+
+from medcot.config import Settings
+from medcot.engine import Engine
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach for the Hub
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="session")
+def tiny_repos(tmp_path_factory: pytest.TempPathFactory) -> TinyRepos:
+    return build_repos(tmp_path_factory.mktemp("tiny-repos"))
+
+
+@pytest.fixture(scope="session")
+def tiny_settings(tiny_repos: TinyRepos) -> Settings:
+    """Base + adapter from local folders, f32 (the CPU speed modes are tested on their own)."""
+    return Settings(
+        base_model=str(tiny_repos.base), adapter=str(tiny_repos.adapter), dtype="float32", max_new_tokens=64
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_settings: Settings) -> Engine:
+    """A loaded engine over the tiny base + adapter (merged), shared by read-only tests."""
+    loaded = Engine(tiny_settings).load()
+    assert loaded.ready, loaded.error
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def unmerged_engine(tiny_settings: Settings) -> Engine:
+    loaded = Engine(replace(tiny_settings, merge_adapter=False)).load()
+    assert loaded.ready, loaded.error
+    return loaded

@@ -1,0 +1,132 @@
+"""Tiny real Gemma 3 models, tokenizers and LoRA adapters, built in-process for tests.
+
+The base is trained for a moment to answer plainly and the adapter to answer in the card's
+``<think>…</think>answer`` format, so tests can tell them apart with greedy decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig, PreTrainedTokenizerFast
+
+from medcot.prompt import SYSTEM_PROMPT, USER_TEMPLATE, ensure_chat_template
+
+SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+QUESTIONS = [
+    "A 65-year-old with orthopnea and edema. Initial therapy?",
+    "Ankle swelling on a thiazolidinedione: likely cause?",
+    "Fever and neck stiffness in a child. Next step?",
+]
+ADAPTER_REASONING = "Fluid overload points to heart failure. Loop diuretics relieve congestion."
+ADAPTER_ANSWER = "Start a loop diuretic."
+ADAPTER_OUTPUT = f"<think>\n{ADAPTER_REASONING}\n</think>\n{ADAPTER_ANSWER}"
+BASE_OUTPUT = "Rest and fluids."
+CORPUS = [SYSTEM_PROMPT, *QUESTIONS, ADAPTER_OUTPUT, BASE_OUTPUT, USER_TEMPLATE, "model user system"]
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Byte-level BPE (any text encodes, emoji and control characters included) with Gemma's control tokens."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=420, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(CORPUS * 3, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        additional_special_tokens=["<start_of_turn>", "<end_of_turn>"],
+    )
+    ensure_chat_template(fast)
+    return fast
+
+
+def build_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, layers: int = 2) -> Gemma3ForCausalLM:
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        max_position_embeddings=8192,
+        sliding_window=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")],
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Gemma3ForCausalLM(config)
+    # Gemma's default 0.02 init leaves the tied output projection too small for a frozen-embedding LoRA to move
+    # the logits; a wider init lets the adapter learn its output in a few dozen steps.
+    torch.nn.init.normal_(model.model.embed_tokens.weight, std=0.2)
+    return model.eval()
+
+
+def _examples(tokenizer: PreTrainedTokenizerFast, target: str) -> list[tuple[torch.Tensor, int]]:
+    out = []
+    for question in QUESTIONS:
+        messages = [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": USER_TEMPLATE.format(question=question)},
+        ]
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        target_ids = tokenizer(target + "<end_of_turn>", add_special_tokens=False)["input_ids"]
+        out.append((torch.tensor([prompt_ids + target_ids]), len(prompt_ids)))
+    return out
+
+
+def train(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, target: str, steps: int, lr: float) -> None:
+    """Teach the model to emit ``target`` after the card's prompt (loss on the answer only, as in SFT)."""
+    examples = _examples(tokenizer, target)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    for step in range(steps):
+        ids, prompt_len = examples[step % len(examples)]
+        labels = ids.clone()
+        labels[:, :prompt_len] = -100
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+
+
+@dataclass(frozen=True)
+class TinyRepos:
+    base: Path  # plain weights + tokenizer (with chat template)
+    adapter: Path  # PEFT LoRA adapter, no tokenizer
+    merged: Path  # the adapter merged into the base, with tokenizer
+    bare_base: Path  # same weights, tokenizer saved without a chat template
+
+
+def build_repos(root: Path) -> TinyRepos:
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer)
+    train(model, tokenizer, BASE_OUTPUT, steps=60, lr=3e-3)
+    repos = TinyRepos(root / "base", root / "adapter", root / "merged", root / "bare-base")
+    model.save_pretrained(repos.base)
+    tokenizer.save_pretrained(repos.base)
+    model.save_pretrained(repos.bare_base)
+    bare = build_tokenizer()
+    bare.chat_template = None
+    bare.save_pretrained(repos.bare_base)
+
+    peft_model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, target_modules="all-linear"))
+    train(peft_model, tokenizer, ADAPTER_OUTPUT, steps=80, lr=1e-2)
+    peft_model.save_pretrained(repos.adapter)
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(repos.merged)
+    tokenizer.save_pretrained(repos.merged)
+    return repos
