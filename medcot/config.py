@@ -77,6 +77,8 @@ class Settings:
     device: str = "auto"
     merge_adapter: bool = True  # merged weights decode faster; unmerged keep the base reachable for comparison
     cpu_mode: str = "auto"  # see medcot.cpu_speed
+    concurrency: int = 2  # generations run at once (per event); more wait in the queue
+    queue_size: int = 16  # waiting requests beyond this are refused with a "queue is full" message
     cache_dir: Path | None = None  # where the embedded GGUF is converted; None: ~/.cache/medcot
     hf_token: str | None = field(default=None, repr=False)  # never printed
 
@@ -120,6 +122,8 @@ class Settings:
             merge_adapter=choice("MEDCOT_MERGE", ("1", "0", "true", "false", "yes", "no"), "1")
             in ("1", "true", "yes"),
             cpu_mode=choice("MEDCOT_CPU_MODE", tuple(CPU_MODES), "auto"),
+            concurrency=integer("MEDCOT_CONCURRENCY", 2, 1),
+            queue_size=integer("MEDCOT_QUEUE_SIZE", 16, 1),
             cache_dir=Path(cache).expanduser() if cache else None,
             hf_token=env.get("HF_TOKEN", "").strip() or None,
         )

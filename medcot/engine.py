@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from medcot.config import GenerationParams, Settings
+from medcot.config import ConfigError, GenerationParams, Settings
 from medcot.generation import stream_generate
 from medcot.loading import LoadedModel, ModelLoadError, load_model
 from medcot.prompt import Turn, encode_prompt
@@ -91,6 +91,17 @@ class Engine:
         if loaded is not None:
             self._ready.set()
 
+    @classmethod
+    def from_env(cls) -> Engine:
+        """An engine for the environment's settings; a bad setting becomes the engine's error, not a crash."""
+        try:
+            return cls(Settings.from_env())
+        except ConfigError as exc:
+            engine = cls(Settings())
+            engine.error = f"Configuration error: {exc}"
+            engine._ready.set()
+            return engine
+
     # -- loading -------------------------------------------------------------------------------------------------
     def _report(self, message: str, fraction: float | None) -> None:
         self.progress = (message, fraction)
@@ -104,6 +115,8 @@ class Engine:
             if on_progress:
                 on_progress(message, fraction)
 
+        if self.error:  # a configuration error: nothing to load
+            return self
         try:
             self.loaded = load_model(self.settings, report)
         except ModelLoadError as exc:

@@ -95,7 +95,7 @@ def stream_generate(
     cancel: threading.Event | None = None,
     **generate_kwargs: Any,
 ) -> Iterator[Chunk]:
-    """Yield decoded text chunks as the model produces them.
+    """Yield decoded text chunks as the model produces them (a last one with no text may carry the final count).
 
     Closing the iterator (generator close, client gone) or setting ``cancel`` stops generate() at its next token
     and joins the thread before returning. An exception raised by generate() is re-raised here as GenerationError.
@@ -128,11 +128,15 @@ def stream_generate(
     started = time.monotonic()
     thread.start()
     try:
+        counted = 0
         for chunk in streamer:
             if chunk.text:
+                counted = chunk.tokens
                 yield chunk
         if failure:
             raise GenerationError(f"Generation failed: {failure[0]}") from failure[0]
+        if streamer.tokens > counted:  # trailing tokens that print nothing (the EOS after a newline) still count
+            yield Chunk("", streamer.tokens)
     finally:
         closed.set()
         thread.join(_JOIN_TIMEOUT_S)

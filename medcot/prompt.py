@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from medcot.reasoning import split_reasoning
+
 # The card's "Training prompt style": the system block goes in the system turn, the question in the user turn.
 SYSTEM_PROMPT = (
     "Below is an instruction that describes a task,\n"
@@ -98,12 +100,17 @@ def ensure_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
         tokenizer.chat_template = GEMMA3_CHAT_TEMPLATE
 
 
+def answer_only(answer: str) -> str:
+    """An earlier answer as the prompt carries it: a ``<think>`` block a client passed along is left out."""
+    return split_reasoning([answer])[1].strip()
+
+
 def build_messages(question: str, history: Sequence[Turn] = ()) -> list[dict[str, str]]:
     """System turn, earlier exchanges (answers only), then the new question, in the card's format."""
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
     for turn in history:
         messages.append({"role": "user", "content": USER_TEMPLATE.format(question=turn.question)})
-        messages.append({"role": "assistant", "content": turn.answer})
+        messages.append({"role": "assistant", "content": answer_only(turn.answer)})
     messages.append({"role": "user", "content": USER_TEMPLATE.format(question=question)})
     return messages
 
@@ -133,7 +140,7 @@ def _tokenize_safely(
         return placeholder
 
     # The template trims whole message contents: an answer is one, so it is trimmed here the same way.
-    masked_history = [Turn(hold(turn.question), hold(turn.answer.strip())) for turn in history]
+    masked_history = [Turn(hold(turn.question), hold(answer_only(turn.answer))) for turn in history]
     masked = render_prompt(tokenizer, hold(question), masked_history)
 
     text_parts: list[str] = []

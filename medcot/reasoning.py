@@ -9,6 +9,12 @@ from dataclasses import dataclass
 OPEN_TAG = "<think>"
 CLOSE_TAG = "</think>"
 _TAGS = (OPEN_TAG, CLOSE_TAG)
+# Tags are ASCII: fold ASCII letters only, so the folded text keeps every index (str.lower turns "İ" into 2 chars).
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _fold(text: str) -> str:
+    return text.translate(_ASCII_LOWER)
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,7 @@ class ThinkParser:
         while self._buffer and self._state != _CLOSED:
             if self._state == _START:
                 stripped = self._buffer.lstrip()
-                lower = stripped.lower()
+                lower = _fold(stripped)
                 if lower.startswith(OPEN_TAG):
                     self._buffer = stripped[len(OPEN_TAG) :]
                     self._enter_reasoning()
@@ -111,7 +117,7 @@ class ThinkParser:
                 if not self._buffer:
                     break
                 self._skip_space = False
-            lower = self._buffer.lower()
+            lower = _fold(self._buffer)
             found = [(i, tag) for tag in _TAGS if (i := lower.find(tag)) >= 0]
             if found:
                 index, tag = min(found)
@@ -121,6 +127,8 @@ class ThinkParser:
                     events.append(ReasoningDone(self._clock() - self._started_at))
                     self._state = _ANSWER
                     self._skip_space = True
+                elif tag == OPEN_TAG and self._state == _REASONING:
+                    self._skip_space = True  # a repeated <think> (prefilled prompt): its newline is no reasoning
                 continue
             keep = 0 if final else _held_suffix(lower)
             events += self._emit(self._buffer[: len(self._buffer) - keep])
