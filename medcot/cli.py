@@ -55,7 +55,7 @@ def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO,
     if not engine.ready:
         engine.load(on_progress=lambda message, fraction: print(f"… {message}", file=stderr, flush=True))
     params = GenerationParams(
-        max_new_tokens=args.max_new_tokens or engine.settings.max_new_tokens,
+        max_new_tokens=engine.settings.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens,
         temperature=args.temperature,
         top_p=args.top_p,
         top_k=args.top_k,

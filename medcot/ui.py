@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import anyio
 import gradio as gr
 
 from medcot import DISCLAIMER
 from medcot.config import GenerationParams
-from medcot.engine import Engine, Finished, InputError, Stats
+from medcot.engine import Engine, Finished, InputError, Stats, StreamEvent
 from medcot.generation import GenerationError
 from medcot.loading import ModelLoadError
 from medcot.prompt import PromptTooLongError, Turn
 from medcot.reasoning import AnswerDelta, ReasoningDelta, ReasoningDone
-from medcot.zerogpu import StreamFn
+from medcot.zerogpu import StreamFn, gpu_stream
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,9 @@ EXAMPLES = [
     "Which electrolyte abnormality is most typical of refeeding syndrome?",
 ]
 REASONING_TITLE = "Reasoning"
+# Streamed UI updates are coalesced to this interval: each update re-sends a diff of the whole reply, so one per
+# token floods the browser (and the server's event loop) when the model is fast.
+UPDATE_INTERVAL_S = 0.05
 STATS_PREFIX = "<sub>⏱"  # marks the stats line, which is shown under an answer but never fed back to the model
 USER_ERRORS = (InputError, PromptTooLongError, ModelLoadError, GenerationError, ValueError)
 CSS = """
@@ -146,6 +152,22 @@ class ChatRenderer:
             self.stats = format_stats(event.stats)
 
 
+async def iterate_in_thread(iterator: Iterator[StreamEvent], cancel: threading.Event) -> AsyncIterator[StreamEvent]:
+    """Consume a blocking event stream from async code, stoppable at any moment.
+
+    Gradio closes a sync generator on Stop by calling close() from the event loop while a worker thread may be
+    inside next(); that close fails ("generator already executing") and generation runs on to the token limit.
+    Here cancellation (Stop, a client's cancel, a closed tab) sets ``cancel`` instead, which the engine checks
+    after every token, so the generation thread ends within a token whatever the worker thread is doing.
+    """
+    done = object()
+    try:
+        while (event := await anyio.to_thread.run_sync(next, iterator, done, abandon_on_cancel=True)) is not done:
+            yield event
+    finally:
+        cancel.set()
+
+
 def mark_stopped(history: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     """After Stop: no accordion keeps spinning; the last one says it was stopped."""
     history = list(history or [])
@@ -166,10 +188,10 @@ def model_status_markdown(engine: Engine) -> str:
 
 def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
     """The whole app for one engine. ``stream`` defaults to engine.stream (the ZeroGPU-wrapped one on a Space)."""
-    stream = stream or (lambda q, h, p, use_adapter=True: engine.stream(q, h, p, use_adapter=use_adapter))
+    stream = stream or gpu_stream(engine)
     defaults = engine.settings.generation_defaults
 
-    def respond(
+    async def respond(
         message: str,
         history: list[dict[str, Any]],
         max_new_tokens: int,
@@ -177,22 +199,27 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
         top_p: float,
         top_k: int,
         repetition_penalty: float,
-    ) -> Iterator[list[gr.ChatMessage]]:
+    ) -> AsyncIterator[list[gr.ChatMessage]]:
+        cancel = threading.Event()
         try:
             params = params_from(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
             turns = turns_from_history(history)
             view = ChatRenderer()
             yield view.messages()
-            for event in stream(message, turns, params, True):
+            last = time.monotonic()
+            async for event in iterate_in_thread(stream(message, turns, params, True, cancel), cancel):
                 view.apply(event)
-                yield view.messages()
+                now = time.monotonic()
+                if now - last >= UPDATE_INTERVAL_S or not isinstance(event, ReasoningDelta | AnswerDelta):
+                    last = now
+                    yield view.messages()
         except USER_ERRORS as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         except Exception as exc:
             log.exception("generation failed")
             raise gr.Error(f"Something went wrong while answering ({type(exc).__name__}). Please try again.") from None
 
-    def ask(
+    async def ask(
         question: str,
         max_new_tokens: int = defaults.max_new_tokens,
         temperature: float = defaults.temperature,
@@ -220,7 +247,8 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
             if not isinstance(include_reasoning, bool):
                 raise InputError("include_reasoning must be true or false.")
             reasoning, answer = [], []
-            for event in stream(question, [], params, True):
+            cancel = threading.Event()
+            async for event in iterate_in_thread(stream(question, [], params, True, cancel), cancel):
                 if isinstance(event, ReasoningDelta):
                     reasoning.append(event.text)
                 elif isinstance(event, AnswerDelta):
@@ -253,9 +281,14 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
                 buttons=["copy", "copy_all"],
                 scale=1,
             ),
-            textbox=gr.Textbox(placeholder="Ask a medical question…", elem_id="question", submit_btn=True),
+            # stop_btn=True: a custom Textbox's own stop_btn (default False) decides whether Stop is shown.
+            textbox=gr.Textbox(
+                placeholder="Ask a medical question…", elem_id="question", submit_btn=True, stop_btn=True
+            ),
             additional_inputs=sliders,
-            additional_inputs_accordion=gr.Accordion("Generation settings", open=False),
+            # render=False: ChatInterface renders its own copy of this accordion under the chat; rendered here
+            # too, an empty duplicate would appear above the chat.
+            additional_inputs_accordion=gr.Accordion("Generation settings", open=False, render=False),
             examples=[[question] for question in EXAMPLES],
             run_examples_on_click=True,
             api_name="chat",

@@ -6,6 +6,7 @@ Kept apart from the library (which never imports `spaces`) and from the UI (whic
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import spaces
@@ -17,12 +18,13 @@ from medcot.prompt import Turn
 
 log = logging.getLogger(__name__)
 
-StreamFn = Callable[[str, Sequence[Turn], GenerationParams, bool], Iterator[StreamEvent]]
+# (question, earlier turns, params, use_adapter, cancel event) -> events
+StreamFn = Callable[[str, Sequence[Turn], GenerationParams, bool, threading.Event | None], Iterator[StreamEvent]]
 
 # Seconds of GPU a request may hold: start-up plus a pessimistic decode rate for the 270M on a ZeroGPU slice.
 GPU_BASE_SECONDS = 15
 GPU_SECONDS_PER_TOKEN = 0.04
-GPU_MAX_SECONDS = 180
+GPU_MAX_SECONDS = 120  # ZeroGPU quotas are minutes a day: never ask for more than two
 
 
 def on_zero_gpu() -> bool:
@@ -35,13 +37,33 @@ def gpu_seconds(question: str, history: Sequence[Turn], params: GenerationParams
 
 
 def gpu_stream(engine: Engine) -> StreamFn:
-    """engine.stream wrapped in @spaces.GPU with a per-request duration."""
+    """engine.stream wrapped in @spaces.GPU with a per-request duration (engine.stream itself off ZeroGPU)."""
+    if not on_zero_gpu():
+        return lambda q, h, p, use_adapter=True, cancel=None: engine.stream(q, h, p, cancel, use_adapter)
 
     @spaces.GPU(duration=gpu_seconds)
-    def stream(
+    def on_gpu(
         question: str, history: Sequence[Turn], params: GenerationParams, use_adapter: bool = True
     ) -> Iterator[StreamEvent]:
         yield from engine.stream(question, history, params, use_adapter=use_adapter)
+
+    def stream(
+        question: str,
+        history: Sequence[Turn],
+        params: GenerationParams,
+        use_adapter: bool = True,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[StreamEvent]:
+        # On ZeroGPU the generator runs in another process, where this event cannot go: check it between events
+        # and close the GPU generator from the thread iterating it, which spaces forwards to its worker.
+        events = on_gpu(question, history, params, use_adapter)
+        try:
+            for event in events:
+                yield event
+                if cancel is not None and cancel.is_set():
+                    break
+        finally:
+            events.close()
 
     return stream
 

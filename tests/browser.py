@@ -1,0 +1,100 @@
+"""Browser-test helpers: the app served in-process on a free port, a slowed and gateable stream around the real
+engine, and the Debian chromium that Playwright drives (its own browser downloads are never used)."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from medcot.config import GenerationParams
+from medcot.engine import Engine, StreamEvent
+from medcot.prompt import Turn
+from medcot.ui import build_demo, launch_kwargs, queue
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SlowStream:
+    """engine.stream with a pause before each event, so the pending state stays on screen long enough to see.
+
+    After ``free_events`` events every further event waits for ``gate`` (set by default): clear the gate to
+    freeze a stream mid-reasoning at a known point. It records what it was asked, how many events it served,
+    and how many streams were closed, so a test can tell that Stop really ended generation on the server.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.gate = threading.Event()
+        self.reset()
+
+    def reset(self, delay: float = 0.06, free_events: int = 1_000_000) -> None:
+        self.delay = delay
+        self.free_events = free_events
+        self.gate.set()
+        self.started = self.closed = self.served = 0
+        self.questions: list[str] = []
+        self.params: list[GenerationParams] = []
+
+    def __call__(
+        self, question: str, turns: Sequence[Turn], params: GenerationParams, use_adapter: bool = True
+    ) -> Iterator[StreamEvent]:
+        self.started += 1
+        self.questions.append(question)
+        self.params.append(params)
+        events = self.engine.stream(question, turns, params, use_adapter=use_adapter)
+        try:
+            for count, event in enumerate(events):
+                time.sleep(self.delay)
+                while count >= self.free_events and not self.gate.wait(0.05):
+                    pass
+                self.served += 1
+                yield event
+        finally:
+            events.close()
+            self.closed += 1
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+
+@contextlib.contextmanager
+def serve(engine: Engine, stream: SlowStream | None = None) -> Iterator[str]:
+    """The app as the Space builds it (bounded queue, launch arguments) on 127.0.0.1; yields its URL."""
+    demo = queue(build_demo(engine, stream=stream), engine)
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, **launch_kwargs()
+    )
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+def screenshot_path(name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS / f"{name}.png"

@@ -1,0 +1,137 @@
+"""medcot.cli: the answer alone on stdout, reasoning and messages on stderr."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, TinyRepos
+
+from medcot.cli import main
+from medcot.engine import Engine
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"
+
+
+def run_main(capsys: pytest.CaptureFixture[str], argv: list[str], engine: Engine) -> tuple[int, str, str]:
+    code = main(argv, engine=engine)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_answer_on_stdout_reasoning_on_stderr(engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(capsys, [QUESTION, "--temperature", "0"], engine)
+    assert code == 0
+    assert out == ADAPTER_ANSWER + "\n"
+    assert ADAPTER_REASONING in err and "[thought for " in err
+    assert ADAPTER_ANSWER not in err
+    assert "\x1b[" not in err  # not a terminal: no colour codes
+
+
+def test_no_reasoning_hides_it(engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(capsys, [QUESTION, "--temperature", "0", "--no-reasoning"], engine)
+    assert code == 0
+    assert out == ADAPTER_ANSWER + "\n"
+    assert "Fluid overload" not in err and "thought for" not in err
+
+
+def test_question_from_stdin(
+    engine: Engine, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(QUESTION + "\n"))
+    code, out, _ = run_main(capsys, ["--temperature", "0", "--no-reasoning"], engine)
+    assert (code, out) == (0, ADAPTER_ANSWER + "\n")
+
+
+def test_stats_on_stderr(engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(capsys, [QUESTION, "--temperature", "0", "--no-reasoning", "--stats"], engine)
+    assert code == 0 and out == ADAPTER_ANSWER + "\n"
+    assert " reasoning, " in err and "tok/s" in err
+
+
+def test_token_limit_cut_off_is_reported(engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(capsys, [QUESTION, "--temperature", "0", "--max-new-tokens", "5"], engine)
+    assert code == 0 and out == "\n"
+    assert "reasoning cut off by the token limit" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["   "], "Please type a question"),
+        (["", "--temperature", "0"], "Please type a question"),
+        ([QUESTION, "--temperature", "9"], "temperature"),
+        ([QUESTION, "--max-new-tokens", "0"], "max_new_tokens"),
+    ],
+)
+def test_bad_input_is_one_error_line(
+    engine: Engine, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
+) -> None:
+    code, out, err = run_main(capsys, argv, engine)
+    assert code == 1
+    assert out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle in err
+    assert "Traceback" not in err
+
+
+def test_bad_environment_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDCOT_DTYPE", "float64")
+    code = main([QUESTION])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err.startswith("error: MEDCOT_DTYPE") and err.count("\n") == 1
+
+
+def test_missing_model_folder_is_one_error_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MEDCOT_DTYPE", "float32")
+    code = main([QUESTION, "--base-model", str(tmp_path / "missing"), "--adapter", ""])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    last = err.splitlines()[-1]
+    assert last.startswith("error: ") and "does not exist" in last and "Traceback" not in err
+
+
+def _cli(tiny_repos: TinyRepos, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "MEDCOT_BASE_MODEL": str(tiny_repos.base),
+        "MEDCOT_ADAPTER": str(tiny_repos.adapter),
+        "MEDCOT_DTYPE": "float32",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    env.pop("NO_COLOR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "medcot", "--temperature", "0", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=240,
+        check=False,
+    )
+
+
+def test_python_m_medcot_end_to_end(tiny_repos: TinyRepos) -> None:
+    done = _cli(tiny_repos, stdin=QUESTION)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ADAPTER_ANSWER + "\n"
+    assert ADAPTER_REASONING in done.stderr
+
+
+def test_python_m_medcot_empty_question(tiny_repos: TinyRepos) -> None:
+    done = _cli(tiny_repos, "--no-reasoning", stdin="  \n")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.splitlines()[-1] == "error: Please type a question."
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,186 @@
+"""medcot.generation: streaming, stop ids, cancellation and errors from the generation thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import torch
+from tiny import ADAPTER_OUTPUT
+
+from medcot.config import GenerationParams
+from medcot.engine import Engine
+from medcot.generation import (
+    CancelCriteria,
+    Chunk,
+    GenerationError,
+    sampling_kwargs,
+    stop_token_ids,
+    stream_generate,
+)
+from medcot.prompt import encode_prompt
+
+QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"
+GREEDY = GenerationParams(temperature=0, max_new_tokens=64)
+ENDLESS = GenerationParams(temperature=0, max_new_tokens=5000)  # only ever stopped by cancellation
+
+
+def generation_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "medcot-generate"]
+
+
+def wait_for_no_generation_thread(within: float = 1.0) -> list[threading.Thread]:
+    deadline = time.monotonic() + within
+    while generation_threads() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return generation_threads()
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_left_before() -> None:
+    assert wait_for_no_generation_thread(5.0) == []
+
+
+@pytest.fixture
+def prompt_ids(engine: Engine) -> list[int]:
+    return encode_prompt(engine.loaded.tokenizer, QUESTION).input_ids
+
+
+def test_stop_ids_are_eos_and_end_of_turn(engine: Engine) -> None:
+    tokenizer = engine.loaded.tokenizer
+    ids = stop_token_ids(tokenizer, engine.loaded.model)
+    assert ids == sorted({tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")})
+
+
+def test_stop_ids_without_a_generation_config(engine: Engine) -> None:
+    tokenizer = engine.loaded.tokenizer
+    assert stop_token_ids(tokenizer, object()) == sorted(
+        {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<end_of_turn>")}
+    )
+
+
+def test_sampling_kwargs() -> None:
+    assert sampling_kwargs(GenerationParams(temperature=0, max_new_tokens=7)) == {
+        "max_new_tokens": 7,
+        "do_sample": False,
+    }
+    sampled = sampling_kwargs(GenerationParams(temperature=0.7, top_p=0.9, top_k=20, repetition_penalty=1.1))
+    assert sampled == {
+        "max_new_tokens": 512,
+        "do_sample": True,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 20,
+        "repetition_penalty": 1.1,
+    }
+
+
+def test_cancel_criteria() -> None:
+    first, second = threading.Event(), threading.Event()
+    criteria = CancelCriteria(first, second)
+    ids = torch.zeros((2, 3), dtype=torch.long)
+    assert criteria(ids, torch.zeros(2, 5)).tolist() == [False, False]
+    second.set()
+    assert criteria(ids, torch.zeros(2, 5)).tolist() == [True, True]
+
+
+def test_stream_matches_plain_greedy_generate(engine: Engine, prompt_ids: list[int]) -> None:
+    model, tokenizer = engine.loaded.model, engine.loaded.tokenizer
+    chunks = list(stream_generate(model, tokenizer, prompt_ids, GREEDY))
+    assert "".join(c.text for c in chunks) == ADAPTER_OUTPUT
+    counts = [c.tokens for c in chunks]
+    assert counts == sorted(counts) and counts[0] >= 1
+    with torch.inference_mode():
+        ids = torch.tensor([prompt_ids])
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=False,
+            max_new_tokens=64,
+            eos_token_id=stop_token_ids(tokenizer, model),
+        )
+    new = out[0, len(prompt_ids) :].tolist()
+    assert tokenizer.decode(new, skip_special_tokens=True) == ADAPTER_OUTPUT
+    assert counts[-1] == len(new)  # the closing <end_of_turn> counts as a generated token
+    assert wait_for_no_generation_thread() == []
+
+
+def test_closing_the_iterator_ends_the_thread(engine: Engine, prompt_ids: list[int]) -> None:
+    model, tokenizer = engine.loaded.model, engine.loaded.tokenizer
+    stream = stream_generate(model, tokenizer, prompt_ids, ENDLESS, suppress_tokens=stop_token_ids(tokenizer, model))
+    chunks = [next(stream) for _ in range(3)]
+    assert generation_threads(), "generation should still be running"
+    stream.close()
+    assert wait_for_no_generation_thread(1.0) == []
+    assert chunks[-1].tokens < ENDLESS.max_new_tokens
+
+
+def test_cancel_event_ends_the_stream_and_the_thread(engine: Engine, prompt_ids: list[int]) -> None:
+    model, tokenizer = engine.loaded.model, engine.loaded.tokenizer
+    cancel = threading.Event()
+    stream = stream_generate(
+        model, tokenizer, prompt_ids, ENDLESS, cancel, suppress_tokens=stop_token_ids(tokenizer, model)
+    )
+    last = None
+    for index, chunk in enumerate(stream):
+        last = chunk
+        if index == 2:
+            cancel.set()
+    assert last is not None and last.tokens < ENDLESS.max_new_tokens
+    assert wait_for_no_generation_thread(1.0) == []
+    assert cancel.is_set()  # the caller's event is only read
+
+
+def test_error_in_generate_surfaces_with_its_cause(engine: Engine, prompt_ids: list[int]) -> None:
+    model, tokenizer = engine.loaded.model, engine.loaded.tokenizer
+    with pytest.raises(GenerationError) as caught:
+        list(stream_generate(model, tokenizer, prompt_ids, GREEDY, no_such_generate_argument=1))
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert "no_such_generate_argument" in str(caught.value)
+    assert wait_for_no_generation_thread(1.0) == []
+
+
+class ScriptedModel:
+    """A model whose generate() streams given token ids and then, optionally, raises."""
+
+    device = torch.device("cpu")
+    generation_config = None
+
+    def __init__(self, token_ids: list[int], error: BaseException | None = None, end: bool = True) -> None:
+        self.token_ids = token_ids
+        self.error = error
+        self.end = end
+
+    def generate(self, input_ids: torch.Tensor, streamer: Any, **kwargs: Any) -> torch.Tensor:
+        streamer.put(input_ids.cpu())
+        for token_id in self.token_ids:
+            streamer.put(torch.tensor([token_id]))
+        if self.error is not None:
+            raise self.error
+        if self.end:
+            streamer.end()
+        return input_ids
+
+
+def test_error_after_some_chunks_keeps_the_chunks_then_raises(engine: Engine) -> None:
+    tokenizer = engine.loaded.tokenizer
+    boom = RuntimeError("boom in generate")
+    model = ScriptedModel(tokenizer("Rest and fluids ", add_special_tokens=False)["input_ids"], error=boom)
+    seen: list[Chunk] = []
+    with pytest.raises(GenerationError, match="boom in generate") as caught:
+        seen.extend(stream_generate(model, tokenizer, [1, 2, 3], GREEDY))
+    assert caught.value.__cause__ is boom
+    assert "".join(c.text for c in seen) == "Rest and fluids "
+    assert wait_for_no_generation_thread(1.0) == []
+
+
+def test_trailing_tokens_that_print_nothing_are_counted(engine: Engine) -> None:
+    tokenizer = engine.loaded.tokenizer
+    text_ids = tokenizer("Rest and fluids.\n", add_special_tokens=False)["input_ids"]
+    end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
+    model = ScriptedModel([*text_ids, end_of_turn])
+    chunks = list(stream_generate(model, tokenizer, [1, 2, 3], GREEDY))
+    assert "".join(c.text for c in chunks) == "Rest and fluids.\n"
+    assert chunks[-1].tokens == len(text_ids) + 1

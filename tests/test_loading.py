@@ -1,0 +1,246 @@
+"""medcot.loading: adapter vs merged weights, tokenizer fallback, chat template supply and readable errors."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from tiny import TinyRepos, build_tokenizer
+from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+from medcot.config import GenerationParams, Settings
+from medcot.engine import Engine
+from medcot.loading import (
+    LoadedModel,
+    ModelLoadError,
+    fetch,
+    is_adapter_folder,
+    is_hub_unreachable,
+    load_model,
+    load_tokenizer,
+    pick_device,
+    pick_dtype,
+)
+from medcot.prompt import GEMMA3_CHAT_TEMPLATE, encode_prompt
+
+QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"
+GREEDY = GenerationParams(temperature=0, max_new_tokens=64)
+
+
+def logits(loaded: LoadedModel, question: str = QUESTION) -> torch.Tensor:
+    ids = torch.tensor([encode_prompt(loaded.tokenizer, question).input_ids])
+    with torch.inference_mode():
+        return loaded.model(input_ids=ids).logits[0].float()
+
+
+def assert_readable(error: ModelLoadError) -> None:
+    message = str(error)
+    assert message and "\n" not in message
+    assert "Traceback" not in message and 'File "' not in message
+    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
+
+
+def load_error(settings: Settings) -> ModelLoadError:
+    with pytest.raises(ModelLoadError) as caught:
+        load_model(settings)
+    assert_readable(caught.value)
+    return caught.value
+
+
+# ----------------------------------------------------------------------------------------- adapter vs merged
+
+
+def test_folder_detection(tiny_repos: TinyRepos) -> None:
+    assert is_adapter_folder(tiny_repos.adapter)
+    assert not is_adapter_folder(tiny_repos.merged)
+    assert not is_adapter_folder(tiny_repos.base)
+
+
+def test_adapter_folder_loads_as_base_plus_adapter(
+    engine: Engine, unmerged_engine: Engine, tiny_repos: TinyRepos
+) -> None:
+    merged = engine.loaded
+    assert (merged.kind, merged.merged, merged.has_adapter) == ("adapter", True, True)
+    assert not isinstance(merged.model, PeftModel)  # folded into the base weights
+    assert merged.base_id == str(tiny_repos.base) and merged.adapter_id == str(tiny_repos.adapter)
+    assert merged.dtype == "float32" and merged.device == "cpu"
+    assert "(merged)" in merged.describe()
+
+    unmerged = unmerged_engine.loaded
+    assert (unmerged.kind, unmerged.merged, unmerged.has_adapter) == ("adapter", False, True)
+    assert isinstance(unmerged.model, PeftModel)
+    assert "(merged)" not in unmerged.describe()
+
+
+def test_merged_folder_loads_alone_without_the_base(tiny_settings: Settings, tiny_repos: TinyRepos) -> None:
+    settings = replace(tiny_settings, base_model=str(tiny_repos.base / "never-read"), adapter=str(tiny_repos.merged))
+    loaded = load_model(settings)
+    assert (loaded.kind, loaded.merged, loaded.has_adapter) == ("merged", True, False)
+    assert loaded.adapter_id == str(tiny_repos.merged)
+    assert "merged weights" in loaded.describe()
+    assert not isinstance(loaded.model, PeftModel)
+
+
+def test_no_adapter_loads_the_base(tiny_settings: Settings) -> None:
+    loaded = load_model(replace(tiny_settings, adapter=None))
+    assert (loaded.kind, loaded.adapter_id, loaded.merged) == ("base", None, False)
+    assert "without the medical adapter" in loaded.describe()
+
+
+def test_the_adapter_really_changes_the_output(unmerged_engine: Engine) -> None:
+    with_adapter = unmerged_engine.ask(QUESTION, params=GREEDY)
+    without = unmerged_engine.ask(QUESTION, params=GREEDY, use_adapter=False)
+    assert with_adapter.answer == "Start a loop diuretic." and with_adapter.reasoning
+    assert without.answer == "Rest and fluids." and without.reasoning == ""
+    on = logits(unmerged_engine.loaded)
+    with unmerged_engine.loaded.model.disable_adapter():
+        off = logits(unmerged_engine.loaded)
+    assert (on - off).abs().max() > 1.0
+
+
+def test_merged_and_unmerged_logits_agree(engine: Engine, unmerged_engine: Engine, tiny_settings: Settings) -> None:
+    from_disk = load_model(replace(tiny_settings, adapter=str(Path(tiny_settings.adapter).parent / "merged")))
+    unmerged = logits(unmerged_engine.loaded)
+    torch.testing.assert_close(logits(engine.loaded), unmerged, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(logits(from_disk), unmerged, atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------ tokenizer and template
+
+
+def test_adapter_without_tokenizer_uses_the_bases(engine: Engine, tiny_repos: TinyRepos) -> None:
+    assert not (tiny_repos.adapter / "tokenizer_config.json").exists()
+    assert engine.loaded.tokenizer.name_or_path == str(tiny_repos.base)
+    assert load_tokenizer(tiny_repos.adapter, tiny_repos.base).name_or_path == str(tiny_repos.base)
+
+
+def test_adapter_folder_shipping_a_tokenizer_uses_its_own(tiny_repos: TinyRepos, tmp_path: Path) -> None:
+    adapter = tmp_path / "adapter-with-tokenizer"
+    shutil.copytree(tiny_repos.adapter, adapter)
+    own = AutoTokenizer.from_pretrained(tiny_repos.base)
+    own.chat_template = GEMMA3_CHAT_TEMPLATE + "{# the adapter's own #}"
+    own.save_pretrained(adapter)
+    tokenizer = load_tokenizer(adapter, tiny_repos.base)
+    assert tokenizer.name_or_path == str(adapter)
+    assert tokenizer.chat_template.endswith("{# the adapter's own #}")
+    loaded = load_model(Settings(base_model=str(tiny_repos.base), adapter=str(adapter), dtype="float32"))
+    assert loaded.tokenizer.name_or_path == str(adapter)
+
+
+def test_bare_base_gets_the_gemma3_chat_template(tiny_repos: TinyRepos, tiny_settings: Settings) -> None:
+    assert not AutoTokenizer.from_pretrained(tiny_repos.bare_base).chat_template
+    assert load_tokenizer(tiny_repos.bare_base, None).chat_template == GEMMA3_CHAT_TEMPLATE
+    loaded = load_model(replace(tiny_settings, base_model=str(tiny_repos.bare_base), adapter=None))
+    assert loaded.tokenizer.chat_template == GEMMA3_CHAT_TEMPLATE
+    # An adapter without a tokenizer over the bare base: the base's tokenizer, given the template.
+    assert load_tokenizer(tiny_repos.adapter, tiny_repos.bare_base).chat_template == GEMMA3_CHAT_TEMPLATE
+
+
+def test_base_tokenizer_keeps_its_own_template(tiny_repos: TinyRepos) -> None:
+    shipped = AutoTokenizer.from_pretrained(tiny_repos.base).chat_template
+    assert shipped
+    assert load_tokenizer(tiny_repos.base, None).chat_template == shipped
+
+
+# ---------------------------------------------------------------------------------------------------- devices
+
+
+def test_pick_device_and_dtype() -> None:
+    assert pick_device(Settings(device="cpu")) == "cpu"
+    assert pick_dtype(Settings(dtype="float32"), "cpu") is torch.float32
+    assert pick_dtype(Settings(dtype="bfloat16"), "cpu") is torch.bfloat16
+    assert pick_dtype(Settings(dtype="auto"), "cpu") is torch.float32
+    assert pick_dtype(Settings(dtype="auto"), "cuda") is torch.bfloat16
+
+
+# ----------------------------------------------------------------------------------------------------- errors
+
+
+def test_missing_local_adapter_folder(tiny_settings: Settings, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-adapter"
+    error = load_error(replace(tiny_settings, adapter=str(missing)))
+    assert str(missing) in str(error) and "does not exist" in str(error) and "adapter" in str(error)
+
+
+def test_missing_local_base_folder(tiny_settings: Settings, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-base"
+    error = load_error(replace(tiny_settings, base_model=str(missing)))
+    assert str(missing) in str(error) and "does not exist" in str(error) and "base model" in str(error)
+
+
+def test_corrupt_adapter_weights(tiny_settings: Settings, tiny_repos: TinyRepos, tmp_path: Path) -> None:
+    adapter = tmp_path / "corrupt-adapter"
+    shutil.copytree(tiny_repos.adapter, adapter)
+    (adapter / "adapter_model.safetensors").write_bytes(b"\x00not a safetensors file" * 20)
+    error = load_error(replace(tiny_settings, adapter=str(adapter)))
+    assert "corrupt" in str(error) and str(adapter) in str(error)
+
+
+def test_corrupt_adapter_config(tiny_settings: Settings, tiny_repos: TinyRepos, tmp_path: Path) -> None:
+    adapter = tmp_path / "bad-config"
+    shutil.copytree(tiny_repos.adapter, adapter)
+    (adapter / "adapter_config.json").write_text("{not json", encoding="utf-8")
+    assert "corrupt" in str(load_error(replace(tiny_settings, adapter=str(adapter))))
+
+
+def test_corrupt_merged_weights(tiny_settings: Settings, tiny_repos: TinyRepos, tmp_path: Path) -> None:
+    merged = tmp_path / "corrupt-merged"
+    shutil.copytree(tiny_repos.merged, merged)
+    (merged / "model.safetensors").write_bytes(b"")
+    assert "corrupt" in str(load_error(replace(tiny_settings, adapter=str(merged))))
+
+
+def test_adapter_for_another_base_does_not_fit(tiny_settings: Settings, tmp_path: Path) -> None:
+    tokenizer = build_tokenizer()
+    other = Gemma3ForCausalLM(
+        Gemma3TextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,  # the tiny base has 64
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=16,
+        )
+    )
+    get_peft_model(other, LoraConfig(r=4, target_modules="all-linear")).save_pretrained(tmp_path / "other-lora")
+    error = load_error(replace(tiny_settings, adapter=str(tmp_path / "other-lora")))
+    assert "does not fit the base" in str(error)
+    assert "MEDCOT_BASE_MODEL" in str(error)
+
+
+def test_unreachable_hub_is_explained(tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Offline mode (read by huggingface_hub at import, so set on its constants) and a repo no cache holds.
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    error = load_error(replace(tiny_settings, adapter="medcot-tests/adapter-that-is-not-cached"))
+    assert "cannot be reached" in str(error) and "medcot-tests/adapter-that-is-not-cached" in str(error)
+
+
+def test_download_errors_never_show_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_download(*args: object, **kwargs: object) -> str:
+        raise RuntimeError(f"server said no to token {kwargs['token']}")
+
+    monkeypatch.setattr("medcot.loading.snapshot_download", failing_download)
+    settings = Settings(hf_token="hf_secret_value")
+    with pytest.raises(ModelLoadError) as caught:
+        fetch("some-org/some-repo", settings, lambda message, fraction: None, "adapter")
+    assert "hf_secret_value" not in str(caught.value) and "***" in str(caught.value)
+    assert_readable(caught.value)
+
+
+def test_is_hub_unreachable() -> None:
+    assert is_hub_unreachable(ConnectionError("refused"))
+    assert is_hub_unreachable(OSError("offline"))
+    assert not is_hub_unreachable(ValueError("bad"))
+
+
+def test_engine_keeps_a_load_failure_as_a_message(tiny_settings: Settings, tmp_path: Path) -> None:
+    failed = Engine(replace(tiny_settings, adapter=str(tmp_path / "missing"))).load()
+    assert not failed.ready and failed.error and "does not exist" in failed.error
+    assert failed.status() == failed.error
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        failed.require_model()

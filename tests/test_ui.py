@@ -1,0 +1,248 @@
+"""The Gradio app over a tiny real model, driven through gradio_client and MCP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from gradio_client import Client
+from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS
+
+from medcot.config import GenerationParams, Settings
+from medcot.engine import Engine, Finished, Stats
+from medcot.reasoning import AnswerDelta, ReasoningDelta, ReasoningDone
+from medcot.ui import (
+    STATS_PREFIX,
+    ChatRenderer,
+    build_demo,
+    format_stats,
+    launch_kwargs,
+    mark_stopped,
+    params_from,
+    queue,
+    turns_from_history,
+)
+
+GREEDY = (64, 0.0, 0.95, 64, 1.0)  # max_new_tokens, temperature, top_p, top_k, repetition_penalty
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def generation_threads() -> int:
+    return sum(t.name == "medcot-generate" for t in threading.enumerate())
+
+
+@pytest.fixture(scope="module")
+def app_url(engine: Engine) -> Iterator[str]:
+    demo = queue(build_demo(engine), engine)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_port=free_port(), **launch_kwargs())
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app_url: str) -> Client:
+    return Client(app_url, verbose=False)
+
+
+def test_chat_streams_pending_reasoning_then_done_and_a_separate_answer(client: Client) -> None:
+    updates = list(client.submit(QUESTIONS[0], *GREEDY, api_name="/chat"))
+    pending = [u for u in updates if u and u[0]["metadata"].get("status") == "pending"]
+    assert pending, "the reasoning accordion is never shown as pending while streaming"
+    # Reasoning text grows while still pending: it streams live, not all at the end.
+    assert any(u[0]["content"] for u in pending)
+    final = updates[-1]
+    reasoning, answer, stats = final
+    assert reasoning["metadata"]["title"] == "Reasoning"
+    assert reasoning["metadata"]["status"] == "done"
+    assert reasoning["metadata"]["duration"] >= 0
+    assert reasoning["content"] == ADAPTER_REASONING
+    assert answer["content"] == ADAPTER_ANSWER and not answer["metadata"]
+    assert stats["content"].startswith(STATS_PREFIX)
+    for update in updates:
+        for message in update:
+            assert "<think>" not in message["content"] and "</think>" not in message["content"]
+
+
+def test_ask_returns_the_answer_only_unless_reasoning_is_requested(client: Client) -> None:
+    assert client.predict(QUESTIONS[1], 64, 0.0, api_name="/ask") == ADAPTER_ANSWER
+    with_reasoning = client.predict(QUESTIONS[1], 64, 0.0, 0.95, 64, 1.0, True, api_name="/ask")
+    assert with_reasoning == f"Reasoning:\n{ADAPTER_REASONING}\n\nAnswer:\n{ADAPTER_ANSWER}"
+
+
+def test_ask_rejects_bad_input_with_a_readable_message_and_keeps_serving(client: Client) -> None:
+    with pytest.raises(Exception, match="Please type a question"):
+        client.predict("   ", api_name="/ask")
+    with pytest.raises(Exception, match="temperature must be between"):
+        client.predict(QUESTIONS[1], 64, 5.0, api_name="/ask")
+    assert client.predict(QUESTIONS[1], 64, 0.0, api_name="/ask") == ADAPTER_ANSWER
+
+
+def test_history_reasoning_never_reaches_the_prompt(engine: Engine) -> None:
+    history = [
+        {"role": "user", "content": QUESTIONS[0]},
+        {"role": "assistant", "content": "SECRET-REASONING", "metadata": {"title": "Reasoning", "status": "done"}},
+        {"role": "assistant", "content": [{"type": "text", "text": "Earlier answer."}]},
+        {"role": "assistant", "content": f"{STATS_PREFIX} 1 tok/s</sub>"},
+        {"role": "user", "content": "question that failed"},
+    ]
+    turns = turns_from_history(history)
+    assert [(t.question, t.answer) for t in turns] == [(QUESTIONS[0], "Earlier answer.")]
+    from medcot.prompt import encode_prompt
+
+    text = encode_prompt(engine.loaded.tokenizer, QUESTIONS[1], turns).text
+    assert "Earlier answer." in text and "SECRET-REASONING" not in text and STATS_PREFIX not in text
+
+
+def test_cancel_from_a_client_ends_the_generation_thread(tiny_settings: Settings, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    import tiny
+
+    # An untrained model told never to stop keeps generating until cancelled.
+    tokenizer = tiny.build_tokenizer()
+    model = tiny.build_model(tokenizer, seed=1)
+    model.generation_config.suppress_tokens = [
+        tokenizer.eos_token_id,
+        tokenizer.convert_tokens_to_ids("<end_of_turn>"),
+    ]
+    model.save_pretrained(tmp_path / "endless")
+    tokenizer.save_pretrained(tmp_path / "endless")
+    endless = Engine(replace(tiny_settings, base_model=str(tmp_path / "endless"), adapter=None)).load()
+    demo = queue(build_demo(endless), endless)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_port=free_port())
+    try:
+        baseline = generation_threads()
+        job = Client(url, verbose=False).submit(QUESTIONS[0], 4096, 0.0, 0.95, 64, 1.0, api_name="/chat")
+        deadline = time.monotonic() + 20
+        while generation_threads() == baseline and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert generation_threads() == baseline + 1, "generation never started"
+        time.sleep(0.3)
+        job.cancel()
+        cancelled = time.monotonic()
+        while generation_threads() > baseline and time.monotonic() - cancelled < 5:
+            time.sleep(0.01)
+        assert generation_threads() == baseline, "the generation thread outlived the cancel"
+    finally:
+        demo.close()
+
+
+def test_mcp_ask_tool_answers(app_url: str) -> None:
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def call() -> tuple[list[str], str]:
+        async with (
+            streamablehttp_client(f"{app_url.rstrip('/')}/gradio_api/mcp/") as (read, write, _),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            tools = await session.list_tools()
+            names = [tool.name for tool in tools.tools]
+            ask = next(name for name in names if name.endswith("ask"))
+            description = next(tool.description for tool in tools.tools if tool.name == ask)
+            assert "not for clinical use" in description.lower()
+            result = await session.call_tool(ask, {"question": QUESTIONS[2], "temperature": 0})
+            return names, "".join(part.text for part in result.content if hasattr(part, "text"))
+
+    names, text = asyncio.run(asyncio.wait_for(call(), timeout=60))
+    assert any(name.endswith("ask") for name in names)
+    assert ADAPTER_ANSWER in text
+
+
+# -- pure helpers ----------------------------------------------------------------------------------------------------
+
+
+def test_renderer_drops_the_placeholder_accordion_when_the_model_does_not_reason() -> None:
+    view = ChatRenderer()
+    assert view.messages()[0].metadata["status"] == "pending"  # spinner from the first moment
+    view.apply(AnswerDelta("Plain answer."))
+    assert [m.content for m in view.messages()] == ["Plain answer."]
+
+
+def test_renderer_yields_fresh_messages_each_time() -> None:
+    # Gradio streams diffs between yields: reusing message objects would send nothing.
+    view = ChatRenderer()
+    first = view.messages()
+    view.apply(ReasoningDelta("step"))
+    view.apply(ReasoningDone(1.24))
+    second = view.messages()
+    assert first[0].content == "" and first[0].metadata["status"] == "pending"
+    assert second[0].content == "step" and second[0].metadata == {
+        "title": "Reasoning",
+        "status": "done",
+        "duration": 1.2,
+    }
+
+
+def test_cut_off_reasoning_is_flagged_and_explained() -> None:
+    view = ChatRenderer()
+    view.apply(ReasoningDelta("long thought"))
+    view.apply(ReasoningDone(3.0, cut_off=True))
+    stats = Stats(10, 64, 64, 0, 0.1, 3.0, True, True, False, 0)
+    view.apply(Finished(stats))
+    reasoning, stats_message = view.messages()
+    assert reasoning.metadata["log"] == "cut off"
+    assert "Max new tokens" in stats_message.content and "cut off by the token limit" in stats_message.content
+    assert "cut off" not in format_stats(Stats(10, 8, 4, 4, 0.1, 1.0, False, False, False, 0))
+
+
+def test_mark_stopped_leaves_no_spinner() -> None:
+    history = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "half a thought", "metadata": {"title": "Reasoning", "status": "pending"}},
+    ]
+    settled = mark_stopped(history)
+    assert settled[1]["metadata"] == {"title": "Reasoning", "status": "done", "log": "stopped"}
+    assert history[1]["metadata"]["status"] == "pending"  # the input is not mutated
+
+
+@pytest.mark.parametrize(
+    ("history", "message"),
+    [("not a list", "list of messages"), ([1, 2], "role and content"), ([{"content": "x"}], "role and content")],
+)
+def test_bad_history_is_refused_readably(history: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        turns_from_history(history)
+
+
+def test_params_from_validates_and_fills_defaults() -> None:
+    assert params_from(None, None, None, None, None) == GenerationParams()
+    assert params_from(10, "0.5", 0.9, 5.0, 1.1) == GenerationParams(10, 0.5, 0.9, 5, 1.1)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        params_from(0, 1.0, 0.9, 5, 1.0)
+
+
+def test_ui_module_is_the_only_gradio_user() -> None:
+    import ast
+    from pathlib import Path
+
+    library = Path(__file__).parents[1] / "medcot"
+    for path in library.glob("*.py"):
+        if path.name in ("ui.py", "zerogpu.py"):
+            continue
+        imported = {
+            alias.name.split(".")[0]
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Import | ast.ImportFrom)
+            for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+        }
+        assert not imported & {"gradio", "spaces"}, f"{path.name} imports the UI stack"
+
+
+def test_demo_shows_the_disclaimer_and_status(engine: Engine) -> None:
+    demo = build_demo(engine)
+    markdown = [c.value for c in demo.blocks.values() if isinstance(c, gr.Markdown)]
+    assert any("not for clinical use" in str(value) for value in markdown)
+    assert any("adapter" in str(value) and "cpu" in str(value) for value in markdown)
