@@ -49,7 +49,7 @@ def test_on_zerogpu_the_decorated_stream_stops_between_events(engine: Engine, mo
 
 
 def test_model_loads_at_import_on_zerogpu_and_in_the_background_elsewhere(
-    tiny_settings, monkeypatch: pytest.MonkeyPatch
+    tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(zerogpu, "on_zero_gpu", lambda: True)
     eager = zerogpu.start_engine(Engine(tiny_settings))
