@@ -49,7 +49,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO, engine: Engine | None = None) -> int:
-    question = args.question if args.question is not None else stdin.read()
+    try:
+        question = args.question if args.question is not None else stdin.read()
+    except UnicodeDecodeError:
+        raise InputError("The question on standard input is not valid UTF-8 text.") from None
     dim = stderr.isatty() and "NO_COLOR" not in os.environ
     engine = engine or Engine(_settings(args))
     if not engine.ready:

@@ -182,7 +182,7 @@ class Engine:
             chunks = stream_generate(loaded.model, loaded.tokenizer, prompt.input_ids, params, cancel)
             try:
                 for chunk in chunks:
-                    if first is None:
+                    if first is None and chunk.text:  # a last empty chunk only carries the token count
                         first = time.monotonic() - started
                     tokens = chunk.tokens
                     events = parser.feed(chunk.text)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
-from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
@@ -112,6 +112,11 @@ def fetch(location: str, settings: Settings, progress: Progress, role: str) -> P
             "Check the repo id you configured, or set HF_TOKEN if it is private."
         ) from None
     except Exception as exc:
+        if isinstance(exc, HfHubHTTPError) and exc.response.status_code == 401:  # the Hub answered: not unreachable
+            raise ModelLoadError(
+                f"The Hugging Face Hub refused the token while fetching the {role} `{location}`: HF_TOKEN is invalid "
+                "or expired. Set HF_TOKEN to a valid read token and restart."
+            ) from None
         if is_hub_unreachable(exc):
             raise ModelLoadError(
                 f"Could not download the {role} `{location}`: the Hugging Face Hub cannot be reached and it is not "
@@ -221,6 +226,12 @@ def apply_adapter(loaded: LoadedModel, adapter_dir: Path, settings: Settings, pr
     from peft import PeftModel
 
     progress(f"Applying the adapter `{settings.adapter}`", None)
+    if not any((adapter_dir / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+        # PEFT would look for the weights on the Hub under the folder's path and fail with an unrelated message.
+        raise ModelLoadError(
+            f"The adapter `{settings.adapter}` has no weights file (adapter_model.safetensors): the download is "
+            "incomplete or the location is not a LoRA adapter."
+        )
     try:
         model = PeftModel.from_pretrained(loaded.model, adapter_dir)
     except Exception as exc:

@@ -277,13 +277,20 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
             respond,
             chatbot=gr.Chatbot(
                 elem_id="chat",
+                label="Conversation",
+                show_label=False,
                 placeholder="Ask a medical question. The model reasons step by step before it answers.",
                 buttons=["copy", "copy_all"],
                 scale=1,
             ),
             # stop_btn=True: a custom Textbox's own stop_btn (default False) decides whether Stop is shown.
             textbox=gr.Textbox(
-                placeholder="Ask a medical question…", elem_id="question", submit_btn=True, stop_btn=True
+                placeholder="Ask a medical question…",
+                elem_id="question",
+                label="Your question",
+                show_label=False,
+                submit_btn=True,
+                stop_btn=True,
             ),
             additional_inputs=sliders,
             # render=False: ChatInterface renders its own copy of this accordion under the chat; rendered here

@@ -54,14 +54,15 @@ def gpu_stream(engine: Engine) -> StreamFn:
         use_adapter: bool = True,
         cancel: threading.Event | None = None,
     ) -> Iterator[StreamEvent]:
-        # On ZeroGPU the generator runs in another process, where this event cannot go: check it between events
-        # and close the GPU generator from the thread iterating it, which spaces forwards to its worker.
+        # On ZeroGPU the generator runs in another process, where this event cannot go: check it as each event
+        # arrives (before handing it on, since after a Stop nobody asks for another) and close the GPU generator
+        # from the thread iterating it, which spaces forwards to its worker.
         events = on_gpu(question, history, params, use_adapter)
         try:
             for event in events:
-                yield event
                 if cancel is not None and cancel.is_set():
                     break
+                yield event
         finally:
             events.close()
 

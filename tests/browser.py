@@ -35,11 +35,13 @@ def free_port() -> int:
 
 
 class SlowStream:
-    """engine.stream with a pause before each event, so the pending state stays on screen long enough to see.
+    """The app's stream function around engine.stream, with a pause before each event so the pending state stays
+    on screen long enough to see.
 
-    After ``free_events`` events every further event waits for ``gate`` (set by default): clear the gate to
-    freeze a stream mid-reasoning at a known point. It records what it was asked, how many events it served,
-    and how many streams were closed, so a test can tell that Stop really ended generation on the server.
+    After ``free_events`` events each further event waits for ``gate`` (set by default): clear it to freeze a
+    stream mid-reasoning at a known point. A frozen stream still ends when the app sets the request's cancel
+    event, as the engine does within a token. Records the questions, turns, parameters and cancel events it got and the
+    events it served, so a test can tell that Stop really ended the request on the server.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -51,29 +53,40 @@ class SlowStream:
         self.delay = delay
         self.free_events = free_events
         self.gate.set()
-        self.started = self.closed = self.served = 0
+        self.served = 0
         self.questions: list[str] = []
         self.params: list[GenerationParams] = []
+        self.turns: list[list[Turn]] = []
+        self.cancels: list[threading.Event] = []
 
     def __call__(
-        self, question: str, turns: Sequence[Turn], params: GenerationParams, use_adapter: bool = True
+        self,
+        question: str,
+        turns: Sequence[Turn],
+        params: GenerationParams,
+        use_adapter: bool = True,
+        cancel: threading.Event | None = None,
     ) -> Iterator[StreamEvent]:
-        self.started += 1
+        cancel = cancel if cancel is not None else threading.Event()
         self.questions.append(question)
         self.params.append(params)
-        events = self.engine.stream(question, turns, params, use_adapter=use_adapter)
+        self.turns.append(list(turns))
+        self.cancels.append(cancel)
+        events = self.engine.stream(question, turns, params, cancel, use_adapter)
         try:
             for count, event in enumerate(events):
                 time.sleep(self.delay)
-                while count >= self.free_events and not self.gate.wait(0.05):
+                while count >= self.free_events and not self.gate.wait(0.05) and not cancel.is_set():
                     pass
+                if cancel.is_set():
+                    return
                 self.served += 1
                 yield event
         finally:
             events.close()
-            self.closed += 1
 
-    def wait_for(self, condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    @staticmethod
+    def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
