@@ -13,6 +13,7 @@ from typing import TextIO
 from medcot import DISCLAIMER
 from medcot.config import ConfigError, GenerationParams, Settings
 from medcot.engine import Engine, Finished, InputError
+from medcot.generation import GenerationError, clean_question
 from medcot.loading import ModelLoadError
 from medcot.prompt import PromptTooLongError
 from medcot.reasoning import AnswerDelta, ReasoningDelta, ReasoningDone
@@ -50,7 +51,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO, engine: Engine | None = None) -> int:
     try:
-        question = args.question if args.question is not None else stdin.read()
+        question = clean_question(args.question if args.question is not None else stdin.read())  # before loading
     except UnicodeDecodeError:
         raise InputError("The question on standard input is not valid UTF-8 text.") from None
     dim = stderr.isatty() and "NO_COLOR" not in os.environ
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None, engine: Engine | None = None) -> int
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(args, sys.stdin, sys.stdout, sys.stderr, engine)
-    except (ConfigError, InputError, ModelLoadError, PromptTooLongError, ValueError) as exc:
+    except (ConfigError, InputError, ModelLoadError, PromptTooLongError, GenerationError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

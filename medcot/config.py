@@ -110,7 +110,6 @@ class Settings:
 
         adapter = env.get("MEDCOT_ADAPTER", DEFAULT_ADAPTER).strip()
         cache = env.get("MEDCOT_CACHE_DIR", "").strip()
-        from medcot.cpu_speed import CPU_MODES
 
         return cls(
             base_model=env.get("MEDCOT_BASE_MODEL", "").strip() or DEFAULT_BASE_MODEL,
@@ -121,7 +120,7 @@ class Settings:
             device=choice("MEDCOT_DEVICE", DEVICES, "auto"),
             merge_adapter=choice("MEDCOT_MERGE", ("1", "0", "true", "false", "yes", "no"), "1")
             in ("1", "true", "yes"),
-            cpu_mode=choice("MEDCOT_CPU_MODE", tuple(CPU_MODES), "auto"),
+            cpu_mode=env.get("MEDCOT_CPU_MODE", "").strip().lower() or "auto",  # checked by medcot.cpu_speed
             concurrency=integer("MEDCOT_CONCURRENCY", 2, 1),
             queue_size=integer("MEDCOT_QUEUE_SIZE", 16, 1),
             cache_dir=Path(cache).expanduser() if cache else None,

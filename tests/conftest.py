@@ -7,6 +7,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+# Before anything imports huggingface_hub, which reads it once: no test may reach for the Hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -15,9 +19,6 @@ from tiny import TinyRepos, build_repos
 
 from medcot.config import Settings
 from medcot.engine import Engine
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach for the Hub
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 @pytest.fixture(scope="session")

@@ -79,6 +79,15 @@ def test_bad_input_is_one_error_line(
     assert "Traceback" not in err
 
 
+def test_empty_question_is_refused_before_loading(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(" \n"))
+    code = main(["--base-model", str(tmp_path / "missing"), "--adapter", ""])
+    out, err = capsys.readouterr()
+    assert (code, out, err) == (1, "", "error: Please type a question.\n")
+
+
 def test_bad_environment_is_one_error_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
