@@ -258,8 +258,10 @@ def _finish(loaded: LoadedModel, settings: Settings, progress: Progress) -> Load
 
 
 def _embedded_available() -> bool:
-    from medcot.embedded import embedded_available
-
+    try:  # the module's PyPI model package is a local-only extra
+        from medcot.embedded import embedded_available
+    except ImportError:
+        return False
     return embedded_available()
 
 
