@@ -12,8 +12,8 @@ from typing import TextIO
 
 from medcot import DISCLAIMER
 from medcot.config import ConfigError, GenerationParams, Settings
-from medcot.engine import Engine, Finished, InputError
-from medcot.generation import GenerationError, clean_question
+from medcot.engine import Engine, Finished, InputError, clean_question
+from medcot.generation import GenerationError
 from medcot.loading import ModelLoadError
 from medcot.prompt import PromptTooLongError
 from medcot.reasoning import AnswerDelta, ReasoningDelta, ReasoningDone

@@ -171,9 +171,14 @@ def report_figures() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def app(engine: Engine) -> Iterator[str]:
-    with served(engine) as (url, _):
-        yield url
+def running_app(engine: Engine) -> Iterator[tuple[str, gr.Blocks]]:
+    with served(engine) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def app(running_app: tuple[str, gr.Blocks]) -> str:
+    return running_app[0]
 
 
 @pytest.fixture(scope="module")
@@ -470,10 +475,11 @@ async def _drain(stream: Any) -> None:
 
 @pytest.mark.timeout(FIXTURES_S + 30)
 @pytest.mark.parametrize("case", list(BAD_HISTORIES))
-def test_chat_history_that_is_not_a_list_of_messages_is_refused(engine: Engine, client: Client, case: str) -> None:
-    """/chat's history is server-side state a client cannot set; its handler is called with one directly."""
-    demo = build_demo(engine)
-    respond = next(fn.fn for fn in demo.fns.values() if fn.api_name == "chat")
+def test_chat_history_that_is_not_a_list_of_messages_is_refused(
+    running_app: tuple[str, gr.Blocks], client: Client, case: str
+) -> None:
+    """/chat's history is server-side state a client cannot set: the running app's handler is called with it."""
+    respond = next(fn.fn for fn in running_app[1].fns.values() if fn.api_name == "chat")
     with pytest.raises(gr.Error, match="chat history must be a list of messages"):
         asyncio.run(_drain(respond(QUESTION, BAD_HISTORIES[case], 32, 0.0, 0.95, 64, 1.0)))
     assert served_answer(client, "/chat") == ADAPTER_ANSWER
