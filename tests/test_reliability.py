@@ -543,6 +543,8 @@ def test_cli_question_on_stdin_that_is_not_utf8_is_one_clear_line(
     assert cli_main([], engine=engine) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.splitlines()[-1].startswith("error: ") and "UTF-8" in err, err
+    assert cli_main([QUESTION, "--temperature", "0", "--no-reasoning"], engine=engine) == 0
+    assert capsys.readouterr().out == ADAPTER_ANSWER + "\n"
 
 
 # -- secrets -------------------------------------------------------------------------------------------------------
