@@ -38,11 +38,16 @@ class Stats:
     reasoning_cut_off: bool  # a <think> block never closed
     stopped: bool  # the client stopped it
     turns_dropped: int
+    tokens_at_first_text: int = 1  # the streamer holds text back to word boundaries: tokens already made by then
 
     @property
     def tokens_per_second(self) -> float:
+        """Decode speed after the first visible text (so prefill time does not count)."""
         decode_time = self.seconds - (self.time_to_first_token or 0.0)
-        return (self.new_tokens - 1) / decode_time if self.new_tokens > 1 and decode_time > 0 else 0.0
+        decoded = self.new_tokens - self.tokens_at_first_text
+        if decoded > 0 and decode_time > 0:
+            return decoded / decode_time
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,7 @@ class Engine:
         started = time.monotonic()
         parser = ThinkParser()
         first: float | None = None
+        first_tokens = 1
         tokens = 0
         reasoning_tokens: int | None = None  # fixed when </think> arrives
         cancel = cancel if cancel is not None else threading.Event()
@@ -184,6 +190,7 @@ class Engine:
                 for chunk in chunks:
                     if first is None and chunk.text:  # a last empty chunk only carries the token count
                         first = time.monotonic() - started
+                        first_tokens = chunk.tokens
                     tokens = chunk.tokens
                     events = parser.feed(chunk.text)
                     if any(isinstance(e, ReasoningDone) for e in events):
@@ -208,6 +215,7 @@ class Engine:
                 reasoning_cut_off=cut_off,
                 stopped=cancel.is_set() and tokens < params.max_new_tokens,
                 turns_dropped=prompt.turns_dropped,
+                tokens_at_first_text=first_tokens,
             )
         )
 

@@ -35,8 +35,8 @@ from medcot.ui import build_demo, launch_kwargs, queue
 
 QUESTION = QUESTIONS[0]
 # pytest-timeout counts fixture set-up: the first test to run also builds the session's tiny models (about a
-# minute on a busy 2-core machine). Each limit below is that allowance plus the test's own bound.
-FIXTURES_S = 180
+# minute, at worst over two, on a busy 2-core machine). Each limit below is that allowance plus the test's own bound.
+FIXTURES_S = 240
 
 
 def hub_answers(status: int, url: str, **headers: str) -> Callable[..., NoReturn]:
