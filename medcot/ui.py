@@ -302,10 +302,12 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
             api_description="Chat; streams the message list (reasoning, answer, stats). Not for clinical use.",
             fill_height=True,
         )
-        # Stop closes the generator (Gradio >= 6.10); this settles the accordion it left pending.
+        # Stop cancels the stream; this settles the accordion it left pending. The chat's state is set from the
+        # visible chat too: Gradio syncs it only after a stream that completes, and the next reply is drawn from
+        # the state, so a stale one would wipe the stopped exchange from the page.
         chat.textbox.stop(mark_stopped, [chat.chatbot], [chat.chatbot], queue=False, api_visibility="undocumented")
         chat.textbox.stop(
-            mark_stopped, [chat.chatbot_state], [chat.chatbot_state], queue=False, api_visibility="undocumented"
+            mark_stopped, [chat.chatbot], [chat.chatbot_state], queue=False, api_visibility="undocumented"
         )
         gr.api(ask, api_name="ask")
         gr.Markdown(

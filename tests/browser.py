@@ -3,8 +3,6 @@ engine, and the Debian chromium that Playwright drives (its own browser download
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -13,7 +11,6 @@ from pathlib import Path
 from medcot.config import GenerationParams
 from medcot.engine import Engine, StreamEvent
 from medcot.prompt import Turn
-from medcot.ui import build_demo, launch_kwargs, queue
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -26,12 +23,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class SlowStream:
@@ -93,19 +84,6 @@ class SlowStream:
                 return False
             time.sleep(0.05)
         return True
-
-
-@contextlib.contextmanager
-def serve(engine: Engine, stream: SlowStream | None = None) -> Iterator[str]:
-    """The app as the Space builds it (bounded queue, launch arguments) on 127.0.0.1; yields its URL."""
-    demo = queue(build_demo(engine, stream=stream), engine)
-    _, url, _ = demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, **launch_kwargs()
-    )
-    try:
-        yield url
-    finally:
-        demo.close()
 
 
 def screenshot_path(name: str) -> Path:

@@ -14,8 +14,9 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, SlowStream, screenshot_path, serve
+from browser import CHROMIUM, CHROMIUM_ARGS, SlowStream, screenshot_path
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from serving import serve
 from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS
 
 from medcot import DISCLAIMER

