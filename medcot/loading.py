@@ -245,9 +245,13 @@ def apply_adapter(loaded: LoadedModel, adapter_dir: Path, settings: Settings, pr
 
 
 def _finish(loaded: LoadedModel, settings: Settings, progress: Progress) -> LoadedModel:
+    optimize_for_cpu = None
     if loaded.device == "cpu" and settings.dtype == "auto":
-        from medcot.cpu_speed import optimize_for_cpu
-
+        try:  # the CPU speed modes (issue 5) are optional: without them the model runs in float32
+            from medcot.cpu_speed import optimize_for_cpu
+        except ImportError:
+            log.info("medcot.cpu_speed not available: running in float32")
+    if optimize_for_cpu is not None:
         progress(f"Preparing the model for CPU ({settings.cpu_mode})", None)
         loaded.model, mode = optimize_for_cpu(loaded.model, settings.cpu_mode)
         loaded.dtype = mode
