@@ -18,10 +18,16 @@ greedy, 64 new tokens; `python -m medcot.bench_cpu`), and what it means for the 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import functools
+import json
 import logging
 import time
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +42,11 @@ CPU_MODES = ("auto", "f32", "f16", "f16-int8head", "f32-int8head")
 _F16_MAX_ROWS = 2
 # How many int8 logits are recomputed exactly; the f32-best token was at most 6th among int8 logits.
 _CANDIDATES = 64
+# Rows of a weight read, converted or quantized at a time, so no full-size temporary copy is ever made.
+_CHUNK_BYTES = 32 * 2**20
+# Rows of the output projection packed per int8 block (262144 rows: 8 blocks of 21 MB).
+_HEAD_BLOCK = 32768
+_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
 class HalfLinear(nn.Module):
@@ -68,18 +79,23 @@ class RescoredInt8Head(nn.Module):
 
     def __init__(self, weight: nn.Parameter, candidates: int = _CANDIDATES) -> None:
         super().__init__()
-        from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
-        from torch.ao.quantization import per_channel_dynamic_qconfig
-
         self.weight = weight  # shared with the input embedding: rescoring reads rows of it, nothing is copied
         self.candidates = candidates
-        source = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
-        source.weight = nn.Parameter(weight.detach().float(), requires_grad=False)
-        source.qconfig = per_channel_dynamic_qconfig  # a scale per vocabulary row: rows differ a lot in norm
+        # torch's int8 kernels called directly, as torch.ao's dynamic quantized Linear calls them (that module packs
+        # a full-size placeholder first), on blocks of rows: packing copies its input, and a block at a time keeps
+        # that transient copy at a block's size instead of the whole 168 MB.
         with warnings.catch_warnings():
-            # torch.ao eager quantization warns that it will move to torchao; it is still torch's CPU int8 GEMV.
+            # torch.ao quantization warns that it will move to torchao; these are still torch's CPU int8 kernels.
             warnings.filterwarnings("ignore", message=r".*(deprecated|torchao).*")
-            self.int8 = DynamicInt8Linear.from_float(source)
+            self.packed = [
+                torch.ops.quantized.linear_prepack(_quantize_rows(weight[start : start + _HEAD_BLOCK].detach()), None)
+                for start in range(0, weight.shape[0], _HEAD_BLOCK)
+            ]
+
+    def int8(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits from the int8 weight alone (activations quantized per call, reduced range as torch.ao does)."""
+        blocks = [torch.ops.quantized.linear_dynamic(hidden, packed, reduce_range=True) for packed in self.packed]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = hidden.float()
@@ -89,14 +105,27 @@ class RescoredInt8Head(nn.Module):
         return logits.scatter_(-1, top, exact)
 
 
+def _quantize_rows(weight: torch.Tensor) -> torch.Tensor:
+    """Symmetric int8 with a scale per row (vocabulary rows differ a lot in norm), as torch's per-channel weight
+    observer computes it, but a chunk of rows at a time: its float32 copy of a 262144-row weight is 670 MB."""
+    values = torch.empty(weight.shape, dtype=torch.int8)
+    scales = torch.empty(weight.shape[0], dtype=torch.float64)
+    per_chunk = max(1, _CHUNK_BYTES // (weight.shape[1] * 4))
+    for start in range(0, weight.shape[0], per_chunk):
+        rows = weight[start : start + per_chunk].float()
+        scale = (rows.abs().amax(dim=1).double() / 127.5).clamp_min(torch.finfo(torch.float32).eps)
+        zeros = torch.zeros(len(rows), dtype=torch.int64)
+        values[start : start + len(rows)] = torch.quantize_per_channel(rows, scale, zeros, 0, torch.qint8).int_repr()
+        scales[start : start + len(rows)] = scale
+    return torch._make_per_channel_quantized_tensor(values, scales, torch.zeros_like(scales, dtype=torch.int64), 0)
+
+
 def optimize_for_cpu(model: Any, mode: str = "auto") -> tuple[Any, str]:
-    """Apply `mode` to a float32 model on CPU, in place; return the model and the mode applied.
+    """Apply `mode` to a float32 model on CPU (or one from load_half), in place; return it and the mode applied.
 
     Call it after LoRA adapters are merged (unmerged adapters work but keep their own float32 matmuls). The
     result is for inference only: it cannot be trained or saved with save_pretrained.
     """
-    if mode not in CPU_MODES:
-        raise ValueError(f"Unknown CPU mode {mode!r}; choose one of {', '.join(CPU_MODES)}.")
     first = next(model.parameters())
     if first.device.type != "cpu":
         if mode == "auto":
@@ -104,8 +133,7 @@ def optimize_for_cpu(model: Any, mode: str = "auto") -> tuple[Any, str]:
         raise ValueError(f"CPU mode {mode!r} needs a model on the CPU, not {first.device}.")
     if any(isinstance(module, HalfLinear | RescoredInt8Head) for module in model.modules()):
         raise ValueError("This model was already optimized for CPU.")
-    if mode == "auto":
-        mode = _pick_auto(model)
+    mode = resolve_mode(mode)
     if mode == "f32":
         return model, mode
     if mode.endswith("int8head"):
@@ -117,42 +145,130 @@ def optimize_for_cpu(model: Any, mode: str = "auto") -> tuple[Any, str]:
     if mode.startswith("f16"):
         _to_half(model)
         _release_checkpoint_mmap(model)
+    _release_freed_memory()
     return model, mode
 
 
-def _pick_auto(model: Any) -> str:
-    # f16 only pays where the CPU has a fast f16 matrix-vector kernel (AVX-512 era x86 here); probe it.
-    return "f16-int8head" if _f16_is_faster(model) else "f32-int8head"
+def _release_freed_memory() -> None:
+    """Hand the memory the conversions freed back to the OS, so the process's RSS is the model's.
+
+    glibc keeps freed blocks of up to 32 MB in its heap (the quantization's temporaries are of that size): without
+    this the process stays ~200 MB larger than what it uses. Python has no portable call for it.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
-def _f16_is_faster(model: Any, repeats: int = 3) -> bool:
-    """Time the model's own MLP weights (more than a CPU cache holds) as f32 and f16 matrix-vector products."""
-    weights = [m.weight for name, m in model.named_modules() if isinstance(m, nn.Linear) and "mlp" in name][:48]
-    if not weights:
-        return False
-    halves = [w.detach().to(torch.float16) for w in weights]
+def resolve_mode(mode: str) -> str:
+    """The concrete mode `mode` stands for on this machine ("auto" picks one); refuses unknown names."""
+    if mode not in CPU_MODES:
+        raise ValueError(f"Unknown CPU mode {mode!r}; choose one of {', '.join(CPU_MODES)}.")
+    if mode != "auto":
+        return mode
+    return "f16-int8head" if _f16_is_fast() else "f32-int8head"
 
-    def best(ws: list[torch.Tensor], dtype: torch.dtype) -> float:
-        rows = {w.shape[1]: torch.ones(1, w.shape[1], dtype=dtype) for w in ws}
+
+@functools.cache  # one answer per process: loading asks before and after reading the weights
+def _f16_is_fast() -> bool:
+    """Whether float16 weights decode at least about as fast as float32 here (they always take half the memory).
+
+    x86 CPUs with AVX-512 have the fast f16 matrix-vector kernel (measured: 3x f32). Elsewhere the kernels are
+    timed on synthetic weights the size of the 270M's MLP, best of several runs so a busy machine cannot flip it.
+    """
+    if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return True
+    generator = torch.Generator().manual_seed(0)
+    weights = [torch.randn(2048, 640, generator=generator) for _ in range(24)]  # ~125 MB: more than a CPU cache
+    halves = [w.half() for w in weights]
+
+    def best(ws: list[torch.Tensor], dtype: torch.dtype, repeats: int = 5) -> float:
+        row = torch.ones(1, 640, dtype=dtype)
         times = []
         with torch.inference_mode():
             for _ in range(repeats):
                 start = time.perf_counter()
                 for w in ws:
-                    F.linear(rows[w.shape[1]], w)
+                    F.linear(row, w)
                 times.append(time.perf_counter() - start)
         return min(times)
 
     f32, f16 = best(weights, torch.float32), best(halves, torch.float16)
     log.info("f32 vs f16 matrix-vector probe: %.1f ms vs %.1f ms", f32 * 1e3, f16 * 1e3)
-    return f16 < 0.8 * f32
+    return f16 < 1.25 * f32
+
+
+def load_half(folder: Path) -> Any | None:
+    """Load a checkpoint straight into the layout of the f16 modes, or None where this loader cannot.
+
+    transformers' loader maps the whole checkpoint and every page it reads stays resident until it returns: from a
+    float32 checkpoint that is the file's full size on top of the converted weights (a 1.9 GB peak for the 270M,
+    whose f16 weights take 0.5 GB). Here the model is allocated in float16 and each tensor is read with plain
+    file reads, in row chunks, so the peak stays near the final size. Norms and other small parameters stay in
+    float32, exactly as optimize_for_cpu keeps them; the result is then given to optimize_for_cpu. Only a single
+    model.safetensors whose names and shapes match the model is read; anything else returns None (the caller uses
+    transformers' loader).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+    from transformers.initialization import no_init_weights
+
+    file = folder / "model.safetensors"
+    if not file.is_file():
+        return None
+    with no_init_weights():  # every weight is read from the file below; random init would only cost time
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=torch.float16)
+    model.tie_weights()  # from_pretrained ties after loading; here the tie must exist before the reads
+    matmuls = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear | nn.Embedding)}
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if id(parameter) not in matmuls:
+                parameter.data = parameter.data.float()
+    targets = model.state_dict()
+    filled: set[int] = set()
+    buffer = torch.empty(_CHUNK_BYTES, dtype=torch.uint8)
+    with open(file, "rb") as stream, torch.no_grad():
+        header_size = int.from_bytes(stream.read(8), "little")
+        header = json.loads(stream.read(header_size))
+        header.pop("__metadata__", None)
+        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+            target, dtype = targets.get(name), _SAFETENSORS_DTYPES.get(info["dtype"])
+            if target is None or dtype is None or list(target.shape) != info["shape"]:
+                log.info("%s: %s does not match the model; using transformers' loader", file, name)
+                return None
+            stream.seek(8 + header_size + info["data_offsets"][0])
+            _read_rows(stream, target, dtype, buffer)
+            filled.add(target.data_ptr())
+    missing = [name for name, tensor in targets.items() if tensor.data_ptr() not in filled]  # tied ones are filled
+    if missing:
+        log.info("%s lacks %s; using transformers' loader", file, ", ".join(missing[:3]))
+        return None
+    if (folder / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(folder)
+    return model.eval()
+
+
+def _read_rows(stream: BinaryIO, target: torch.Tensor, dtype: torch.dtype, buffer: torch.Tensor) -> None:
+    """Read a tensor stored as `dtype` into `target` (any dtype), through `buffer` (bytes) a chunk of rows at a time.
+
+    One buffer serves every read: a fresh one per chunk leaves the allocator's heap fragmented, holding on to
+    hundreds of MB it has freed.
+    """
+    rows = target.view(target.shape[0] if target.dim() > 1 else 1, -1)
+    row_bytes = rows.shape[1] * dtype.itemsize
+    per_chunk = max(1, len(buffer) // row_bytes)
+    if per_chunk * row_bytes > len(buffer):
+        buffer = torch.empty(row_bytes, dtype=torch.uint8)  # one row larger than the buffer
+    for start in range(0, rows.shape[0], per_chunk):
+        count = min(per_chunk, rows.shape[0] - start)
+        raw = buffer[: count * row_bytes]
+        if stream.readinto(memoryview(raw.numpy()).cast("B")) != len(raw):
+            raise OSError(f"{stream.name} ends early: it is truncated")
+        rows[start : start + count].copy_(raw.view(dtype).view(count, rows.shape[1]))
 
 
 def _quantize_head(model: Any) -> None:
     head = model.get_output_embeddings()
     embedding = model.get_input_embeddings()
     tied = embedding is not None and head.weight is embedding.weight
-    # Quantized from the float32 weight, before any f16 conversion, so int8 is as close to f32 as it gets.
     model.set_output_embeddings(RescoredInt8Head(head.weight))
     if tied and model.get_output_embeddings().weight is not embedding.weight:
         raise RuntimeError("output projection lost its tie to the embedding")

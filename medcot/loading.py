@@ -155,7 +155,28 @@ def load_tokenizer(primary: Path, fallback: Path | None) -> PreTrainedTokenizerB
     return tokenizer
 
 
-def _load_causal_lm(path: Path, dtype: torch.dtype, device: str) -> Any:
+def pick_cpu_mode(settings: Settings, device: str) -> str | None:
+    """The concrete medcot.cpu_speed mode the model gets, or None (not on CPU, a dtype was set, or no cpu_speed)."""
+    if device != "cpu" or settings.dtype != "auto":
+        return None
+    try:  # the CPU speed modes are optional: without them the model runs in float32
+        from medcot.cpu_speed import resolve_mode
+    except ImportError:
+        log.info("medcot.cpu_speed not available: running in float32")
+        return None
+    try:
+        return resolve_mode(settings.cpu_mode)
+    except ValueError as exc:
+        raise ModelLoadError(f"MEDCOT_CPU_MODE: {exc}") from None
+
+
+def _load_causal_lm(path: Path, dtype: torch.dtype, device: str, cpu_mode: str | None = None) -> Any:
+    if cpu_mode is not None and cpu_mode.startswith("f16"):
+        from medcot.cpu_speed import load_half
+
+        model = load_half(path)  # reads float32 checkpoints without the full-size float32 copy in memory
+        if model is not None:
+            return model
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     return model.to(device).eval()
 
@@ -195,14 +216,14 @@ def load_model(settings: Settings, progress: Progress | None = None) -> LoadedMo
 
 def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
     device = pick_device(settings)
-    dtype = pick_dtype(settings, device)
+    dtype, cpu_mode = pick_dtype(settings, device), pick_cpu_mode(settings, device)
     adapter_dir = fetch(settings.adapter, settings, progress, "adapter") if settings.adapter else None
     if adapter_dir is not None and not is_adapter_folder(adapter_dir):
         # The location holds full (merged) weights: load it alone and never fetch the base.
         progress(f"Loading merged weights `{settings.adapter}`", None)
         try:
             tokenizer = load_tokenizer(adapter_dir, None)
-            model = _load_causal_lm(adapter_dir, dtype, device)
+            model = _load_causal_lm(adapter_dir, dtype, device, cpu_mode)
         except Exception as exc:
             raise _explain_load_failure(exc, f"`{settings.adapter}`", settings.hf_token) from None
         loaded = LoadedModel(model, tokenizer, settings.base_model, settings.adapter, "merged", True, device, "")
@@ -212,7 +233,7 @@ def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
     progress(f"Loading the base model `{settings.base_model}`", None)
     try:
         tokenizer = load_tokenizer(adapter_dir, base_dir) if adapter_dir else load_tokenizer(base_dir, None)
-        model = _load_causal_lm(base_dir, dtype, device)
+        model = _load_causal_lm(base_dir, dtype, device, cpu_mode)
     except Exception as exc:
         raise _explain_load_failure(exc, f"the base model `{settings.base_model}`", settings.hf_token) from None
     if adapter_dir is None:
@@ -245,16 +266,12 @@ def apply_adapter(loaded: LoadedModel, adapter_dir: Path, settings: Settings, pr
 
 
 def _finish(loaded: LoadedModel, settings: Settings, progress: Progress) -> LoadedModel:
-    optimize_for_cpu = None
-    if loaded.device == "cpu" and settings.dtype == "auto":
-        try:  # the CPU speed modes (issue 5) are optional: without them the model runs in float32
-            from medcot.cpu_speed import optimize_for_cpu
-        except ImportError:
-            log.info("medcot.cpu_speed not available: running in float32")
-    if optimize_for_cpu is not None:
-        progress(f"Preparing the model for CPU ({settings.cpu_mode})", None)
-        loaded.model, mode = optimize_for_cpu(loaded.model, settings.cpu_mode)
-        loaded.dtype = mode
+    cpu_mode = pick_cpu_mode(settings, loaded.device)
+    if cpu_mode is not None:
+        from medcot.cpu_speed import optimize_for_cpu
+
+        progress(f"Preparing the model for CPU ({cpu_mode})", None)
+        loaded.model, loaded.dtype = optimize_for_cpu(loaded.model, cpu_mode)
     else:
         loaded.dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
     progress("Model ready", 1.0)
@@ -279,7 +296,7 @@ def _load_embedded(settings: Settings, progress: Progress, reason: str) -> Loade
     device = pick_device(settings)
     progress("Loading the embedded Gemma 3 270M base", None)
     tokenizer = load_tokenizer(folder, None)
-    model = _load_causal_lm(folder, pick_dtype(settings, device), device)
+    model = _load_causal_lm(folder, pick_dtype(settings, device), device, pick_cpu_mode(settings, device))
     note = f"Running the embedded Gemma 3 270M base model without the medical adapter ({reason})."
     loaded = LoadedModel(
         model,

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
 
-from medcot.cpu_speed import CPU_MODES, HalfLinear, RescoredInt8Head, optimize_for_cpu
+from medcot import cpu_speed
+from medcot.cpu_speed import CPU_MODES, HalfLinear, RescoredInt8Head, load_half, optimize_for_cpu, resolve_mode
 
 FAST_MODES = [mode for mode in CPU_MODES if mode not in ("auto", "f32")]
 
@@ -73,7 +73,7 @@ def test_mode_converts_the_layers_and_stays_close(mode: str) -> None:
     else:
         assert all(type(m) is nn.Linear for m in model.model.layers.modules() if isinstance(m, nn.Linear | HalfLinear))
     if mode.endswith("int8head"):
-        assert isinstance(head, RescoredInt8Head) and isinstance(head.int8, DynamicInt8Linear)
+        assert isinstance(head, RescoredInt8Head)
 
     got = logits(model, ids)
     assert got.dtype == torch.float32
@@ -159,6 +159,95 @@ def test_unmerged_lora_adapter_keeps_working() -> None:
         got = model(input_ids=ids).logits
     torch.testing.assert_close(got, reference, atol=5e-2, rtol=0)
     assert torch.equal(got.argmax(-1), reference.argmax(-1))
+
+
+def test_auto_resolves_by_cpu_capability_or_a_probe(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="medcot.cpu_speed")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    cpu_speed._f16_is_fast.cache_clear()
+    assert resolve_mode("auto") == "f16-int8head" and "probe" not in caplog.text
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
+    cpu_speed._f16_is_fast.cache_clear()
+    assert resolve_mode("auto") in ("f16-int8head", "f32-int8head")
+    assert "matrix-vector probe" in caplog.text, "without AVX-512 the kernels are timed"
+    cpu_speed._f16_is_fast.cache_clear()
+    assert resolve_mode("f32") == "f32"
+    with pytest.raises(ValueError, match="Unknown CPU mode"):
+        resolve_mode("fp8")
+
+
+@pytest.fixture
+def f32_folder(tmp_path: Path) -> Path:
+    model = tiny_model(seed=4)
+    with torch.no_grad():  # norms away from their init of zeros, so the test sees them read exactly
+        for name, parameter in model.named_parameters():
+            if "norm" in name:
+                parameter.normal_(0, 0.5)
+    model.generation_config.max_new_tokens = 7  # proves generation_config.json is read
+    model.save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_load_half_reads_the_f16_layout_directly(f32_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_speed, "_CHUNK_BYTES", 1000)  # many chunks per tensor, and rows larger than a chunk
+    reference = AutoModelForCausalLM.from_pretrained(f32_folder, dtype=torch.float32).eval()
+    model = load_half(f32_folder)
+    assert model is not None and model.generation_config.max_new_tokens == 7
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    expected = dict(reference.named_parameters())
+    for name, parameter in model.named_parameters():
+        matmul = "proj" in name or "embed_tokens" in name
+        assert parameter.dtype == (torch.float16 if matmul else torch.float32), name
+        assert torch.equal(parameter, expected[name].to(parameter.dtype)), name
+
+    ids = torch.tensor([[2, 10, 11, 40, 41, 42]])
+    for mode in ("f16", "f16-int8head"):
+        via_f32, _ = optimize_for_cpu(AutoModelForCausalLM.from_pretrained(f32_folder, dtype=torch.float32), mode)
+        via_half, _ = optimize_for_cpu(load_half(f32_folder), mode)
+        got, want = logits(via_half, ids), logits(via_f32.eval(), ids)
+        if mode == "f16":
+            assert torch.equal(got, want)
+        assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_load_half_leaves_other_layouts_to_transformers(f32_folder: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(f32_folder / "model.safetensors")
+    renamed = {name.replace("model.", "language_model.", 1): tensor for name, tensor in weights.items()}
+    save_file(renamed, f32_folder / "model.safetensors", metadata={"format": "pt"})
+    assert load_half(f32_folder) is None, "names that do not match"
+    save_file({k: v for k, v in weights.items() if "layers.1." not in k}, f32_folder / "model.safetensors")
+    assert load_half(f32_folder) is None, "a missing tensor would leave uninitialized memory"
+    (f32_folder / "model.safetensors").rename(f32_folder / "model-00001-of-00002.safetensors")
+    assert load_half(f32_folder) is None, "sharded checkpoints"
+
+
+def test_load_half_refuses_a_truncated_file(f32_folder: Path) -> None:
+    file = f32_folder / "model.safetensors"
+    file.write_bytes(file.read_bytes()[:-100])
+    with pytest.raises(OSError, match="truncated"):
+        load_half(f32_folder)
+
+
+def test_loading_uses_the_half_loader_for_f16_modes(tiny_settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from medcot.loading import load_model
+
+    calls = []
+    monkeypatch.setattr(cpu_speed, "load_half", lambda folder: calls.append(folder) or load_half(folder))
+    loaded = load_model(replace(tiny_settings, dtype="auto", cpu_mode="f16-int8head"))
+    assert loaded.dtype == "f16-int8head" and calls == [Path(tiny_settings.base_model)]
+    assert isinstance(loaded.model.get_output_embeddings(), RescoredInt8Head)
+    f32 = load_model(tiny_settings)
+    ids = torch.tensor([[2, 30, 31, 32]])
+    assert torch.equal(logits(loaded.model, ids).argmax(-1), logits(f32.model, ids).argmax(-1))
+    calls.clear()
+    assert load_model(replace(tiny_settings, dtype="auto", cpu_mode="f32-int8head")).dtype == "f32-int8head"
+    assert calls == [], "f32 modes load with transformers"
 
 
 # --- the real Gemma 3 270M ------------------------------------------------------------------------------------------
