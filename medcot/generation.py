@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,8 +13,13 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from medcot.config import GenerationParams
+from medcot.prompt import USER_TEMPLATE
 
 log = logging.getLogger(__name__)
+
+# The pretrained base has no chat tuning: after its answer it writes the card's next user turn itself
+# ("### Question:\n\n…"). Generation stops there and the marker is never shown.
+STOP_TEXTS: tuple[str, ...] = (USER_TEMPLATE.split("{question}")[0].strip(),)
 
 # A thread that has been told to stop ends after the token in flight; waiting longer means something is wrong.
 _JOIN_TIMEOUT_S = 30.0
@@ -39,6 +44,69 @@ class CancelCriteria(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
         stop = any(event.is_set() for event in self.events)
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+class StopTextCriteria(StoppingCriteria):
+    """Stops a sequence once its generated text contains one of ``texts``.
+
+    transformers' own StopStringCriteria (generate's ``stop_strings``) preprocesses the whole vocabulary each time
+    it is built: 1.5-3 s per request for Gemma's 262k tokens (measured), longer than a short answer takes. Here
+    only a short decoded tail is checked per token (a few µs), never the whole output. Each token of the
+    marker carries at least one of its characters, so a tail of ``len(text) + 1`` tokens always holds a
+    marker completed by the newest token; the prompt, which contains the marker itself, is never looked at.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_length: int, texts: Sequence[str] = STOP_TEXTS) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_length = prompt_length
+        self.texts = tuple(texts)
+        self.window = max((len(text) for text in self.texts), default=0) + 1
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        start = max(self.prompt_length, input_ids.shape[1] - self.window)
+        tails = self.tokenizer.batch_decode(input_ids[:, start:].tolist(), skip_special_tokens=True)
+        stop = [any(text in tail for text in self.texts) for tail in tails]
+        return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
+
+
+class StopTextFilter:
+    """Streamed text up to (not including) the first stop text; text that may begin one is held until decided.
+
+    The streamer emits text in pieces, so a marker can arrive split ("…\n\n###", " Question:"): the longest
+    tail of the text that is a prefix of a marker is held back, and released as soon as it stops matching.
+    """
+
+    def __init__(self, texts: Sequence[str] = STOP_TEXTS) -> None:
+        self.texts = tuple(text for text in texts if text)
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        """The part of ``text`` (with what was held) that is certainly shown; nothing once a marker was seen."""
+        if self.stopped:
+            return ""
+        self.pending += text
+        found = [index for index in (self.pending.find(marker) for marker in self.texts) if index >= 0]
+        if found:
+            self.stopped = True
+            shown, self.pending = self.pending[: min(found)], ""
+            return shown
+        held = self._held_length()
+        shown = self.pending[: len(self.pending) - held]
+        self.pending = self.pending[len(self.pending) - held :]
+        return shown
+
+    def close(self) -> str:
+        """At the end of the stream: whatever was held was not a marker after all."""
+        shown, self.pending = ("" if self.stopped else self.pending), ""
+        return shown
+
+    def _held_length(self) -> int:
+        for length in range(min(len(self.pending), max(map(len, self.texts), default=1) - 1), 0, -1):
+            tail = self.pending[-length:]
+            if any(marker.startswith(tail) for marker in self.texts):
+                return length
+        return 0
 
 
 class _CountingStreamer(TextIteratorStreamer):
@@ -93,12 +161,14 @@ def stream_generate(
     input_ids: list[int],
     params: GenerationParams,
     cancel: threading.Event | None = None,
+    stop_texts: Sequence[str] = STOP_TEXTS,
     **generate_kwargs: Any,
 ) -> Iterator[Chunk]:
     """Yield decoded text chunks as the model produces them (a last one with no text may carry the final count).
 
     Closing the iterator (generator close, client gone) or setting ``cancel`` stops generate() at its next token
     and joins the thread before returning. An exception raised by generate() is re-raised here as GenerationError.
+    Generation also ends where the model starts one of ``stop_texts``, which is never yielded.
     """
     closed = threading.Event()  # set when this iterator ends for any reason; ``cancel`` stays the caller's
     streamer = _CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -108,7 +178,12 @@ def stream_generate(
         "input_ids": ids,
         "attention_mask": torch.ones_like(ids),
         "streamer": streamer,
-        "stopping_criteria": StoppingCriteriaList([CancelCriteria(closed, *([cancel] if cancel else []))]),
+        "stopping_criteria": StoppingCriteriaList(
+            [
+                CancelCriteria(closed, *([cancel] if cancel else [])),
+                *([StopTextCriteria(tokenizer, len(input_ids), stop_texts)] if stop_texts else []),
+            ]
+        ),
         "eos_token_id": stop_token_ids(tokenizer, model),
         "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         **sampling_kwargs(params),
@@ -127,12 +202,17 @@ def stream_generate(
     thread = threading.Thread(target=run, name="medcot-generate", daemon=True)
     started = time.monotonic()
     thread.start()
+    shown = StopTextFilter(stop_texts)
     try:
         counted = 0
         for chunk in streamer:
-            if chunk.text:
+            text = shown.feed(chunk.text)  # empty while a possible marker is held, and after a stop text
+            if text:
                 counted = chunk.tokens
-                yield chunk
+                yield Chunk(text, chunk.tokens)
+        if text := shown.close():
+            counted = streamer.tokens
+            yield Chunk(text, streamer.tokens)
         if failure:
             raise GenerationError(f"Generation failed: {failure[0]}") from failure[0]
         if streamer.tokens > counted:  # trailing tokens that print nothing (the EOS after a newline) still count

@@ -8,14 +8,20 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from tiny import ADAPTER_OUTPUT
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.generation import (
+    STOP_TEXTS,
     CancelCriteria,
     Chunk,
     GenerationError,
+    StopTextCriteria,
+    StopTextFilter,
     sampling_kwargs,
     stop_token_ids,
     stream_generate,
@@ -184,3 +190,151 @@ def test_trailing_tokens_that_print_nothing_are_counted(engine: Engine) -> None:
     chunks = list(stream_generate(model, tokenizer, [1, 2, 3], GREEDY))
     assert "".join(c.text for c in chunks) == "Rest and fluids.\n"
     assert chunks[-1].tokens == len(text_ids) + 1
+
+
+# -------------------------------------------------------------------------- the base's invented next question
+
+MARKER = "### Question:"
+ANSWER = "Rest and fluids.\n\n"
+RUN_ON = f"{ANSWER}{MARKER}\n\nFever and neck stiffness?\n\n### Response:\nRest."  # what the pretrained base does
+
+
+def test_the_stop_text_is_the_cards_question_header() -> None:
+    assert STOP_TEXTS == (MARKER,)
+
+
+def shown_text(pieces: list[str], texts: tuple[str, ...] = STOP_TEXTS) -> tuple[str, list[str]]:
+    shown = StopTextFilter(texts)
+    out = [shown.feed(piece) for piece in pieces] + [shown.close()]
+    return "".join(out), out
+
+
+def visible(text: str) -> str:
+    return text[: text.find(MARKER)] if MARKER in text else text
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [RUN_ON],
+        ["Rest and fluids.\n\n###", " Question:\n\nFever?"],
+        ["Rest and fluids.\n\n#", "#", "#", " ", "Question", ":", "\n\nFever?"],
+        ["Rest and fluids.\n\n### Question", ":"],
+        list(RUN_ON),
+    ],
+)
+def test_filter_cuts_at_the_marker_however_it_is_split(pieces: list[str]) -> None:
+    text, out = shown_text(pieces)
+    assert text == ANSWER
+    assert not any("#" in piece for piece in out)  # not even a partial marker is ever shown
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "### Diagnosis\nHeart failure.\n\n### Treatment\nLoop diuretic.",
+        "<think>\n### Step 1\nFluid overload.\n</think>\n### Answer\nStart a loop diuretic.",
+        "Frequently asked: ### Questions about diuretics",
+        "Ends on a partial marker ### Quest",
+        "## Question: two hashes are another heading",
+    ],
+)
+def test_filter_keeps_other_headings_and_partial_markers(text: str) -> None:
+    assert shown_text(list(text))[0] == text
+    assert shown_text([text])[0] == text
+
+
+def test_filter_holds_only_a_possible_marker() -> None:
+    shown = StopTextFilter()
+    assert shown.feed("Heart failure.\n\n##") == "Heart failure.\n\n"  # held: may become the marker
+    assert shown.feed("# Diagnosis") == "### Diagnosis"  # released as soon as it cannot
+    assert shown.feed(" ### Question") == " "
+    assert shown.feed(":") == ""
+    assert shown.stopped and shown.feed("more") == "" and shown.close() == ""
+
+
+@given(
+    st.lists(st.sampled_from(["Rest", " and", " fluids", ".", "\n", "#", "##", " ", "Question", ":", "Q", "<think>"])),
+    st.data(),
+)
+def test_filter_shows_exactly_the_text_before_the_marker(tokens: list[str], data: st.DataObject) -> None:
+    text = "".join(tokens)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(text)), max_size=8)))
+    pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+    shown, out = shown_text(pieces)
+    assert shown == visible(text)
+    assert all(visible(text).startswith("".join(out[: i + 1])) for i in range(len(out)))  # nothing taken back
+
+
+def test_criteria_checks_only_the_generated_tail(engine: Engine) -> None:
+    tokenizer = engine.loaded.tokenizer
+    prompt = tokenizer(f"{MARKER}\n\nA question?\n\n### Response:", add_special_tokens=False)["input_ids"]
+    answer = tokenizer("Rest and fluids. " * 30, add_special_tokens=False)["input_ids"]
+    marker = tokenizer(f"\n\n{MARKER}", add_special_tokens=False)["input_ids"]
+    criteria = StopTextCriteria(tokenizer, len(prompt))
+    decoded: list[list[int]] = []
+    decode = tokenizer.batch_decode
+
+    def spy(sequences: list[list[int]], **kwargs: Any) -> list[str]:
+        decoded.extend(sequences)
+        return decode(sequences, **kwargs)
+
+    tokenizer.batch_decode = spy  # an instance attribute, removed below
+    try:
+        assert criteria(torch.tensor([prompt]), None).tolist() == [False]  # the prompt's own marker is not read
+        assert criteria(torch.tensor([prompt + answer]), None).tolist() == [False]
+        assert criteria(torch.tensor([prompt + answer + marker]), None).tolist() == [True]
+        batch = torch.tensor([prompt + answer + marker, prompt + answer + answer[: len(marker)]])
+        assert criteria(batch, None).tolist() == [True, False]
+    finally:
+        del tokenizer.batch_decode
+    assert max(len(ids) for ids in decoded) <= len(MARKER) + 1  # a short tail per token, never the whole output
+
+
+class ForceTokens(LogitsProcessor):
+    """Makes a real model generate exactly ``ids`` (then the last one forever), as a run-on base would."""
+
+    def __init__(self, ids: list[int], prompt_length: int) -> None:
+        self.ids = ids
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = min(input_ids.shape[1] - self.prompt_length, len(self.ids) - 1)
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, self.ids[step]] = 0.0
+        return forced
+
+
+def test_generation_stops_at_the_marker_and_never_shows_it(engine: Engine, prompt_ids: list[int]) -> None:
+    model, tokenizer = engine.loaded.model, engine.loaded.tokenizer
+    script = tokenizer(RUN_ON, add_special_tokens=False)["input_ids"]
+    through_marker = len(tokenizer(ANSWER + MARKER, add_special_tokens=False)["input_ids"])
+    assert tokenizer.decode(script[:through_marker]) == ANSWER + MARKER  # the marker ends on a token boundary
+    force = LogitsProcessorList([ForceTokens(script, len(prompt_ids))])
+
+    chunks = list(stream_generate(model, tokenizer, prompt_ids, GREEDY, logits_processor=force))
+
+    assert "".join(c.text for c in chunks) == ANSWER
+    assert not any("#" in c.text for c in chunks)
+    assert chunks[-1].tokens == through_marker  # stopped at the marker's last token, not at max_new_tokens
+    assert wait_for_no_generation_thread() == []
+
+    # Without stop texts the same model runs on into the invented exchange: the criteria are what stop it.
+    everything = stream_generate(model, tokenizer, prompt_ids, GREEDY, stop_texts=(), logits_processor=force)
+    assert "".join(c.text for c in everything).startswith(RUN_ON)
+
+
+def test_marker_is_cut_from_a_stream_that_does_not_stop(engine: Engine) -> None:
+    # ScriptedModel ignores stopping criteria: the consumer side alone must keep the marker out.
+    tokenizer = engine.loaded.tokenizer
+    model = ScriptedModel(tokenizer(RUN_ON, add_special_tokens=False)["input_ids"])
+    chunks = list(stream_generate(model, tokenizer, [1, 2, 3], GREEDY))
+    assert "".join(c.text for c in chunks) == ANSWER
+    assert chunks[-1].tokens == len(tokenizer(RUN_ON, add_special_tokens=False)["input_ids"])
+
+
+def test_held_text_is_released_at_the_end(engine: Engine) -> None:
+    tokenizer = engine.loaded.tokenizer
+    text = "<think>\n### Step 1\n</think>\nRest and fluids. ###"
+    model = ScriptedModel(tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert "".join(c.text for c in stream_generate(model, tokenizer, [1, 2, 3], GREEDY)) == text
