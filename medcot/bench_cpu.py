@@ -48,7 +48,7 @@ QUALITY_QUESTIONS = (
 QUALITY_TOKENS = 32  # a mode passes when its first 32 greedy tokens equal f32's on every quality prompt
 
 
-class _TokenClock(BaseStreamer):
+class TokenClock(BaseStreamer):
     """Timestamps of generate()'s streamer calls: the prompt first, then one call per new token."""
 
     def __init__(self) -> None:
@@ -68,7 +68,7 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, question: str) -> torch.Tenso
 
 def measure_decode(model: Any, tokenizer: PreTrainedTokenizerBase, prompt: torch.Tensor, new_tokens: int) -> dict:
     """One greedy generation of exactly `new_tokens`: time to first token and decode speed after it."""
-    clock = _TokenClock()
+    clock = TokenClock()
     start = time.perf_counter()
     with torch.inference_mode():
         model.generate(
