@@ -75,7 +75,7 @@ class Settings:
     max_input_tokens: int = 2048
     dtype: str = "auto"  # auto: bfloat16 on CUDA, the CPU mode's choice on CPU
     device: str = "auto"
-    merge_adapter: bool = True  # merged weights decode faster; unmerged keep the base reachable for comparison
+    merge_adapter: bool = True  # merged weights decode faster; the base stays reachable either way (lora_delta)
     cpu_mode: str = "auto"  # see medcot.cpu_speed
     concurrency: int = 2  # generations run at once (per event); more wait in the queue
     queue_size: int = 16  # waiting requests beyond this are refused with a "queue is full" message

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from medcot.config import ConfigError, GenerationParams, Settings
 from medcot.generation import stream_generate
@@ -18,10 +19,93 @@ from medcot.reasoning import AnswerDelta, Event, ReasoningDelta, ReasoningDone, 
 log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 8000  # far above any real question; keeps tokenization of hostile input cheap
+# Prompts are encoded one at a time: encode_prompt tokenizes the user's text with split_special_tokens=True and the
+# template's with False, and transformers' fast tokenizer keeps that switch on the shared Rust tokenizer, so two
+# requests encoding at once could flip it for each other (control tokens split into text, or user-typed control
+# tokens made real). Encoding takes milliseconds; generation, the long part, is not serialized by this.
+ENCODE_LOCK = threading.Lock()
 
 
 class InputError(ValueError):
     """The request itself is unusable; the message is meant for the user."""
+
+
+class AdapterSwitch:
+    """Turns the LoRA adapter of the one shared model off for base-model requests, without mixing requests.
+
+    Both ways of turning it off act on the whole model, not per call: peft's ``disable_adapter()`` flips a flag on
+    every LoRA layer (its mixed-batch ``adapter_names`` too registers hooks on the shared layers for the call's
+    duration), and a merged adapter's factors are subtracted by hooks on the shared layers (medcot.lora_delta). A
+    base generation running beside an adapter generation would change the other's output mid-answer. Requests that
+    want the same state run together, as before; the state only changes while no generation runs. A request for the
+    other state holds back new arrivals until it got its turn, so a stream of one kind never starves the other.
+    """
+
+    def __init__(self, model: Any, base_delta: Any = None) -> None:
+        self.model = model
+        self.base_delta = base_delta  # a LoraDelta for merged weights; None: an unmerged PeftModel
+        self._changed = threading.Condition()
+        self._enabled = True
+        self._running = 0
+        self._waiting = {True: 0, False: 0}
+        self._disabled: contextlib.AbstractContextManager[Any] | None = None
+
+    @property
+    def adapter_enabled(self) -> bool:
+        return self._enabled
+
+    def _may_enter(self, enabled: bool) -> bool:
+        other_waits = self._waiting[not enabled] > 0
+        if self._running:
+            return self._enabled == enabled and not other_waits
+        return self._enabled != enabled or not other_waits  # idle, both kinds waiting: the state changes (turns)
+
+    def _set(self, enabled: bool) -> None:
+        if enabled == self._enabled:
+            return
+        if self.base_delta is not None:
+            if enabled:
+                self.base_delta.detach()
+            else:
+                self.base_delta.attach(self.model)
+        elif enabled:
+            disabled, self._disabled = self._disabled, None
+            if disabled is not None:
+                disabled.__exit__(None, None, None)
+        else:
+            self._disabled = self.model.disable_adapter()
+            self._disabled.__enter__()
+        self._enabled = enabled
+
+    @contextlib.contextmanager
+    def use(self, enabled: bool, cancel: threading.Event | None = None) -> Iterator[bool]:
+        """Hold the model with the adapter on or off; yields False (holding nothing) if ``cancel`` is set first."""
+        entered = False
+        with self._changed:
+            self._waiting[enabled] += 1
+            try:
+                while not self._may_enter(enabled):
+                    if cancel is not None and cancel.is_set():
+                        break
+                    self._changed.wait(0.05)  # a timeout, so that a cancel is seen while waiting
+                else:
+                    self._set(enabled)
+                    self._running += 1
+                    entered = True
+            finally:
+                self._waiting[enabled] -= 1
+                self._changed.notify_all()
+        if not entered:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with self._changed:
+                self._running -= 1
+                if not self._running and not any(self._waiting.values()):
+                    self._set(True)  # idle: back to the model as loaded, for anyone who reads it directly
+                self._changed.notify_all()
 
 
 @dataclass(frozen=True)
@@ -93,6 +177,8 @@ class Engine:
         self.error: str | None = None
         self.progress: tuple[str, float | None] = ("Waiting to load the model", None)
         self._ready = threading.Event()
+        self._switch: AdapterSwitch | None = None
+        self._switch_lock = threading.Lock()
         if loaded is not None:
             self._ready.set()
 
@@ -156,6 +242,31 @@ class Engine:
         message, fraction = self.progress
         return f"{message}…" + ("" if fraction is None else f" {fraction:.0%}")
 
+    def compare_unavailable(self) -> str | None:
+        """Why the base-model comparison cannot run (a sentence for users), or None when it can."""
+        loaded = self.loaded
+        if loaded is None:
+            return self.error or "The model is still loading."
+        if loaded.kind == "base":
+            if loaded.embedded:
+                return "The embedded base model runs without the medical adapter: there is nothing to compare."
+            return "No adapter is configured (MEDCOT_ADAPTER is empty): the base model runs alone."
+        if loaded.kind == "merged":
+            return (
+                f"`{loaded.adapter_id}` holds merged weights, so the base model is not loaded beside it "
+                "(point MEDCOT_ADAPTER at the LoRA adapter to compare)."
+            )
+        if loaded.merged and loaded.base_delta is None:
+            return (
+                "This adapter is not plain LoRA (DoRA, biases or fully trained modules), so its merge cannot be "
+                "undone for the base model; set MEDCOT_MERGE=0 to keep it separate and compare."
+            )
+        return None
+
+    @property
+    def can_compare(self) -> bool:
+        return self.compare_unavailable() is None
+
     def require_model(self) -> LoadedModel:
         if self.loaded is not None:
             return self.loaded
@@ -176,7 +287,8 @@ class Engine:
         loaded = self.require_model()
         question = clean_question(question)
         params = (params or self.settings.generation_defaults).validated()
-        prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens)
+        with ENCODE_LOCK:
+            prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens)
         started = time.monotonic()
         parser = ThinkParser()
         first: float | None = None
@@ -184,7 +296,12 @@ class Engine:
         tokens = 0
         reasoning_tokens: int | None = None  # fixed when </think> arrives
         cancel = cancel if cancel is not None else threading.Event()
-        with self._adapter_context(loaded, use_adapter):
+        with self._adapter_state(loaded, use_adapter, cancel) as holding:
+            if not holding:  # stopped while another request had the model in the other adapter state
+                waited = time.monotonic() - started
+                nothing = Stats(len(prompt.input_ids), 0, 0, 0, None, waited, False, False, True, prompt.turns_dropped)
+                yield Finished(nothing)
+                return
             chunks = stream_generate(loaded.model, loaded.tokenizer, prompt.input_ids, params, cancel)
             try:
                 for chunk in chunks:
@@ -220,14 +337,20 @@ class Engine:
         )
 
     @contextlib.contextmanager
-    def _adapter_context(self, loaded: LoadedModel, use_adapter: bool) -> Iterator[None]:
-        if use_adapter or not loaded.has_adapter:
-            yield
+    def _adapter_state(self, loaded: LoadedModel, use_adapter: bool, cancel: threading.Event) -> Iterator[bool]:
+        """The model with the adapter on or off for one whole generation; yields False when stopped while waiting."""
+        switchable = loaded.has_adapter and (not loaded.merged or loaded.base_delta is not None)
+        if not switchable:
+            if not use_adapter and loaded.kind != "base":  # the base alone is its own base model
+                raise InputError(self.compare_unavailable() or "The base model is not available.")
+            yield True  # nothing switches: any number of requests share the model at once
             return
-        if loaded.merged:
-            raise InputError("The base-model comparison needs the adapter unmerged (MEDCOT_MERGE=0).")
-        with loaded.model.disable_adapter():
-            yield
+        with self._switch_lock:
+            if self._switch is None or self._switch.model is not loaded.model:
+                self._switch = AdapterSwitch(loaded.model, loaded.base_delta if loaded.merged else None)
+            switch = self._switch
+        with switch.use(use_adapter, cancel) as holding:
+            yield holding
 
     def ask(
         self,

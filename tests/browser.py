@@ -6,7 +6,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from medcot.config import GenerationParams
 from medcot.engine import Engine, StreamEvent
@@ -30,9 +32,10 @@ class SlowStream:
     on screen long enough to see.
 
     After ``free_events`` events each further event waits for ``gate`` (set by default): clear it to freeze a
-    stream mid-reasoning at a known point. A frozen stream still ends when the app sets the request's cancel
-    event, as the engine does within a token. Records the questions, turns, parameters and cancel events it got and the
-    events it served, so a test can tell that Stop really ended the request on the server.
+    stream mid-reasoning at a known point; ``gated`` says which streams it holds (adapter on: True, base: False). A
+    frozen stream still ends when the app sets the request's cancel event, as the engine does within a token.
+    Records the questions, turns, parameters, adapter switches and cancel events it got and the events it served,
+    so a test can tell that Stop really ended the request on the server.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -40,11 +43,22 @@ class SlowStream:
         self.gate = threading.Event()
         self.reset()
 
-    def reset(self, delay: float = 0.06, free_events: int = 1_000_000) -> None:
+    def reset(
+        self,
+        delay: float = 0.06,
+        free_events: int = 1_000_000,
+        gated: frozenset[bool] = frozenset({True, False}),
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
+        """``overrides``: generation parameters forced on every request (a deep link cannot set the temperature)."""
+        self.overrides = overrides or {}
         self.delay = delay
         self.free_events = free_events
+        self.gated = gated
         self.gate.set()
         self.served = 0
+        self.served_by: list[int] = []  # events served, per request
+        self.adapters: list[bool] = []
         self.questions: list[str] = []
         self.params: list[GenerationParams] = []
         self.turns: list[list[Turn]] = []
@@ -59,19 +73,25 @@ class SlowStream:
         cancel: threading.Event | None = None,
     ) -> Iterator[StreamEvent]:
         cancel = cancel if cancel is not None else threading.Event()
+        params = replace(params, **self.overrides)
         self.questions.append(question)
+        self.adapters.append(use_adapter)
         self.params.append(params)
         self.turns.append(list(turns))
         self.cancels.append(cancel)
+        self.served_by.append(0)
+        request = len(self.served_by) - 1
         events = self.engine.stream(question, turns, params, cancel, use_adapter)
         try:
             for count, event in enumerate(events):
                 time.sleep(self.delay)
-                while count >= self.free_events and not self.gate.wait(0.05) and not cancel.is_set():
+                held = count >= self.free_events and use_adapter in self.gated
+                while held and not self.gate.wait(0.05) and not cancel.is_set():
                     pass
                 if cancel.is_set():
                     return
                 self.served += 1
+                self.served_by[request] += 1
                 yield event
         finally:
             events.close()

@@ -1,5 +1,6 @@
-"""The app in a real browser (issue 3): reasoning accordion while streaming, collapsed with its duration when done,
-expandable; Stop mid-stream; the clinical-use notice, the model status line and the examples.
+"""The app in a real browser (issues 3 and 7): reasoning accordion while streaming, collapsed with its duration when
+done, expandable; Stop mid-stream; the clinical-use notice, the model status line and the examples; generation stats
+and the token-limit notice; the base-model comparison (streamed beside the adapter's answer, stoppable); the export.
 
 The app is served in-process over the tiny real Gemma 3 (tests/tiny.py); its stream is slowed (and, for Stop,
 frozen at a known point) by tests/browser.SlowStream so the pending state can be seen. Screenshots are kept
@@ -9,20 +10,23 @@ under artifacts/screenshots/.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from browser import CHROMIUM, CHROMIUM_ARGS, SlowStream, screenshot_path
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 from serving import serve
-from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS
+from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 
 from medcot import DISCLAIMER
 from medcot.config import Settings
 from medcot.engine import Engine
-from medcot.ui import EXAMPLES
+from medcot.ui import ADAPTER_LABEL, BASE_LABEL, COMPARE_LABEL, EXAMPLES
 
 pytestmark = pytest.mark.browser
 
@@ -34,6 +38,8 @@ expect.set_options(timeout=TIMEOUT_MS)
 # The thought accordion's header is a div with role=button whose name is its title, then "stopped"/"(1.2s)".
 TITLE = re.compile(r"^\s*Reasoning\b")
 DURATION = re.compile(r"^\s*Reasoning\s*\(\d+(\.\d+)?m?s\)\s*$")
+# The stats line under an answer, as the page shows it.
+STATS = re.compile(r"⏱ first token \d+\.\d\d s · \d+\.\d tok/s · \d+ tokens \(\d+ reasoning · \d+ answer\)")
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +84,15 @@ def page(chromium: Browser, app_url: str, slow: SlowStream) -> Iterator[Page]:
     slow.reset()  # never leave a frozen stream behind
 
 
+@pytest.fixture(scope="module")
+def base_only_url(tiny_settings: Settings) -> Iterator[str]:
+    """The app serving the base model alone (MEDCOT_ADAPTER empty): nothing to compare."""
+    alone = Engine(replace(tiny_settings, adapter=None)).load()
+    assert alone.ready, alone.error
+    with serve(alone) as url:
+        yield url
+
+
 # ------------------------------------------------------------------------------------------------------ helpers
 
 
@@ -102,6 +117,38 @@ def textbox(page: Page) -> Locator:
     return page.locator("#question textarea")
 
 
+def base_chat(page: Page) -> Locator:
+    return page.locator("#base-chat")
+
+
+def turn_on_compare(page: Page) -> None:
+    switch = page.get_by_role("checkbox", name=COMPARE_LABEL)
+    expect(switch).to_be_enabled()
+    switch.check()
+    expect(base_chat(page)).to_be_visible()
+    expect(base_chat(page).get_by_text(BASE_LABEL, exact=True)).to_be_visible()
+    expect(chat(page).get_by_text(ADAPTER_LABEL, exact=True)).to_be_visible()
+
+
+def set_slider(page: Page, label: str, value: str) -> None:
+    """A Generation settings slider set through its number box, as a person would type it."""
+    settings = page.get_by_role("button", name=re.compile(r"^Generation settings"))
+    settings.click()
+    box = page.get_by_label(f"number input for {label}")
+    box.fill(value)
+    box.press("Enter")
+    expect(page.get_by_role("slider", name=re.compile(re.escape(label)))).to_have_value(value)
+    settings.click()
+
+
+def download(page: Page, button: str, folder: Path) -> Path:
+    with page.expect_download() as started:
+        page.locator(button).click()
+    saved = folder / started.value.suggested_filename
+    started.value.save_as(saved)
+    return saved
+
+
 def snap(page: Page, name: str, full_page: bool = False) -> None:
     """A screenshot as a person would see it once Gradio's slide-in transitions have finished."""
     page.screenshot(path=screenshot_path(name), animations="disabled", full_page=full_page)
@@ -109,13 +156,7 @@ def snap(page: Page, name: str, full_page: bool = False) -> None:
 
 def set_greedy(page: Page) -> None:
     """Temperature 0 through the Generation settings accordion, so the tiny adapter answers as trained."""
-    settings = page.get_by_role("button", name=re.compile(r"^Generation settings"))
-    settings.click()
-    temperature = page.get_by_label("number input for Temperature (0 = greedy)")
-    temperature.fill("0")
-    temperature.press("Enter")
-    expect(page.get_by_role("slider", name=re.compile("Temperature"))).to_have_value("0")
-    settings.click()
+    set_slider(page, "Temperature (0 = greedy)", "0")
 
 
 def ask(page: Page, question: str) -> None:
@@ -248,3 +289,127 @@ def test_status_line_follows_the_model_loading(chromium: Browser, tiny_settings:
         expect(status).to_contain_text("Model:")  # the status timer picks up the loaded model
         assert loading.ready, loading.error
         expect(status).to_contain_text(loading.status().replace("`", ""))
+
+
+def test_stats_line_under_the_answer(page: Page) -> None:
+    set_greedy(page)
+    ask(page, QUESTIONS[0])
+    expect(stats_lines(page)).to_have_count(1)
+    expect(stats_lines(page)).to_have_text(STATS)
+    expect(stats_lines(page)).to_be_visible()
+    expect(chat(page).get_by_text("cut off")).to_have_count(0)
+
+
+def test_token_limit_cutting_the_reasoning_says_so_and_suggests_raising_it(page: Page) -> None:
+    set_greedy(page)
+    set_slider(page, "Max new tokens", "10")
+    ask(page, QUESTIONS[0])
+    notice = chat(page).get_by_text("The reasoning was cut off by the token limit")
+    expect(notice).to_be_visible()
+    expect(chat(page).get_by_text(re.compile(r"Raise\s+Max new tokens\s+in Generation settings"))).to_be_visible()
+    expect(reasoning_titles(page)).to_have_accessible_name(re.compile(r"^\s*Reasoning\s*cut off"))
+    expect(stats_lines(page)).to_contain_text("10 tokens (10 reasoning · 0 answer)")
+    expect(spinners(page)).to_have_count(0)
+    snap(page, "09-reasoning-cut-off-notice")
+
+
+def test_compare_is_unavailable_without_an_adapter_and_says_why(chromium: Browser, base_only_url: str) -> None:
+    with open_page(chromium, base_only_url) as page:
+        switch = page.get_by_role("checkbox", name=COMPARE_LABEL)
+        expect(switch).to_be_disabled()
+        expect(page.locator("#compare-note")).to_contain_text("Not available: No adapter is configured")
+        expect(base_chat(page)).to_be_hidden()
+        snap(page, "14-compare-unavailable")
+
+
+def test_compare_streams_the_base_model_beside_the_adapter(page: Page, slow: SlowStream) -> None:
+    set_greedy(page)
+    turn_on_compare(page)
+    slow.reset(free_events=2, gated=frozenset({False}))
+    slow.gate.clear()  # the base answer stops after two events: its pending state can be seen
+    ask(page, QUESTIONS[0])
+
+    # The adapter answers first; the base column shows the question, then streams its own answer.
+    expect(chat(page).get_by_text(ADAPTER_ANSWER, exact=True)).to_be_visible()
+    expect(base_chat(page).get_by_test_id("user").filter(has_text=QUESTIONS[0])).to_be_visible()
+    assert slow.wait_for(lambda: len(slow.served_by) == 2 and slow.served_by[1] == 2)
+    expect(base_chat(page).get_by_test_id("bot")).not_to_have_count(0)
+    expect(page.get_by_test_id("stop-button")).to_be_visible()  # the request runs until the base answer is done
+    expect(textbox(page)).to_be_disabled()
+    snap(page, "10-compare-base-streaming")
+
+    slow.gate.set()
+    expect(base_chat(page).get_by_text(BASE_OUTPUT, exact=True)).to_be_visible()
+    expect(base_chat(page).get_by_text(STATS)).to_have_count(1)
+    expect(chat(page).get_by_text(STATS)).to_have_count(1)
+    expect(base_chat(page).get_by_role("button", name=TITLE)).to_have_count(0)  # the base writes no <think>
+    expect(reasoning_titles(page)).to_have_accessible_name(DURATION)
+    expect(page.locator(".loading-spinner")).to_have_count(0)
+    expect(textbox(page)).to_be_editable()
+    assert slow.questions == [QUESTIONS[0], QUESTIONS[0]] and slow.adapters == [True, False]
+    assert slow.turns[0] == slow.turns[1] == []  # the same prompt for both
+    assert BASE_OUTPUT != ADAPTER_ANSWER
+    snap(page, "11-compare-done", full_page=True)
+
+    # Switched off, the next question is answered by the adapter alone.
+    page.get_by_role("checkbox", name=COMPARE_LABEL).uncheck()
+    expect(base_chat(page)).to_be_hidden()
+    ask(page, QUESTIONS[1])
+    expect(chat(page).get_by_text(STATS)).to_have_count(2)
+    assert slow.adapters == [True, False, True]
+
+
+def test_stop_during_the_base_answer_stops_it(page: Page, slow: SlowStream) -> None:
+    set_greedy(page)
+    turn_on_compare(page)
+    slow.reset(free_events=1, gated=frozenset({False}))
+    slow.gate.clear()
+    ask(page, QUESTIONS[2])
+    expect(chat(page).get_by_text(ADAPTER_ANSWER, exact=True)).to_be_visible()
+    assert slow.wait_for(lambda: len(slow.served_by) == 2 and slow.served_by[1] == 1)  # the base is held at 1 event
+    expect(base_chat(page).get_by_test_id("bot")).not_to_have_count(0)
+    served_at_stop = slow.served
+
+    page.get_by_test_id("stop-button").click()
+    assert slow.wait_for(slow.cancels[1].is_set), "Stop never reached the base request"
+    expect(base_chat(page).get_by_text("Stopped.")).to_be_visible()
+    expect(page.locator(".loading-spinner")).to_have_count(0)
+    slow.gate.set()
+    page.wait_for_timeout(500)
+    assert slow.served == served_at_stop
+    expect(base_chat(page).get_by_text(BASE_OUTPUT, exact=True)).to_have_count(0)
+    expect(chat(page).get_by_text(ADAPTER_ANSWER, exact=True)).to_be_visible()  # the finished answer stays
+    expect(textbox(page)).to_be_editable()
+    snap(page, "12-compare-stopped")
+
+    ask(page, QUESTIONS[0])  # and the next compared question is served normally
+    expect(base_chat(page).get_by_text(BASE_OUTPUT, exact=True)).to_be_visible()
+    expect(base_chat(page).get_by_text(STATS)).to_have_count(1)
+
+
+def test_export_downloads_the_conversation_as_markdown_and_json(page: Page, engine: Engine, tmp_path: Path) -> None:
+    expect(page.locator("#export-md")).to_be_disabled()  # nothing to export yet
+    set_greedy(page)
+    turn_on_compare(page)
+    ask(page, QUESTIONS[0])
+    expect(base_chat(page).get_by_text(STATS)).to_have_count(1)
+    expect(page.locator("#export-json")).to_be_enabled()
+
+    document = json.loads(download(page, "#export-json", tmp_path).read_text(encoding="utf-8"))
+    assert document["disclaimer"] == DISCLAIMER
+    assert document["models"]["adapter"] == engine.loaded.adapter_id
+    assert document["models"]["base"] == engine.loaded.base_id
+    assert document["generation"]["temperature"] == 0.0
+    user, adapter, base = document["messages"]
+    assert user == {"role": "user", "content": QUESTIONS[0]}
+    assert (adapter["reasoning"], adapter["answer"]) == (ADAPTER_REASONING, ADAPTER_ANSWER)
+    assert (base["reasoning"], base["answer"], base["model"]) == (None, BASE_OUTPUT, "base")
+    assert "tok/s" in adapter["stats"] and "tok/s" in base["stats"]
+
+    saved = download(page, "#export-md", tmp_path)
+    assert saved.name == "medcot-conversation.md"
+    markdown = saved.read_text(encoding="utf-8")
+    assert DISCLAIMER in markdown and QUESTIONS[0] in markdown
+    assert f"> {ADAPTER_REASONING}" in markdown and "**Reasoning**" in markdown
+    assert ADAPTER_ANSWER in markdown and BASE_OUTPUT in markdown and f"### {BASE_LABEL}" in markdown
+    snap(page, "13-export-ready")

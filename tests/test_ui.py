@@ -7,20 +7,31 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import gradio as gr
 import pytest
 from gradio_client import Client
 from serving import free_port
-from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS
+from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine, Finished, Stats
 from medcot.reasoning import AnswerDelta, ReasoningDelta, ReasoningDone
 from medcot.ui import (
+    BASE_LABEL,
+    CUT_OFF_NOTICE,
+    EXAMPLES,
     STATS_PREFIX,
+    WAITING_FOR_ADAPTER,
+    BaseRelay,
     ChatRenderer,
     build_demo,
+    compare_controls,
+    conversation_from,
+    deep_link,
+    exchanges_from_history,
     format_stats,
     launch_kwargs,
     mark_stopped,
@@ -240,3 +251,194 @@ def test_demo_shows_the_disclaimer_and_status(engine: Engine) -> None:
     markdown = [c.value for c in demo.blocks.values() if isinstance(c, gr.Markdown)]
     assert any("not for clinical use" in str(value) for value in markdown)
     assert any("adapter" in str(value) and "cpu" in str(value) for value in markdown)
+
+
+def test_chat_api_keeps_its_parameters(client: Client) -> None:
+    """The chat handler takes gr.Request for the comparison; API clients must not see a new parameter."""
+    chat = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/chat"]
+    names = [parameter["parameter_name"] for parameter in chat["parameters"]]
+    assert names == ["message", "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty"]
+    assert len(chat["returns"]) == 1
+
+
+# -- deep links ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({}, (None, False, False, None)),
+        ({"q": "What is edema?"}, ("What is edema?", False, False, None)),
+        ({"q": "  What is edema?\x00 ", "run": "1"}, ("What is edema?", True, False, None)),
+        ({"q": "What is edema?", "run": "yes", "compare": "true"}, ("What is edema?", True, True, None)),
+        ({"q": "What is edema?", "run": "0", "compare": "no"}, ("What is edema?", False, False, None)),
+        ({"run": "1", "compare": "1"}, (None, False, True, None)),  # nothing to run
+        ({"q": "\x00\x01", "run": "1"}, (None, False, False, None)),
+    ],
+)
+def test_deep_link(query: dict[str, str], expected: tuple[Any, ...]) -> None:
+    assert deep_link(query) == expected
+
+
+def test_deep_link_with_a_question_too_long_is_refused_with_a_warning() -> None:
+    question, run, _, warning = deep_link({"q": "x" * 9000, "run": "1"})
+    assert question is None and not run
+    assert warning and "too long" in warning
+
+
+# -- export from the chat view ---------------------------------------------------------------------------------------
+
+
+def stats_message(stats: Stats) -> dict[str, Any]:
+    return {"role": "assistant", "content": format_stats(stats), "metadata": None}
+
+
+STATS = Stats(12, 48, 40, 8, 0.12, 1.0, False, False, False, 0)
+CUT = Stats(12, 10, 10, 0, 0.12, 1.0, True, True, False, 0)
+HISTORY = [
+    {"role": "user", "content": "Q1"},
+    {"role": "assistant", "content": "R1", "metadata": {"title": "Reasoning", "status": "done", "duration": 1.0}},
+    {"role": "assistant", "content": [{"type": "text", "text": "A1"}], "metadata": None},
+    stats_message(STATS),
+    {"role": "user", "content": "Q2"},
+    {"role": "assistant", "content": "half", "metadata": {"title": "Reasoning", "status": "done", "log": "cut off"}},
+    stats_message(CUT),
+    {"role": "user", "content": "Q3 failed"},
+]
+BASE_HISTORY = [
+    {"role": "user", "content": "Q2"},
+    {"role": "assistant", "content": "B2", "metadata": None},
+    stats_message(STATS),
+]
+
+
+def test_exchanges_from_history() -> None:
+    (q1, r1), (q2, r2), (q3, r3) = exchanges_from_history(HISTORY)
+    assert (q1, r1.reasoning, r1.answer, r1.notes) == ("Q1", "R1", "A1", ())
+    assert r1.stats == "first token 0.12 s · 53.4 tok/s · 48 tokens (40 reasoning · 8 answer)"
+    assert (q2, r2.reasoning, r2.answer) == ("Q2", "half", "")
+    assert "Reasoning cut off by the token limit (no closing tag)." in r2.notes and CUT_OFF_NOTICE not in r2.stats
+    assert (q3, r3) == ("Q3 failed", None)
+    assert exchanges_from_history("not a list") == [] and exchanges_from_history([1, {"role": "x"}]) == []
+
+
+def test_conversation_pairs_base_answers_with_their_questions(engine: Engine) -> None:
+    conversation = conversation_from(HISTORY, BASE_HISTORY, engine, GenerationParams(temperature=0.0))
+    assert [e.question for e in conversation.exchanges] == ["Q1", "Q2", "Q3 failed"]
+    assert [e.base_reply.answer if e.base_reply else None for e in conversation.exchanges] == [None, "B2", None]
+    assert conversation.models["adapter"] == engine.loaded.adapter_id and conversation.models["merged"] is True
+    assert conversation.generation["temperature"] == 0.0 and conversation.base_label == BASE_LABEL
+
+
+# -- the base-model comparison ---------------------------------------------------------------------------------------
+
+
+def test_compare_controls_follow_what_is_loaded(engine: Engine, tiny_settings: Settings) -> None:
+    from dataclasses import replace
+
+    assert compare_controls(engine)[0] == {"interactive": True}
+    base_only = Engine(replace(tiny_settings, adapter=None), replace(engine.loaded, kind="base", base_delta=None))
+    state, note = compare_controls(base_only)
+    assert state == {"interactive": False, "value": False} and "MEDCOT_ADAPTER is empty" in note
+    assert "once the model has loaded" in compare_controls(Engine(tiny_settings))[1]
+
+
+def test_relay_hands_each_question_s_channel_to_its_column() -> None:
+    async def scenario() -> list[Any]:
+        relay = BaseRelay()
+        seen: list[Any] = []
+        # The column first, then the chat handler.
+        waiting = asyncio.create_task(relay.take("s", timeout=5))
+        await asyncio.sleep(0.1)
+        channel = relay.open("s")
+        channel.put_nowait("event")
+        relay.close("s", channel)
+        taken = await waiting
+        seen += [await taken.get(), await taken.get()]
+        # The chat handler done before its column started (a refused question): the column still gets it.
+        early = relay.open("s")
+        relay.close("s", early)
+        seen.append(await relay.take("s", timeout=1) is early)
+        # A channel no column took is not handed to a later question's column.
+        stale = relay.open("s")
+        relay.close("s", stale)
+        relay._pending["s"][1][0] -= BaseRelay.CLOSED_GRACE_S + 1
+        seen.append(await relay.take("s", timeout=0.2))
+        # A column whose chat handler never ran gives way to the next question's column.
+        orphan = asyncio.create_task(relay.take("s", timeout=5))
+        await asyncio.sleep(0.1)
+        current = asyncio.create_task(relay.take("s", timeout=5))
+        await asyncio.sleep(0.1)
+        fresh = relay.open("s")
+        seen += [await orphan, await current is fresh]
+        return seen
+
+    assert asyncio.run(scenario()) == ["event", BaseRelay.END, True, None, None, True]
+
+
+def content(message: Any) -> str:
+    return message["content"] if isinstance(message, dict) else message.content
+
+
+def handler(demo: gr.Blocks, name: str) -> Any:
+    return next(fn.fn for fn in demo.fns.values() if fn.name == name)
+
+
+async def drain(stream: Any) -> list[Any]:
+    return [update async for update in stream]
+
+
+def test_compare_relays_the_base_answer_to_its_column(unmerged_engine: Engine) -> None:
+    """Without a browser: the chat handler and the base column's handler of one session, as a submit starts them."""
+    demo = build_demo(unmerged_engine)
+    request = SimpleNamespace(session_hash="session-1")
+    handler(demo, "set_compare")(True, request)
+
+    async def submit(question: str) -> tuple[list[Any], list[Any]]:
+        column = asyncio.create_task(drain(handler(demo, "show_base")([], True, request)))
+        chat = await drain(handler(demo, "respond")(question, [], *GREEDY, request))
+        return chat, await column
+
+    chat, column = asyncio.run(submit(QUESTIONS[0]))
+    response, _ = chat[-1]  # ChatInterface's wrapper yields (the reply's messages, the whole history)
+    assert [m.content for m in response][1] == ADAPTER_ANSWER
+    final = [content(m) for m in column[-1]]
+    assert final[:2] == [QUESTIONS[0], BASE_OUTPUT] and final[2].startswith(STATS_PREFIX) and len(final) == 3
+    assert [content(m) for m in column[0]] == [QUESTIONS[0], WAITING_FOR_ADAPTER]
+
+    # A refused question leaves the base column as it was.
+    async def refused() -> list[Any]:
+        shown = asyncio.create_task(drain(handler(demo, "show_base")(column[-1], True, request)))
+        with pytest.raises(gr.Error, match="Please type a question"):
+            await drain(handler(demo, "respond")("   ", [], *GREEDY, request))
+        return await shown
+
+    assert [type(update).__name__ for update in asyncio.run(refused())] == ["dict"]  # one gr.skip()
+
+
+def test_base_column_does_nothing_when_compare_is_off(unmerged_engine: Engine) -> None:
+    demo = build_demo(unmerged_engine)
+    updates = asyncio.run(drain(handler(demo, "show_base")([], False, SimpleNamespace(session_hash="s"))))
+    assert len(updates) == 1 and updates[0] == gr.skip()
+
+
+def test_readme_links_and_snippets_match_the_app() -> None:
+    """The README's deep links use the parameters the page reads and ask real questions; its web-component script
+    is the Gradio version the Space runs."""
+    import re
+    from urllib.parse import parse_qs, urlsplit
+
+    from medcot.ui import QUERY_COMPARE, QUERY_QUESTION, QUERY_RUN
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"https://[^\s)\"']+\?q=[^\s)\"']+", readme)
+    assert len(links) >= 4
+    for url in links:
+        query = {key: values[0] for key, values in parse_qs(urlsplit(url).query).items()}
+        assert set(query) <= {QUERY_QUESTION, QUERY_RUN, QUERY_COMPARE}, url
+        question, run, _, warning = deep_link(query)
+        assert question and warning is None and run == (QUERY_RUN in query), url
+    assert any(deep_link({"q": parse_qs(urlsplit(u).query)["q"][0]})[0] in EXAMPLES for u in links)
+    scripts = re.findall(r"gradio\.s3-us-west-2\.amazonaws\.com/([\d.]+)/gradio\.js", readme)
+    assert scripts and set(scripts) == {gr.__version__}
+    assert "open-in-hf-spaces-md.svg" in readme
