@@ -106,7 +106,8 @@ def test_readme_body_sections():
     assert f"https://gradio.s3-us-west-2.amazonaws.com/{meta['sdk_version']}/gradio.js" in embed
     assert '<gradio-app src="https://<your-user>-<your-space>.hf.space">' in embed
     assert '<iframe src="https://<your-user>-<your-space>.hf.space/?q=' in embed
-    assert "open-in-hf-spaces" in embed and "](https://huggingface.co/spaces/<your-user>/<your-space>)" in embed
+    link = _section(body, "Link and embed")  # the model card's badge and example links
+    assert "open-in-hf-spaces" in link and "](https://huggingface.co/spaces/<your-user>/<your-space>)" in link
 
 
 # ------------------------------------------------------------------------------------------------ requirements
