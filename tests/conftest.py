@@ -11,6 +11,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -19,6 +22,10 @@ from tiny import TinyRepos, build_repos
 
 from medcot.config import Settings
 from medcot.engine import Engine
+
+if TYPE_CHECKING:  # playwright and the browser helpers load only when a browser test runs
+    from browser import SlowStream
+    from playwright.sync_api import Browser
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +54,34 @@ def unmerged_engine(tiny_settings: Settings) -> Engine:
     loaded = Engine(replace(tiny_settings, merge_adapter=False)).load()
     assert loaded.ready, loaded.error
     return loaded
+
+
+# --- browser tests (tests/test_browser.py, tests/test_embed.py): one slowed app and one chromium per module ---
+
+
+@pytest.fixture(scope="module")
+def slow(engine: Engine) -> SlowStream:
+    from browser import SlowStream
+
+    return SlowStream(engine)
+
+
+@pytest.fixture(scope="module")
+def app_url(engine: Engine, slow: SlowStream) -> Iterator[str]:
+    from serving import serve
+
+    with serve(engine, slow) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Browser]:
+    from browser import CHROMIUM, CHROMIUM_ARGS
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

@@ -18,8 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, SlowStream, screenshot_path
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from browser import CHROMIUM, SlowStream, screenshot_path
+from playwright.sync_api import Browser, Locator, Page, expect
 from serving import serve
 from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 
@@ -40,27 +40,6 @@ TITLE = re.compile(r"^\s*Reasoning\b")
 DURATION = re.compile(r"^\s*Reasoning\s*\(\d+(\.\d+)?m?s\)\s*$")
 # The stats line under an answer, as the page shows it.
 STATS = re.compile(r"⏱ first token \d+\.\d\d s · \d+\.\d tok/s · \d+ tokens \(\d+ reasoning · \d+ answer\)")
-
-
-@pytest.fixture(scope="module")
-def slow(engine: Engine) -> SlowStream:
-    return SlowStream(engine)
-
-
-@pytest.fixture(scope="module")
-def app_url(engine: Engine, slow: SlowStream) -> Iterator[str]:
-    with serve(engine, slow) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @contextlib.contextmanager

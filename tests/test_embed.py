@@ -20,12 +20,12 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
-from browser import CHROMIUM, CHROMIUM_ARGS, SlowStream, screenshot_path
-from playwright.sync_api import Browser, FrameLocator, Locator, Page, expect, sync_playwright
-from serving import free_port, serve
+from browser import CHROMIUM, SlowStream, screenshot_path
+from playwright.sync_api import Browser, FrameLocator, Locator, Page, expect
+from serving import free_port
 from tiny import ADAPTER_ANSWER, BASE_OUTPUT, QUESTIONS
 
-from medcot.engine import MAX_QUESTION_CHARS, Engine
+from medcot.engine import MAX_QUESTION_CHARS
 from medcot.ui import COMPARE_LABEL
 
 pytestmark = pytest.mark.browser
@@ -36,27 +36,6 @@ if not CHROMIUM.exists():
 TIMEOUT_MS = 20_000
 expect.set_options(timeout=TIMEOUT_MS)
 STATS = re.compile(r"⏱ first token \d+\.\d\d s · \d+\.\d tok/s")
-
-
-@pytest.fixture(scope="module")
-def slow(engine: Engine) -> SlowStream:
-    return SlowStream(engine)
-
-
-@pytest.fixture(scope="module")
-def app_url(engine: Engine, slow: SlowStream) -> Iterator[str]:
-    with serve(engine, slow) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture
