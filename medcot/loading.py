@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from medcot.config import DEFAULT_ADAPTER, DEFAULT_BASE_MODEL, Settings, is_embedded
+from medcot.cpu_speed import large_blocks_mapped, load_half, optimize_for_cpu, resolve_mode
 from medcot.prompt import ensure_chat_template
 
 log = logging.getLogger(__name__)
@@ -159,13 +161,8 @@ def load_tokenizer(primary: Path, fallback: Path | None) -> PreTrainedTokenizerB
 
 
 def pick_cpu_mode(settings: Settings, device: str) -> str | None:
-    """The concrete medcot.cpu_speed mode the model gets, or None (not on CPU, a dtype was set, or no cpu_speed)."""
+    """The concrete medcot.cpu_speed mode the model gets, or None (not on CPU, or a dtype was set)."""
     if device != "cpu" or settings.dtype != "auto":
-        return None
-    try:  # the CPU speed modes are optional: without them the model runs in float32
-        from medcot.cpu_speed import resolve_mode
-    except ImportError:
-        log.info("medcot.cpu_speed not available: running in float32")
         return None
     try:
         return resolve_mode(settings.cpu_mode)
@@ -175,8 +172,6 @@ def pick_cpu_mode(settings: Settings, device: str) -> str | None:
 
 def _load_causal_lm(path: Path, dtype: torch.dtype, device: str, cpu_mode: str | None = None) -> Any:
     if cpu_mode is not None and cpu_mode.startswith("f16"):
-        from medcot.cpu_speed import load_half
-
         model = load_half(path)  # reads float32 checkpoints without the full-size float32 copy in memory
         if model is not None:
             return model
@@ -205,16 +200,18 @@ def _uses_defaults(settings: Settings) -> bool:
 def load_model(settings: Settings, progress: Progress | None = None) -> LoadedModel:
     """Load what the settings name; raise ModelLoadError with a readable message on any failure."""
     progress = progress or _no_progress
-    if is_embedded(settings.base_model):
-        return _load_embedded(settings, progress, reason="selected by MEDCOT_BASE_MODEL")
-    try:
-        return _load_configured(settings, progress)
-    except ModelLoadError as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        if _uses_defaults(settings) and ("cannot be reached" in str(exc) or offline) and _embedded_available():
-            log.warning("%s Falling back to the embedded Gemma 3 270M base.", exc)
-            return _load_embedded(settings, progress, reason="the Hugging Face Hub cannot be reached")
-        raise
+    # On CPU, the loading's large temporaries go back to the OS as soon as they are freed (peak RSS).
+    with large_blocks_mapped() if pick_device(settings) == "cpu" else contextlib.nullcontext():
+        if is_embedded(settings.base_model):
+            return _load_embedded(settings, progress, reason="selected by MEDCOT_BASE_MODEL")
+        try:
+            return _load_configured(settings, progress)
+        except ModelLoadError as exc:
+            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+            if _uses_defaults(settings) and ("cannot be reached" in str(exc) or offline) and _embedded_available():
+                log.warning("%s Falling back to the embedded Gemma 3 270M base.", exc)
+                return _load_embedded(settings, progress, reason="the Hugging Face Hub cannot be reached")
+            raise
 
 
 def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
@@ -275,8 +272,6 @@ def apply_adapter(loaded: LoadedModel, adapter_dir: Path, settings: Settings, pr
 def _finish(loaded: LoadedModel, settings: Settings, progress: Progress) -> LoadedModel:
     cpu_mode = pick_cpu_mode(settings, loaded.device)
     if cpu_mode is not None:
-        from medcot.cpu_speed import optimize_for_cpu
-
         progress(f"Preparing the model for CPU ({cpu_mode})", None)
         loaded.model, loaded.dtype = optimize_for_cpu(loaded.model, cpu_mode)
     else:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import tiny_config
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
 from medcot import cpu_speed
 from medcot.cpu_speed import CPU_MODES, HalfLinear, RescoredInt8Head, load_half, optimize_for_cpu, resolve_mode
@@ -19,19 +20,7 @@ FAST_MODES = [mode for mode in CPU_MODES if mode not in ("auto", "f32")]
 
 def tiny_model(seed: int = 0) -> Gemma3ForCausalLM:
     torch.manual_seed(seed)
-    config = Gemma3TextConfig(
-        vocab_size=300,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=2,
-    )
-    return Gemma3ForCausalLM(config).eval()
+    return Gemma3ForCausalLM(tiny_config(300, pad_token_id=0, eos_token_id=1, bos_token_id=2)).eval()
 
 
 def logits(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
@@ -235,19 +224,50 @@ def test_load_half_refuses_a_truncated_file(f32_folder: Path) -> None:
 def test_loading_uses_the_half_loader_for_f16_modes(tiny_settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from dataclasses import replace
 
-    from medcot.loading import load_model
+    from medcot import loading
 
     calls = []
-    monkeypatch.setattr(cpu_speed, "load_half", lambda folder: calls.append(folder) or load_half(folder))
-    loaded = load_model(replace(tiny_settings, dtype="auto", cpu_mode="f16-int8head"))
+    monkeypatch.setattr(loading, "load_half", lambda folder: calls.append(folder) or load_half(folder))
+    loaded = loading.load_model(replace(tiny_settings, dtype="auto", cpu_mode="f16-int8head"))
     assert loaded.dtype == "f16-int8head" and calls == [Path(tiny_settings.base_model)]
     assert isinstance(loaded.model.get_output_embeddings(), RescoredInt8Head)
-    f32 = load_model(tiny_settings)
+    f32 = loading.load_model(tiny_settings)
     ids = torch.tensor([[2, 30, 31, 32]])
     assert torch.equal(logits(loaded.model, ids).argmax(-1), logits(f32.model, ids).argmax(-1))
     calls.clear()
-    assert load_model(replace(tiny_settings, dtype="auto", cpu_mode="f32-int8head")).dtype == "f32-int8head"
+    assert loading.load_model(replace(tiny_settings, dtype="auto", cpu_mode="f32-int8head")).dtype == "f32-int8head"
     assert calls == [], "f32 modes load with transformers"
+
+
+def test_large_blocks_are_mapped_while_loading_and_heap_served_after() -> None:
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2  # noqa: B018 - glibc 2.33+
+    except (OSError, AttributeError):
+        pytest.skip("needs glibc")
+
+    class Mallinfo2(ctypes.Structure):  # struct mallinfo2: ten size_t fields, hblks (mmapped blocks) the fourth
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", *"abcdef")]
+
+    libc.mallinfo2.restype = Mallinfo2
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+
+    def mmapped(size: int) -> bool:
+        before = libc.mallinfo2().hblks
+        block = libc.malloc(size)
+        try:
+            return libc.mallinfo2().hblks > before
+        finally:
+            libc.free(block)
+
+    with cpu_speed.large_blocks_mapped():
+        assert mmapped(2 * 2**20), "a 2 MiB block must come from mmap, so freeing it returns it to the OS"
+        assert not mmapped(256 * 2**10)
+    assert not mmapped(2 * 2**20), "after loading, per-token buffers are served from the heap again"
+    assert mmapped(40 * 2**20)
 
 
 # --- the real Gemma 3 270M ------------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ from typing import Any, NoReturn
 import pytest
 import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
-from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+from tiny import tiny_config
+from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
 import medcot.loading
 from medcot import embedded
@@ -71,17 +72,7 @@ def write_tiny_gguf(path: Path) -> Gemma3ForCausalLM:
     tokens = _SPECIAL + [f"<0x{byte:02X}>" for byte in range(256)] + _PIECES
     types_ = [_CONTROL, _CONTROL, _CONTROL, _UNKNOWN, _CONTROL, _CONTROL, _CONTROL] + [_BYTE] * 256
     types_ += [_NORMAL] * len(_PIECES)
-    config = Gemma3TextConfig(
-        vocab_size=len(tokens),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        sliding_window=512,
-        max_position_embeddings=4096,
-    )
+    config = tiny_config(len(tokens))
     torch.manual_seed(0)
     model = Gemma3ForCausalLM(config).eval()
     writer = gguf.GGUFWriter(str(path), "gemma3")

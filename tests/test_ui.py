@@ -169,6 +169,39 @@ def test_mcp_ask_tool_answers(app_url: str) -> None:
 # -- pure helpers ----------------------------------------------------------------------------------------------------
 
 
+def test_first_text_is_sent_at_once_and_later_deltas_are_coalesced(engine: Engine) -> None:
+    """Time to first token: the first delta is not held back for the 50 ms update interval; the ones after it are."""
+    release = threading.Event()
+
+    def stream(message: str, turns: Any, params: Any, adapter: bool, cancel: threading.Event) -> Iterator[Any]:
+        yield ReasoningDelta("Fluid")
+        yield ReasoningDelta(" overload")  # arrives within the interval: coalesced with what follows
+        release.wait(5)
+        yield ReasoningDone(1.0)
+        yield AnswerDelta("Diuretic.")  # coalesced too, and sent when the stream ends
+
+    demo = build_demo(engine, stream=stream)
+
+    async def run() -> tuple[list[str], list[str]]:
+        updates = handler(demo, "respond")(QUESTIONS[0], [], *GREEDY, None)
+        await anext(updates)  # the empty reply
+        first = await asyncio.wait_for(anext(updates), 2)  # must come while the stream is blocked
+        release.set()
+        rest = await drain(updates)
+        return [m.content for m in first[0]], [m.content for m in rest[-1][0]]
+
+    first, final = asyncio.run(run())
+    assert first == ["Fluid"]
+    assert final[:2] == ["Fluid overload", "Diuretic."]
+
+
+def test_idle_queue_polls_every_10_ms(engine: Engine) -> None:
+    """The idle queue's poll interval is a private attribute of Gradio's queue: fail loudly if it is renamed."""
+    from medcot.ui import QUEUE_POLL_S
+
+    assert queue(build_demo(engine), engine)._queue.sleep_when_free == QUEUE_POLL_S == 0.01
+
+
 def test_renderer_drops_the_placeholder_accordion_when_the_model_does_not_reason() -> None:
     view = ChatRenderer()
     assert view.messages()[0].metadata["status"] == "pending"  # spinner from the first moment
