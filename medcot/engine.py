@@ -19,11 +19,6 @@ from medcot.reasoning import AnswerDelta, Event, ReasoningDelta, ReasoningDone, 
 log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 8000  # far above any real question; keeps tokenization of hostile input cheap
-# Prompts are encoded one at a time: encode_prompt tokenizes the user's text with split_special_tokens=True and the
-# template's with False, and transformers' fast tokenizer keeps that switch on the shared Rust tokenizer, so two
-# requests encoding at once could flip it for each other (control tokens split into text, or user-typed control
-# tokens made real). Encoding takes milliseconds; generation, the long part, is not serialized by this.
-ENCODE_LOCK = threading.Lock()
 
 
 class InputError(ValueError):
@@ -287,8 +282,7 @@ class Engine:
         loaded = self.require_model()
         question = clean_question(question)
         params = (params or self.settings.generation_defaults).validated()
-        with ENCODE_LOCK:
-            prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens)
+        prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens)
         started = time.monotonic()
         parser = ThinkParser()
         first: float | None = None

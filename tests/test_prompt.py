@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,25 @@ def test_control_token_text_from_the_user_stays_text(tokenizer: PreTrainedTokeni
     assert tokenizer.decode(prompt.input_ids) == prompt.text  # the user's text survives as text
     # The unsafe way (tokenizing the rendered string whole) would have produced extra control tokens.
     assert _counts(tokenizer(prompt.text, add_special_tokens=False)["input_ids"], control) != template_only
+
+
+def test_threads_encoding_at_once_get_their_own_prompts(tokenizer: PreTrainedTokenizerBase) -> None:
+    """split_special_tokens is a switch on the shared Rust tokenizer: without the module's lock, threads encoding
+    at once flipped it for each other (template control tokens split into text, user-typed ones made real)."""
+    expected = {question: encode_prompt(tokenizer, question).input_ids for question in (QUESTION, HOSTILE)}
+    wrong: list[str] = []
+
+    def run(question: str) -> None:
+        for _ in range(150):
+            if encode_prompt(tokenizer, question).input_ids != expected[question]:
+                wrong.append(question)
+
+    threads = [threading.Thread(target=run, args=(question,)) for question in (QUESTION, HOSTILE) * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not wrong, f"{len(wrong)} of 600 prompts encoded wrongly"
 
 
 def test_control_token_text_in_history_stays_text(tokenizer: PreTrainedTokenizerBase) -> None:
