@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 from tiny import ADAPTER_ANSWER, ADAPTER_OUTPUT, ADAPTER_REASONING, BASE_OUTPUT
 
 from medcot.config import GenerationParams, Settings
-from medcot.engine import MAX_QUESTION_CHARS, AdapterSwitch, Engine, Finished, InputError, Stats, clean_question
-from medcot.loading import ModelLoadError
+from medcot.engine import (
+    MAX_QUESTION_CHARS,
+    AdapterSwitch,
+    Engine,
+    Finished,
+    InputError,
+    Stats,
+    _in_passing_thread,
+    clean_question,
+)
+from medcot.loading import ModelLoadError, load_model
 from medcot.prompt import PromptTooLongError, Turn, encode_prompt
 from medcot.reasoning import AnswerDelta, ReasoningDelta, ReasoningDone
 
@@ -372,3 +386,46 @@ def test_comparison_works_with_the_cpu_speed_modes(tiny_settings: Settings, merg
     assert fast.loaded.dtype == "f16" and fast.can_compare
     assert fast.ask(QUESTION, params=GREEDY, use_adapter=False).answer == BASE_OUTPUT
     assert fast.ask(QUESTION, params=GREEDY).answer == ADAPTER_ANSWER
+
+
+def test_loading_leaves_no_openmp_team_on_the_calling_thread() -> None:
+    """A thread that ran a parallel torch op keeps its OpenMP team (one more OS thread); one that ran it through
+    _in_passing_thread does not, so generation threads never share the cores with an idle team."""
+    script = """
+import os, time, torch
+from medcot.engine import _in_passing_thread
+threads = lambda: len(os.listdir("/proc/self/task"))
+x = torch.randn(1024, 1024)
+before = threads()
+assert _in_passing_thread(lambda: float((x @ x).sum())) != 0
+deadline = time.monotonic() + 5
+while threads() > before and time.monotonic() < deadline:  # the team's threads end just after their owner
+    time.sleep(0.01)
+passing = threads()
+(x @ x).sum()
+print(before, passing, threads())
+"""
+    if not Path("/proc/self/task").is_dir() or torch.get_num_threads() < 2:
+        pytest.skip("needs Linux and 2 torch threads")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    before, passing, after = map(int, out.stdout.split())
+    assert passing == before, "the passing thread's OpenMP team outlived it"
+    assert after == before + 1, "control: a parallel op on this thread keeps a team"
+
+
+def test_load_runs_in_a_passing_thread_and_its_errors_come_back(
+    tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import medcot.engine
+
+    threads: list[threading.Thread] = []
+
+    def observed(*args: Any) -> Any:
+        threads.append(threading.current_thread())
+        return load_model(*args)
+
+    monkeypatch.setattr(medcot.engine, "load_model", observed)
+    assert Engine(tiny_settings).load().ready
+    assert threads and threads[0] is not threading.current_thread() and not threads[0].is_alive()
+    with pytest.raises(ZeroDivisionError):
+        _in_passing_thread(lambda: 1 / 0)
