@@ -824,7 +824,7 @@ def run_benchmark(options: Options, report: Callable[[str], None] = print) -> di
         if app is not None:
             app.stop()
     if starts:
-        summary = {k: _median([s[k] for s in starts]) for k in starts[0] if k != "peak_rss_mib"}
+        summary = {k: _round(_median([s[k] for s in starts]), 3) for k in starts[0] if k != "peak_rss_mib"}
         summary["peak_rss_mib"] = max(s["peak_rss_mib"] or 0 for s in starts)
         result["cold_start"] = {**summary, "mode": options.cpu_mode, "runs": starts}
 

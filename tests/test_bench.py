@@ -111,6 +111,26 @@ def test_chart_is_a_png(tmp_path: Path) -> None:
     assert path.stat().st_size > 20_000
 
 
+def test_committed_figures_are_the_ones_the_docs_show() -> None:
+    """The README and docs/benchmark.md show the committed run's figures, not older ones."""
+    root = Path(__file__).resolve().parents[1]
+    result = json.loads((root / "docs/bench/bench.json").read_text(encoding="utf-8"))
+    docs = (root / "docs/benchmark.md").read_text(encoding="utf-8")
+    for block in bench.format_markdown(result).strip().split("\n\n"):  # the tables below the chart are this JSON's
+        assert block in docs, block
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Speed on CPU", 1)[1].split("\n## ", 1)[0]
+    compared = result["app_vs_raw"]
+    for figure in (
+        f"{compared['app_tok_s']} / {compared['raw_tok_s']} tok/s = {compared['tok_s_ratio']}",
+        f"{compared['ttft_diff_ms']:.0f} ms",
+        f"{result['cold_start']['first_token_s']:.1f} s",
+        f"{result['cold_start']['peak_rss_mib']:.0f} MiB",
+        result["machine"]["date"][:10],
+    ):
+        assert figure in section, figure
+
+
 def test_stats_line_is_read_as_the_app_writes_it() -> None:
     from medcot.ui import STATS_PREFIX, format_stats
 
