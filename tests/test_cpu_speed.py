@@ -239,35 +239,49 @@ def test_loading_uses_the_half_loader_for_f16_modes(tiny_settings, monkeypatch: 
     assert calls == [], "f32 modes load with transformers"
 
 
+_MMAP_CHECK = """
+import ctypes
+from medcot import cpu_speed
+
+libc = ctypes.CDLL("libc.so.6")
+
+class Mallinfo2(ctypes.Structure):  # struct mallinfo2: ten size_t fields, hblks (mmapped blocks) the fourth
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", *"abcdef")]
+
+libc.mallinfo2.restype = Mallinfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+
+def mmapped(size):
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(size)
+    try:
+        return libc.mallinfo2().hblks > before
+    finally:
+        libc.free(block)
+
+with cpu_speed.large_blocks_mapped():
+    inside = mmapped(2 * 2**20), mmapped(256 * 2**10)
+print(*inside, mmapped(2 * 2**20), mmapped(40 * 2**20))
+"""
+
+
 def test_large_blocks_are_mapped_while_loading_and_heap_served_after() -> None:
+    """In a fresh process: a long-lived one's heap may hold a free chunk that serves a block before any mmap."""
     import ctypes
+    import subprocess
+    import sys
 
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2  # noqa: B018 - glibc 2.33+
+        ctypes.CDLL("libc.so.6").mallinfo2  # noqa: B018 - glibc 2.33+
     except (OSError, AttributeError):
         pytest.skip("needs glibc")
-
-    class Mallinfo2(ctypes.Structure):  # struct mallinfo2: ten size_t fields, hblks (mmapped blocks) the fourth
-        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", *"abcdef")]
-
-    libc.mallinfo2.restype = Mallinfo2
-    libc.malloc.restype = ctypes.c_void_p
-    libc.free.argtypes = [ctypes.c_void_p]
-
-    def mmapped(size: int) -> bool:
-        before = libc.mallinfo2().hblks
-        block = libc.malloc(size)
-        try:
-            return libc.mallinfo2().hblks > before
-        finally:
-            libc.free(block)
-
-    with cpu_speed.large_blocks_mapped():
-        assert mmapped(2 * 2**20), "a 2 MiB block must come from mmap, so freeing it returns it to the OS"
-        assert not mmapped(256 * 2**10)
-    assert not mmapped(2 * 2**20), "after loading, per-token buffers are served from the heap again"
-    assert mmapped(40 * 2**20)
+    out = subprocess.run([sys.executable, "-c", _MMAP_CHECK], capture_output=True, text=True, timeout=120, check=True)
+    inside_large, inside_small, after_large, after_huge = (word == "True" for word in out.stdout.split())
+    assert inside_large, "while loading, a 2 MiB block must come from mmap, so freeing it returns it to the OS"
+    assert not inside_small
+    assert not after_large, "after loading, per-token buffers are served from the heap again"
+    assert after_huge
 
 
 # --- the real Gemma 3 270M ------------------------------------------------------------------------------------------
