@@ -10,6 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from polling import wait_until
+
 from medcot.config import GenerationParams
 from medcot.engine import Engine, StreamEvent
 from medcot.prompt import Turn
@@ -103,12 +105,7 @@ class SlowStream:
 
     @staticmethod
     def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
+        return wait_until(condition, timeout, interval=0.05)
 
 
 def screenshot_path(name: str) -> Path:

@@ -7,13 +7,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from polling import wait_until
 from tiny import ADAPTER_ANSWER, ADAPTER_OUTPUT, ADAPTER_REASONING, BASE_OUTPUT
 
 from medcot.config import GenerationParams, Settings
@@ -35,22 +36,8 @@ QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"
 GREEDY = GenerationParams(temperature=0, max_new_tokens=64)
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def no_generation_thread(within: float = 1.0) -> bool:
-    deadline = time.monotonic() + within
-    while any(t.name == "medcot-generate" for t in threading.enumerate()):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    return wait_until(lambda: not any(t.name == "medcot-generate" for t in threading.enumerate()), within)
 
 
 def test_answer_and_reasoning_from_the_adapter(engine: Engine) -> None:

@@ -35,6 +35,7 @@ import psutil
 import pytest
 import tiny
 from gradio_client import Client
+from polling import wait_until
 from serving import launched
 from tiny import ADAPTER_ANSWER, QUESTIONS
 
@@ -67,12 +68,7 @@ def generation_threads() -> int:
 
 
 def wait_for_generation_threads(count: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while generation_threads() != count:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
+    return wait_until(lambda: generation_threads() == count, timeout, interval=0.002)
 
 
 def paced(engine: Engine, delay: float) -> Callable[..., Iterator[Any]]:
