@@ -1,10 +1,13 @@
 """Hugging Face Space entry point: build the MedCoT demo from the library and launch it."""
 
 from medcot.engine import Engine
-from medcot.ui import build_demo, launch_kwargs, queue
 from medcot.zerogpu import start_engine
 
+# Off ZeroGPU the model loads in a background thread: started before Gradio is imported, the two overlap.
 engine = start_engine(Engine.from_env())
+
+from medcot.ui import build_demo, launch_kwargs, queue  # noqa: E402
+
 demo = queue(build_demo(engine), engine)
 
 if __name__ == "__main__":

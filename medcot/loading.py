@@ -7,6 +7,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,20 @@ def load_tokenizer(primary: Path, fallback: Path | None) -> PreTrainedTokenizerB
     return tokenizer
 
 
+def _tokenizer_beside(
+    primary: Path, fallback: Path | None, load: Callable[[], Any]
+) -> tuple[PreTrainedTokenizerBase, Any]:
+    """load_tokenizer(primary, fallback) in a thread of its own while `load()` reads the weights here.
+
+    Gemma's tokenizer (262k tokens) takes ~3 s to build, mostly parsing, while reading the weights is mostly file
+    reads and torch copies: side by side they take ~1 s less on 2 cores.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="medcot-tokenizer") as pool:
+        tokenizer = pool.submit(load_tokenizer, primary, fallback)
+        model = load()
+        return tokenizer.result(), model
+
+
 def pick_cpu_mode(settings: Settings, device: str) -> str | None:
     """The concrete medcot.cpu_speed mode the model gets, or None (not on CPU, or a dtype was set)."""
     if device != "cpu" or settings.dtype != "auto":
@@ -222,8 +237,9 @@ def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
         # The location holds full (merged) weights: load it alone and never fetch the base.
         progress(f"Loading merged weights `{settings.adapter}`", None)
         try:
-            tokenizer = load_tokenizer(adapter_dir, None)
-            model = _load_causal_lm(adapter_dir, dtype, device, cpu_mode)
+            tokenizer, model = _tokenizer_beside(
+                adapter_dir, None, lambda: _load_causal_lm(adapter_dir, dtype, device, cpu_mode)
+            )
         except Exception as exc:
             raise _explain_load_failure(exc, f"`{settings.adapter}`", settings.hf_token) from None
         loaded = LoadedModel(model, tokenizer, settings.base_model, settings.adapter, "merged", True, device, "")
@@ -232,8 +248,11 @@ def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
     base_dir = fetch(settings.base_model, settings, progress, "base model")
     progress(f"Loading the base model `{settings.base_model}`", None)
     try:
-        tokenizer = load_tokenizer(adapter_dir, base_dir) if adapter_dir else load_tokenizer(base_dir, None)
-        model = _load_causal_lm(base_dir, dtype, device, cpu_mode)
+        tokenizer, model = _tokenizer_beside(
+            adapter_dir or base_dir,
+            base_dir if adapter_dir else None,
+            lambda: _load_causal_lm(base_dir, dtype, device, cpu_mode),
+        )
     except Exception as exc:
         raise _explain_load_failure(exc, f"the base model `{settings.base_model}`", settings.hf_token) from None
     if adapter_dir is None:
@@ -297,8 +316,8 @@ def _load_embedded(settings: Settings, progress: Progress, reason: str) -> Loade
         raise ModelLoadError(f"The embedded model could not be prepared: {exc}") from None
     device = pick_device(settings)
     progress("Loading the embedded Gemma 3 270M base", None)
-    tokenizer = load_tokenizer(folder, None)
-    model = _load_causal_lm(folder, pick_dtype(settings, device), device, pick_cpu_mode(settings, device))
+    dtype, cpu_mode = pick_dtype(settings, device), pick_cpu_mode(settings, device)
+    tokenizer, model = _tokenizer_beside(folder, None, lambda: _load_causal_lm(folder, dtype, device, cpu_mode))
     note = f"Running the embedded Gemma 3 270M base model without the medical adapter ({reason})."
     loaded = LoadedModel(
         model,

@@ -191,6 +191,10 @@ def test_conversion_makes_a_complete_loadable_folder(
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer.chat_template == GEMMA3_CHAT_TEMPLATE  # supplied: the GGUF has none
+    # Listed in tokenizer_config.json (so loading need not parse tokenizer.json for them): exactly tokenizer.json's.
+    listed = json.loads((folder / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    in_file = json.loads((folder / "tokenizer.json").read_text())["added_tokens"]
+    assert listed == {str(token.pop("id")): token for token in in_file}
     rendered = tokenizer.apply_chat_template(
         [{"role": "user", "content": "the user"}], tokenize=False, add_generation_prompt=True
     )
