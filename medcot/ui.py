@@ -4,6 +4,7 @@ the conversation export, an `/ask` API/MCP tool, and the model's status."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 import threading
@@ -201,6 +202,36 @@ async def iterate_in_thread(iterator: Iterator[StreamEvent], cancel: threading.E
         cancel.set()
 
 
+class FetchedAhead:
+    """An async iterator of events whose first event is already being fetched when it is made.
+
+    The chat handler sends an empty reply (the pending reasoning accordion) before the first token: fetching from
+    the start lets generation begin while Gradio sends that reply, not after it (time to first token).
+    """
+
+    def __init__(self, events: AsyncIterator[StreamEvent]) -> None:
+        self._events = events
+        self._first: asyncio.Future[StreamEvent] | None = asyncio.ensure_future(anext(events))
+
+    def __aiter__(self) -> FetchedAhead:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        if self._first is None:
+            return await anext(self._events)
+        first, self._first = self._first, None
+        return await first
+
+    async def aclose(self) -> None:
+        """Stop the stream, also while its first event is still being fetched (Stop, a closed tab)."""
+        if self._first is not None:
+            self._first.cancel()  # cancels the fetch inside iterate_in_thread, whose cleanup sets the cancel event
+            with contextlib.suppress(BaseException):  # its outcome (an error, the cancellation) no longer matters
+                await self._first
+            self._first = None
+        await self._events.aclose()
+
+
 def mark_stopped(history: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     """After Stop: no accordion keeps spinning; the last one says it was stopped."""
     history = list(history or [])
@@ -388,15 +419,17 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
         cancel = threading.Event()
         session = getattr(request, "session_hash", None)
         channel = relay.open(session) if session in relay.comparing and engine.can_compare else None
+        events: FetchedAhead | None = None
         try:
             params = params_from(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
             turns = turns_from_history(history)
             if channel is not None:
                 channel.put_nowait(("question", clean_question(message)))
             view = ChatRenderer()
+            events = FetchedAhead(iterate_in_thread(stream(message, turns, params, True, cancel), cancel))
             yield view.messages()
             last, first, held = time.monotonic(), True, False
-            async for event in iterate_in_thread(stream(message, turns, params, True, cancel), cancel):
+            async for event in events:
                 view.apply(event)
                 now = time.monotonic()
                 # The first text goes out at once (time to first token); later deltas are coalesced.
@@ -416,6 +449,8 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
             log.exception("generation failed")
             raise gr.Error(f"Something went wrong while answering ({type(exc).__name__}). Please try again.") from None
         finally:
+            if events is not None:
+                await events.aclose()
             if channel is not None and session:
                 relay.close(session, channel)
 

@@ -195,6 +195,59 @@ def test_first_text_is_sent_at_once_and_later_deltas_are_coalesced(engine: Engin
     assert final[:2] == ["Fluid overload", "Diuretic."]
 
 
+def test_generation_starts_while_the_empty_reply_goes_out(engine: Engine) -> None:
+    """Time to first token: the stream is started when the empty reply is yielded, not when Gradio asks for more."""
+    started = threading.Event()
+
+    def stream(message: str, turns: Any, params: Any, adapter: bool, cancel: threading.Event) -> Iterator[Any]:
+        started.set()
+        yield AnswerDelta("Diuretic.")
+
+    demo = build_demo(engine, stream=stream)
+
+    async def run() -> tuple[bool, list[Any]]:
+        updates = handler(demo, "respond")(QUESTIONS[0], [], *GREEDY, None)
+        await anext(updates)  # the empty reply: a pending reasoning accordion
+        for _ in range(200):  # nothing asks for the next update meanwhile
+            if started.is_set():
+                break
+            await asyncio.sleep(0.01)
+        return started.is_set(), await drain(updates)
+
+    began, rest = asyncio.run(run())
+    assert began, "the stream did not start until the next update was asked for"
+    assert [m.content for m in rest[-1][0]] == ["Diuretic."]
+
+
+def test_closing_the_reply_before_the_first_token_cancels_the_generation(engine: Engine) -> None:
+    """A Stop or a closed tab right after the empty reply: the generation that already started is told to stop."""
+    started, cancels = threading.Event(), []
+
+    def stream(message: str, turns: Any, params: Any, adapter: bool, cancel: threading.Event) -> Iterator[Any]:
+        cancels.append(cancel)
+        started.set()
+        cancel.wait(10)  # a long prefill that checks the cancel event
+        yield AnswerDelta("too late")
+
+    demo = build_demo(engine, stream=stream)
+
+    async def run() -> float:
+        updates = handler(demo, "respond")(QUESTIONS[0], [], *GREEDY, None)
+        await anext(updates)
+        for _ in range(200):
+            if started.is_set():
+                break
+            await asyncio.sleep(0.01)
+        assert started.is_set(), "the stream did not start with the empty reply"
+        began = time.monotonic()
+        await asyncio.wait_for(updates.aclose(), 5)
+        return time.monotonic() - began
+
+    seconds = asyncio.run(run())
+    assert cancels and cancels[0].is_set()
+    assert seconds < 2
+
+
 def test_idle_queue_polls_every_10_ms(engine: Engine) -> None:
     """The idle queue's poll interval is a private attribute of Gradio's queue: fail loudly if it is renamed."""
     from medcot.ui import QUEUE_POLL_S
