@@ -170,7 +170,7 @@ def test_mcp_ask_tool_answers(app_url: str) -> None:
 
 
 def test_first_text_is_sent_at_once_and_later_deltas_are_coalesced(engine: Engine) -> None:
-    """Time to first token: the first delta is not held back for the 50 ms update interval; the ones after it are."""
+    """Time to first token: the first delta is not held back for the update interval; the ones after it are."""
     release = threading.Event()
 
     def stream(message: str, turns: Any, params: Any, adapter: bool, cancel: threading.Event) -> Iterator[Any]:
@@ -193,6 +193,31 @@ def test_first_text_is_sent_at_once_and_later_deltas_are_coalesced(engine: Engin
     first, final = asyncio.run(run())
     assert first == ["Fluid"]
     assert final[:2] == ["Fluid overload", "Diuretic."]
+
+
+def test_held_text_goes_out_when_the_stream_stalls(engine: Engine) -> None:
+    """Text coalesced into the next update is sent after the update interval even if no further event comes."""
+    release = threading.Event()
+
+    def stream(message: str, turns: Any, params: Any, adapter: bool, cancel: threading.Event) -> Iterator[Any]:
+        yield ReasoningDelta("Fluid")
+        yield ReasoningDelta(" overload")  # held: it comes within the interval of the first
+        release.wait(10)  # a stalled stream (a slow token)
+        yield Finished(Stats(10, 2, 2, 0, 0.1, 0.2, False, False, False, 0))
+
+    demo = build_demo(engine, stream=stream)
+
+    async def run() -> list[str]:
+        updates = handler(demo, "respond")(QUESTIONS[0], [], *GREEDY, None)
+        await anext(updates)  # the empty reply
+        await anext(updates)  # the first text, at once
+        held = await asyncio.wait_for(anext(updates), 2)  # while the stream is still stalled
+        release.set()
+        await drain(updates)
+        return [m.content for m in held[0]]
+
+    assert asyncio.run(run())[:1] == ["Fluid overload"]
+    assert release.is_set()
 
 
 def test_generation_starts_while_the_empty_reply_goes_out(engine: Engine) -> None:
