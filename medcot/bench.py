@@ -61,7 +61,7 @@ _STATS_TTFT = re.compile(r"first token ([\d.]+) s")
 _STATS_RATE = re.compile(r"([\d.]+) tok/s")
 _START_TIMEOUT_S = 300.0  # a first start may convert the embedded GGUF (~1 min on 2 cores)
 _RETRY_S = 0.1  # while the model loads, a request is refused at once; ask again this often
-# The app coalesces streamed updates to one per 50 ms (medcot.ui.UPDATE_INTERVAL_S): a decode rate taken over a
+# The app coalesces streamed updates to one per 100 ms (medcot.ui.UPDATE_INTERVAL_S): a decode rate taken over a
 # shorter span than a few of those says more about the coalescing than about the model.
 _MIN_APP_SPAN_S = 0.25
 # Served greedily by the embedded base (f16-int8head), this question gets 71 tokens before the base starts a new
