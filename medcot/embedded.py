@@ -104,7 +104,7 @@ def embedded_model_dir(cache_dir: Path | None = None, progress: Progress | None 
     package = _package()
     sha256: str = package.EXPECTED_SHA256
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    target = root / f"gemma-3-270m-q4_k_m-{sha256[:12]}-v{_FORMAT}"
+    target = root / f"{_folder_prefix(sha256)}{_FORMAT}"
     if _is_complete(target, sha256):
         return target
     with _lock:
@@ -115,7 +115,22 @@ def embedded_model_dir(cache_dir: Path | None = None, progress: Progress | None 
         started = time.monotonic()
         _convert(package, target, progress or _log_progress)
         log.info("Converted the embedded model into %s in %.0f s", target, time.monotonic() - started)
+        _remove_older_formats(root, sha256)
     return target
+
+
+def _folder_prefix(sha256: str) -> str:
+    return f"gemma-3-270m-q4_k_m-{sha256[:12]}-v"
+
+
+def _remove_older_formats(root: Path, sha256: str) -> None:
+    """Delete the same GGUF's folders of older conversion formats: a new format replaces them (~1 GB each)."""
+    prefix = _folder_prefix(sha256)
+    for folder in root.glob(f"{prefix}*"):
+        version = folder.name.removeprefix(prefix)
+        if version.isdigit() and int(version) < _FORMAT:
+            log.info("Removing %s, made by an older conversion", folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _log_progress(message: str, fraction: float | None) -> None:

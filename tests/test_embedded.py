@@ -252,6 +252,19 @@ def test_second_call_reuses_the_folder_without_converting(package: types.ModuleT
     assert snapshot(folder) == before
 
 
+def test_a_conversion_removes_the_folders_of_older_formats(package: types.ModuleType, tmp_path: Path) -> None:
+    prefix = target_name(package).removesuffix(f"{embedded._FORMAT}")
+    kept = [tmp_path / f"{prefix}{embedded._FORMAT + 1}", tmp_path / "gemma-3-270m-q4_k_m-000000000000-v1"]
+    older = [tmp_path / f"{prefix}{version}" for version in range(1, embedded._FORMAT)]
+    for folder in [*kept, *older]:
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"old")
+
+    folder = embedded.embedded_model_dir(tmp_path)
+
+    assert sorted(tmp_path.iterdir()) == sorted([folder, *kept])  # a newer format and another GGUF stay
+
+
 def _drop_marker(folder: Path) -> None:
     (folder / embedded._MARKER).unlink()
 
