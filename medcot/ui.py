@@ -508,8 +508,17 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
         view: ChatRenderer | None = None
         asked = finished = False
         tail: list[Any] = []
-        last = time.monotonic()
-        while (item := await channel.get()) is not relay.END:
+        last, held = time.monotonic(), False
+        while True:
+            try:  # held text goes out when the update interval is over, even if the base stream stalls
+                wait = max(0.0, last + UPDATE_INTERVAL_S - time.monotonic()) if held else None
+                item = await asyncio.wait_for(channel.get(), wait)
+            except TimeoutError:
+                last, held = time.monotonic(), False
+                yield [*shown, *tail]
+                continue
+            if item is relay.END:
+                break
             kind = item[0] if isinstance(item, tuple) else None
             if kind == "question":
                 asked = True
@@ -528,9 +537,11 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
                 finished = finished or isinstance(item, Finished)
                 tail = view.messages()
                 now = time.monotonic()
-                if now - last < UPDATE_INTERVAL_S and isinstance(item, ReasoningDelta | AnswerDelta):
+                held = now - last < UPDATE_INTERVAL_S and isinstance(item, ReasoningDelta | AnswerDelta)
+                if held:
                     continue
                 last = now
+            held = False
             yield [*shown, *tail]
         if not asked:
             yield gr.skip()

@@ -527,6 +527,36 @@ def test_compare_relays_the_base_answer_to_its_column(unmerged_engine: Engine) -
     assert [type(update).__name__ for update in asyncio.run(refused())] == ["dict"]  # one gr.skip()
 
 
+def test_base_column_sends_held_text_when_the_base_stream_stalls(unmerged_engine: Engine) -> None:
+    release = threading.Event()
+
+    def stream(message: str, turns: Any, params: Any, adapter: bool, cancel: threading.Event) -> Iterator[Any]:
+        if adapter:
+            yield AnswerDelta("Diuretic.")
+            return
+        yield AnswerDelta("Base")
+        yield AnswerDelta(" answer")  # held: it comes within the interval of the first
+        release.wait(10)  # a stalled stream (a slow token)
+
+    demo = build_demo(unmerged_engine, stream=stream)
+    request = SimpleNamespace(session_hash="session-2")
+    handler(demo, "set_compare")(True, request)
+
+    async def run() -> list[str]:
+        column = handler(demo, "show_base")([], True, request)
+        chat = asyncio.create_task(drain(handler(demo, "respond")(QUESTIONS[0], [], *GREEDY, request)))
+        shown: list[str] = []
+        while "Base answer" not in shown:  # the held text arrives while the base stream is still stalled
+            shown = [content(m) for m in await asyncio.wait_for(anext(column), 2)]
+        release.set()
+        await chat
+        await drain(column)
+        return shown
+
+    assert asyncio.run(run())[:2] == [QUESTIONS[0], "Base answer"]
+    assert release.is_set()
+
+
 def test_base_column_does_nothing_when_compare_is_off(unmerged_engine: Engine) -> None:
     demo = build_demo(unmerged_engine)
     updates = asyncio.run(drain(handler(demo, "show_base")([], False, SimpleNamespace(session_hash="s"))))
