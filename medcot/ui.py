@@ -205,7 +205,8 @@ async def iterate_in_thread(iterator: Iterator[StreamEvent], cancel: threading.E
 
 
 class CoalescedEvents:
-    """A stream's events in batches, one streamed UI update per batch, at most one per `interval`.
+    """A stream's events (or the items relayed to the base column) in batches, one streamed UI update per batch, at
+    most one per `interval`.
 
     - Fetching starts when it is made: the chat handler sends an empty reply (the pending reasoning accordion)
       first, and generation begins while Gradio sends that reply, not after it (time to first token).
@@ -214,17 +215,17 @@ class CoalescedEvents:
     - Text is never held longer than `interval`, even while the stream stalls (a slow token, a busy machine).
     """
 
-    def __init__(self, events: AsyncIterator[StreamEvent], interval: float) -> None:
+    def __init__(self, events: AsyncIterator[Any], interval: float) -> None:
         self._events = events
         self._interval = interval
         self._next: asyncio.Future[Any] | None = asyncio.ensure_future(anext(events, _END))
-        self._held: list[StreamEvent] = []
+        self._held: list[Any] = []
         self._sent_at = -math.inf
 
     def __aiter__(self) -> CoalescedEvents:
         return self
 
-    async def __anext__(self) -> list[StreamEvent]:
+    async def __anext__(self) -> list[Any]:
         while self._next is not None:
             wait = None if not self._held else max(0.0, self._sent_at + self._interval - time.monotonic())
             done, _ = await asyncio.wait({self._next}, timeout=wait)
@@ -243,7 +244,7 @@ class CoalescedEvents:
             return self._send()
         raise StopAsyncIteration
 
-    def _send(self) -> list[StreamEvent]:
+    def _send(self) -> list[Any]:
         batch, self._held = self._held, []
         self._sent_at = time.monotonic()
         return batch
@@ -410,6 +411,11 @@ class BaseRelay:
             await asyncio.sleep(0.05)
         return None
 
+    async def items(self, channel: asyncio.Queue[Any]) -> AsyncIterator[Any]:
+        """What the chat handler puts on ``channel``, up to its END."""
+        while (item := await channel.get()) is not self.END:
+            yield item
+
 
 def model_status_markdown(engine: Engine) -> str:
     if engine.ready:
@@ -508,41 +514,31 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
         view: ChatRenderer | None = None
         asked = finished = False
         tail: list[Any] = []
-        last, held = time.monotonic(), False
-        while True:
-            try:  # held text goes out when the update interval is over, even if the base stream stalls
-                wait = max(0.0, last + UPDATE_INTERVAL_S - time.monotonic()) if held else None
-                item = await asyncio.wait_for(channel.get(), wait)
-            except TimeoutError:
-                last, held = time.monotonic(), False
-                yield [*shown, *tail]
-                continue
-            if item is relay.END:
-                break
-            kind = item[0] if isinstance(item, tuple) else None
-            if kind == "question":
-                asked = True
-                shown.append(gr.ChatMessage(role="user", content=item[1]))
-                tail = [gr.ChatMessage(content=WAITING_FOR_ADAPTER)]
-            elif not asked:
-                continue  # the question was refused: the fine-tuned column says why, this one stays as it was
-            elif kind == "start":
-                view = ChatRenderer()
-                tail = view.messages()
-            elif kind == "error":
-                tail = [*(view.messages() if view else []), gr.ChatMessage(content=f"⚠️ {item[1]}")]
-                view = None
-            elif view is not None:
-                view.apply(item)
-                finished = finished or isinstance(item, Finished)
-                tail = view.messages()
-                now = time.monotonic()
-                held = now - last < UPDATE_INTERVAL_S and isinstance(item, ReasoningDelta | AnswerDelta)
-                if held:
-                    continue
-                last = now
-            held = False
-            yield [*shown, *tail]
+        items = CoalescedEvents(relay.items(channel), UPDATE_INTERVAL_S)
+        try:
+            async for batch in items:
+                for item in batch:
+                    kind = item[0] if isinstance(item, tuple) else None
+                    if kind == "question":
+                        asked = True
+                        shown.append(gr.ChatMessage(role="user", content=item[1]))
+                        tail = [gr.ChatMessage(content=WAITING_FOR_ADAPTER)]
+                    elif not asked:
+                        continue  # the question was refused: the fine-tuned column says why, this one stays as it was
+                    elif kind == "start":
+                        view = ChatRenderer()
+                        tail = view.messages()
+                    elif kind == "error":
+                        tail = [*(view.messages() if view else []), gr.ChatMessage(content=f"⚠️ {item[1]}")]
+                        view = None
+                    elif view is not None:
+                        view.apply(item)
+                        finished = finished or isinstance(item, Finished)
+                        tail = view.messages()
+                if asked:
+                    yield [*shown, *tail]
+        finally:
+            await items.aclose()
         if not asked:
             yield gr.skip()
             return

@@ -217,7 +217,6 @@ def test_held_text_goes_out_when_the_stream_stalls(engine: Engine) -> None:
         return [m.content for m in held[0]]
 
     assert asyncio.run(run())[:1] == ["Fluid overload"]
-    assert release.is_set()
 
 
 def test_generation_starts_while_the_empty_reply_goes_out(engine: Engine) -> None:
@@ -233,11 +232,8 @@ def test_generation_starts_while_the_empty_reply_goes_out(engine: Engine) -> Non
     async def run() -> tuple[bool, list[Any]]:
         updates = handler(demo, "respond")(QUESTIONS[0], [], *GREEDY, None)
         await anext(updates)  # the empty reply: a pending reasoning accordion
-        for _ in range(200):  # nothing asks for the next update meanwhile
-            if started.is_set():
-                break
-            await asyncio.sleep(0.01)
-        return started.is_set(), await drain(updates)
+        began = await asyncio.to_thread(started.wait, 2)  # nothing asks for the next update meanwhile
+        return began, await drain(updates)
 
     began, rest = asyncio.run(run())
     assert began, "the stream did not start until the next update was asked for"
@@ -259,11 +255,7 @@ def test_closing_the_reply_before_the_first_token_cancels_the_generation(engine:
     async def run() -> float:
         updates = handler(demo, "respond")(QUESTIONS[0], [], *GREEDY, None)
         await anext(updates)
-        for _ in range(200):
-            if started.is_set():
-                break
-            await asyncio.sleep(0.01)
-        assert started.is_set(), "the stream did not start with the empty reply"
+        assert await asyncio.to_thread(started.wait, 2), "the stream did not start with the empty reply"
         began = time.monotonic()
         await asyncio.wait_for(updates.aclose(), 5)
         return time.monotonic() - began
@@ -554,7 +546,6 @@ def test_base_column_sends_held_text_when_the_base_stream_stalls(unmerged_engine
         return shown
 
     assert asyncio.run(run())[:2] == [QUESTIONS[0], "Base answer"]
-    assert release.is_set()
 
 
 def test_base_column_does_nothing_when_compare_is_off(unmerged_engine: Engine) -> None:
