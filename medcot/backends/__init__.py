@@ -1,0 +1,1 @@
+"""Where the tokens come from: the local model, or a model server."""
