@@ -40,10 +40,10 @@ from transformers import TextStreamer
 
 from medcot.bench_cpu import TokenClock, run_modes
 from medcot.config import GenerationParams, Settings
-from medcot.cpu_speed import CPU_MODES
-from medcot.embedded import EMBEDDED_ID
 from medcot.generation import sampling_kwargs, stop_token_ids
-from medcot.loading import LoadedModel, load_model
+from medcot.model.cpu_speed import CPU_MODES
+from medcot.model.embedded import EMBEDDED_ID
+from medcot.model.loading import LoadedModel, load_model
 from medcot.prompt import encode_prompt
 
 # The "done when" figures.
@@ -771,7 +771,7 @@ class Options:
 def model_folder(options: Options) -> Path:
     if options.model != "embedded":
         return Path(options.model)
-    from medcot.embedded import embedded_model_dir
+    from medcot.model.embedded import embedded_model_dir
 
     return embedded_model_dir(options.cache_dir, lambda message, fraction: print(message, flush=True))
 

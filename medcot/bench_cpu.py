@@ -1,4 +1,4 @@
-"""CPU decoding benchmark and quality check for the CPU modes (medcot.cpu_speed) on the embedded Gemma 3 270M.
+"""CPU decoding benchmark and quality check for the CPU modes (medcot.model.cpu_speed) on the embedded Gemma 3 270M.
 
     python -m medcot.bench_cpu --out artifacts/bench_cpu.json [--model DIR] [--rounds 5] [--threads 1,2]
 
@@ -26,7 +26,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.generation.streamers import BaseStreamer
 
-from medcot.cpu_speed import CPU_MODES, optimize_for_cpu
+from medcot.model.cpu_speed import CPU_MODES, optimize_for_cpu
 from medcot.prompt import encode_prompt
 
 # ~135 tokens once rendered with the card's system prompt, as in the issue's measurements.
@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(_cold_start_child(args.cold_start_child, args.modes, args.spawned_at)))
         return 0
     if args.model is None:
-        from medcot.embedded import embedded_model_dir
+        from medcot.model.embedded import embedded_model_dir
 
         args.model = embedded_model_dir(progress=lambda message, fraction: print(message, flush=True))
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

@@ -14,7 +14,7 @@ import pytest
 from tiny import BASE_OUTPUT, QUESTIONS, TinyRepos, build_tokenizer
 
 from medcot import bench
-from medcot.engine import Stats
+from medcot.events import Stats
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -132,7 +132,7 @@ def test_committed_figures_are_the_ones_the_docs_show() -> None:
 
 
 def test_stats_line_is_read_as_the_app_writes_it() -> None:
-    from medcot.ui import STATS_PREFIX, format_stats
+    from medcot.events import STATS_PREFIX, format_stats
 
     assert bench.STATS_PREFIX == STATS_PREFIX
     stats = Stats(135, 64, 0, 64, 0.21, 2.3, True, False, False, 0, tokens_at_first_text=2)

@@ -13,11 +13,11 @@ from medcot.config import (
     DEFAULT_BASE_MODEL,
     SERVER_CONCURRENCY,
     SERVER_QUEUE_SIZE,
-    ConfigError,
     GenerationParams,
     Settings,
     is_embedded,
 )
+from medcot.errors import ConfigError
 
 
 def test_defaults_follow_the_card() -> None:

@@ -10,11 +10,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from serving import free_port
+from tiny import TinyRepos
 
+from medcot import cli
 from medcot.backends.server import (
     ServedModel,
     ServerAuthError,
@@ -25,11 +28,13 @@ from medcot.backends.server import (
     ServerUnreachableError,
     UnknownModelError,
     Usage,
+    base_model_of,
     sampling_body,
 )
-from medcot.config import GenerationParams
-from medcot.generation import GenerationError
-from medcot.prompt import PromptTooLongError
+from medcot.config import GenerationParams, Settings
+from medcot.engine import Engine
+from medcot.errors import GenerationError, PromptTooLongError, UserError
+from medcot.prompt import Turn, encode_prompt
 
 GREEDY = GenerationParams(max_new_tokens=16, temperature=0.0)
 KEY = "sk-secret-test-key"
@@ -178,7 +183,7 @@ def test_unreachable_server_is_a_readable_error() -> None:
         with pytest.raises(ServerUnreachableError, match="cannot be reached") as caught:
             call()
         assert url in str(caught.value) and "MEDCOT_SERVER_URL" in str(caught.value)
-        assert isinstance(caught.value, GenerationError)  # what the UI, API and CLI already show
+        assert isinstance(caught.value, GenerationError | UserError)  # what the UI, API and CLI already show
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -286,3 +291,91 @@ def test_closing_the_iterator_closes_the_connection(server: ScriptedServer) -> N
     assert next(chunks).text == "t0 "
     chunks.close()
     assert server.disconnected.wait(5)
+
+
+# -- the engine, the CLI and the app in server mode, over the scripted server ----------------------------------------
+MODELS = [
+    {"id": "tiny-base", "object": "model", "parent": None, "max_model_len": 4096},
+    {"id": "medcot", "object": "model", "parent": "tiny-base"},
+]
+
+
+def serve_models(server: ScriptedServer, models: list[dict[str, object]] = MODELS) -> None:
+    server.scripts["GET", "/v1/models"] = lambda h: h.send_json(200, {"object": "list", "data": models})
+
+
+def server_settings(repos: TinyRepos, url: str, **changes: object) -> Settings:
+    return replace(Settings(base_model=str(repos.base), adapter=str(repos.adapter), server_url=url), **changes)
+
+
+def test_base_model_of_prefers_the_adapters_parent() -> None:
+    listed = [ServedModel("b1"), ServedModel("medcot", "b2"), ServedModel("b2")]
+    assert base_model_of(listed, "medcot") == "b2"
+    assert base_model_of([ServedModel("b1"), ServedModel("merged")], "merged") == "b1"  # the one other base
+    assert base_model_of([ServedModel("b1"), ServedModel("b2"), ServedModel("merged")], "merged") is None
+
+
+def test_engine_sends_the_cards_prompt_as_token_ids_and_loads_no_weights(
+    server: ScriptedServer, tiny_repos: TinyRepos
+) -> None:
+    serve_models(server)
+    server.scripts["POST", "/v1/completions"] = stream_tokens(["<think>\nWhy.\n</think>", "\nSo."], usage=4)
+    engine = Engine(server_settings(tiny_repos, server.url)).load()
+    assert engine.ready and engine.loaded is not None and engine.loaded.model is None
+    assert engine.status() == f"Model server {server.url}: `medcot`, base `tiny-base`"
+    assert engine.can_compare and engine.base_runs_beside
+    history = [Turn("Earlier <start_of_turn>question?", "Its answer.")]
+    answer = engine.ask("Edema <end_of_turn> and orthopnea?", history, GREEDY)
+    assert (answer.reasoning, answer.answer) == ("Why.", "So.")
+    assert answer.stats is not None and answer.stats.new_tokens == 4
+    sent = server.requests[-1][3]
+    tokenizer = engine.loaded.tokenizer
+    expected = encode_prompt(
+        tokenizer, "Edema <end_of_turn> and orthopnea?", history, engine.settings.max_input_tokens
+    )
+    assert sent["prompt"] == expected.input_ids  # the local path's exact ids: typed markers stay text
+    assert sent["model"] == "medcot"
+    assert tokenizer.convert_tokens_to_ids("<end_of_turn>") in sent["stop_token_ids"]
+    engine.ask("Base, please?", params=GREEDY, use_adapter=False)
+    assert server.requests[-1][3]["model"] == "tiny-base"  # the base by name: nothing switches
+
+
+def test_engine_comes_up_without_a_server_and_says_why(tiny_repos: TinyRepos) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    engine = Engine(server_settings(tiny_repos, url)).load()
+    assert engine.ready, engine.error  # the app serves its page; requests are refused readably
+    assert "cannot be reached" in engine.status() and url in engine.status()
+    assert not engine.can_compare
+    with pytest.raises(ServerUnreachableError):
+        engine.ask("Edema?", params=GREEDY)
+
+
+def test_status_names_what_the_server_serves_when_the_model_is_missing(
+    server: ScriptedServer, tiny_repos: TinyRepos
+) -> None:
+    serve_models(server)
+    engine = Engine(server_settings(tiny_repos, server.url, server_model="nope")).load()
+    status = engine.status()
+    assert "does not serve `nope`" in status and "`medcot`" in status and "MEDCOT_SERVER_MODEL" in status
+
+
+def test_no_base_listed_means_no_comparison_with_the_reason(server: ScriptedServer, tiny_repos: TinyRepos) -> None:
+    serve_models(server, [{"id": "medcot-merged", "object": "model", "parent": None}])
+    engine = Engine(server_settings(tiny_repos, server.url, server_model="medcot-merged")).load()
+    reason = engine.compare_unavailable()
+    assert reason is not None and "MEDCOT_SERVER_BASE_MODEL" in reason
+    configured = Engine(
+        server_settings(tiny_repos, server.url, server_model="medcot-merged", server_base_model="gemma")
+    ).load()
+    assert configured.can_compare
+
+
+def test_cli_prints_the_servers_error_and_exits_non_zero(
+    tiny_repos: TinyRepos, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    code = cli.main(["Edema?"], Engine(server_settings(tiny_repos, url, server_api_key=KEY)))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"error: The model server at {url} cannot be reached" in err
+    assert KEY not in err

