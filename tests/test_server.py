@@ -6,12 +6,15 @@ mapping of each failure to a readable error, which a real vLLM cannot be made to
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from serving import free_port
@@ -35,6 +38,8 @@ from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.errors import GenerationError, PromptTooLongError, UserError
 from medcot.prompt import Turn, encode_prompt
+from medcot.ui.compare import compare_controls
+from medcot.ui.handlers import ChatHandlers
 
 GREEDY = GenerationParams(max_new_tokens=16, temperature=0.0)
 KEY = "sk-secret-test-key"
@@ -379,3 +384,41 @@ def test_cli_prints_the_servers_error_and_exits_non_zero(
     assert code == 1
     assert f"error: The model server at {url} cannot be reached" in err
     assert KEY not in err
+
+
+def test_compare_in_server_mode_runs_the_base_beside_the_fine_tuned_answer(
+    server: ScriptedServer, tiny_repos: TinyRepos
+) -> None:
+    serve_models(server)
+    base_arrived = threading.Event()
+
+    def script(handler: Handler) -> None:
+        if handler.body["model"] == "tiny-base":
+            base_arrived.set()
+            stream_tokens(["Rest and fluids."])(handler)
+            return
+        handler.start_events()
+        handler.event(token_chunk("<think>\nWhy.\n</think>", [1]))
+        # The fine-tuned answer ends only once the base request has arrived: run one after the other, it never would.
+        handler.event(token_chunk("\nSo." if base_arrived.wait(30) else "\nAlone.", [2]))
+        handler.event("[DONE]")
+
+    server.scripts["POST", "/v1/completions"] = script
+    engine = Engine(server_settings(tiny_repos, server.url)).load()
+    handlers = ChatHandlers(engine, engine.stream)
+    session = SimpleNamespace(session_hash="s3", query_params={})
+    handlers.set_compare(True, session)
+
+    async def both() -> tuple[list[Any], list[Any]]:
+        base = asyncio.ensure_future(collect(handlers.show_base([], True, session)))
+        chat = await collect(handlers.respond("Edema?", [], 16, 0.0, 0.95, 64, 1.0, session))
+        return chat, await base
+
+    chat, base = asyncio.run(both())
+    assert [m.content for m in chat[-1]][:2] == ["Why.", "So."]
+    assert base[-1][1]["content"] == "Rest and fluids."
+    assert "beside" in compare_controls(engine)[1]  # the note says they run at the same time
+
+
+async def collect(stream: Any) -> list[Any]:
+    return [update async for update in stream]
