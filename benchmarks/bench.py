@@ -139,9 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.markdown:
         print(format_markdown(json.loads(args.markdown.read_text(encoding="utf-8"))))
         return 0
-    cache_dir = args.cache_dir or (
-        Path(os.environ["MEDCOT_CACHE_DIR"]) if os.environ.get("MEDCOT_CACHE_DIR") else None
-    )
+    cache_dir = args.cache_dir or Settings.from_env().cache_dir
     options = Options(
         model=args.model,
         cache_dir=cache_dir,

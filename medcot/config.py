@@ -22,9 +22,19 @@ def is_embedded(name: str) -> bool:
     return name == EMBEDDED_MODEL or name.startswith(EMBEDDED_MODEL + ":")
 
 
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """$MEDCOT_CACHE_DIR, else medcot/ under the user's cache folder ($XDG_CACHE_HOME or ~/.cache)."""
+    env = os.environ if env is None else env
+    configured = env.get("MEDCOT_CACHE_DIR", "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    xdg = env.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "medcot"
+
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
-_SWITCH = ("1", "0", "true", "false", "yes", "no")
+_SWITCH = ("1", "0", "true", "false", "yes", "no")  # MEDCOT_MERGE
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,8 @@ class Settings:
     cpu_mode: str = "auto"  # see medcot.model.cpu_speed
     concurrency: int = 2  # generations run at once (per event); more wait in the queue
     queue_size: int = 16  # waiting requests beyond this are refused with a "queue is full" message
-    cache_dir: Path | None = None  # where the embedded GGUF is converted; None: ~/.cache/medcot
+    cache_dir: Path | None = None  # where the embedded GGUF is converted; None: default_cache_dir()
+    hub_offline: bool = False  # HF_HUB_OFFLINE: the Hub is not asked, so the defaults fall back to the embedded base
     hf_token: str | None = field(default=None, repr=False)  # never printed
 
     @property
@@ -116,11 +127,11 @@ class Settings:
             max_input_tokens=integer("MEDCOT_MAX_INPUT_TOKENS", 2048, 64),
             dtype=choice("MEDCOT_DTYPE", DTYPES, "auto"),
             device=choice("MEDCOT_DEVICE", DEVICES, "auto"),
-            merge_adapter=choice("MEDCOT_MERGE", ("1", "0", "true", "false", "yes", "no"), "1")
-            in ("1", "true", "yes"),
+            merge_adapter=choice("MEDCOT_MERGE", _SWITCH, "1") in ("1", "true", "yes"),
             cpu_mode=env.get("MEDCOT_CPU_MODE", "").strip().lower() or "auto",  # checked by medcot.model.cpu_speed
             concurrency=integer("MEDCOT_CONCURRENCY", 2, 1),
             queue_size=integer("MEDCOT_QUEUE_SIZE", 16, 1),
             cache_dir=Path(cache).expanduser() if cache else None,
             hf_token=env.get("HF_TOKEN", "").strip() or None,
+            hub_offline=env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"),
         )
