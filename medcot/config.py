@@ -27,9 +27,20 @@ DEFAULT_SERVER_MODEL = "medcot"
 SERVER_CONCURRENCY = 16
 SERVER_QUEUE_SIZE = 64
 
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """$MEDCOT_CACHE_DIR, else medcot/ under the user's cache folder ($XDG_CACHE_HOME or ~/.cache)."""
+    env = os.environ if env is None else env
+    configured = env.get("MEDCOT_CACHE_DIR", "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    xdg = env.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "medcot"
+
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
-_SWITCH = ("1", "0", "true", "false", "yes", "no")
+_SWITCH = ("1", "0", "true", "false", "yes", "no")  # MEDCOT_MERGE
 
 
 @dataclass(frozen=True)
@@ -82,7 +93,8 @@ class Settings:
     cpu_mode: str = "auto"  # see medcot.model.cpu_speed
     concurrency: int = 2  # generations run at once (per event); more wait in the queue
     queue_size: int = 16  # waiting requests beyond this are refused with a "queue is full" message
-    cache_dir: Path | None = None  # where the embedded GGUF is converted; None: ~/.cache/medcot
+    cache_dir: Path | None = None  # where the embedded GGUF is converted; None: default_cache_dir()
+    hub_offline: bool = False  # HF_HUB_OFFLINE: the Hub is not asked, so the defaults fall back to the embedded base
     hf_token: str | None = field(default=None, repr=False)  # never printed
     # Server mode (medcot.backends.server): an OpenAI-compatible URL such as http://127.0.0.1:8000/v1. Set, no
     # weights load here; the tokenizer still does, so that the prompt goes to the server as the card's token ids.
@@ -135,8 +147,7 @@ class Settings:
             max_input_tokens=integer("MEDCOT_MAX_INPUT_TOKENS", 2048, 64),
             dtype=choice("MEDCOT_DTYPE", DTYPES, "auto"),
             device=choice("MEDCOT_DEVICE", DEVICES, "auto"),
-            merge_adapter=choice("MEDCOT_MERGE", ("1", "0", "true", "false", "yes", "no"), "1")
-            in ("1", "true", "yes"),
+            merge_adapter=choice("MEDCOT_MERGE", _SWITCH, "1") in ("1", "true", "yes"),
             cpu_mode=env.get("MEDCOT_CPU_MODE", "").strip().lower() or "auto",  # checked by medcot.model.cpu_speed
             concurrency=integer("MEDCOT_CONCURRENCY", SERVER_CONCURRENCY if serving else 2, 1),
             queue_size=integer("MEDCOT_QUEUE_SIZE", SERVER_QUEUE_SIZE if serving else 16, 1),
@@ -146,4 +157,5 @@ class Settings:
             server_model=env.get("MEDCOT_SERVER_MODEL", "").strip() or DEFAULT_SERVER_MODEL,
             server_base_model=env.get("MEDCOT_SERVER_BASE_MODEL", "").strip() or None,
             server_api_key=env.get("MEDCOT_SERVER_API_KEY", "").strip() or None,
+            hub_offline=env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"),
         )

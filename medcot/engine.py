@@ -15,6 +15,7 @@ from medcot.config import GenerationParams, Settings
 from medcot.errors import ConfigError, InputError, ModelLoadError
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, StreamEvent
 from medcot.model.loading import LoadedModel, load_model
+from medcot.model.progress import Progress, log_progress
 from medcot.model.server_mode import load_for_server
 from medcot.prompt import STOP_TEXTS, Turn, encode_prompt
 from medcot.reasoning import ThinkParser
@@ -102,15 +103,12 @@ class Engine:
             return engine
 
     # -- loading -------------------------------------------------------------------------------------------------
-    def _report(self, message: str, fraction: float | None) -> None:
-        self.progress = (message, fraction)
-        log.info("%s%s", message, "" if fraction is None else f" ({fraction:.0%})")
-
-    def load(self, on_progress: Callable[[str, float | None], None] | None = None) -> Engine:
+    def load(self, on_progress: Progress | None = None) -> Engine:
         """Load synchronously; a failure is kept as a readable message instead of raised."""
 
         def report(message: str, fraction: float | None) -> None:
-            self._report(message, fraction)
+            self.progress = (message, fraction)
+            log_progress(message, fraction)
             if on_progress:
                 on_progress(message, fraction)
 

@@ -313,7 +313,7 @@ def real_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def f32_reference(real_dir: Path) -> tuple[AutoTokenizer, list[torch.Tensor], list[list[int]]]:
-    from medcot.bench_cpu import QUALITY_QUESTIONS, QUALITY_TOKENS, greedy_tokens, prompt_ids
+    from benchmarks.bench_cpu import QUALITY_QUESTIONS, QUALITY_TOKENS, greedy_tokens, prompt_ids
 
     tokenizer = AutoTokenizer.from_pretrained(real_dir)
     model = AutoModelForCausalLM.from_pretrained(real_dir, dtype=torch.float32).eval()
@@ -324,7 +324,7 @@ def f32_reference(real_dir: Path) -> tuple[AutoTokenizer, list[torch.Tensor], li
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", FAST_MODES)
 def test_real_model_greedy_output_equals_f32(real_dir: Path, f32_reference: tuple, mode: str) -> None:
-    from medcot.bench_cpu import quality_check
+    from benchmarks.bench_cpu import quality_check
 
     tokenizer, prompts, reference = f32_reference
     model, applied = optimize_for_cpu(AutoModelForCausalLM.from_pretrained(real_dir, dtype=torch.float32), mode)

@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
 import medcot.model.loading
 from medcot.cli import main as cli_main
-from medcot.config import GenerationParams, Settings
+from medcot.config import GenerationParams, Settings, default_cache_dir
 from medcot.engine import Engine
 from medcot.errors import ModelLoadError
 from medcot.model import embedded
@@ -478,11 +478,11 @@ def test_available_with_the_package(package: types.ModuleType) -> None:
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("MEDCOT_CACHE_DIR", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    assert embedded.default_cache_dir() == Path.home() / ".cache" / "medcot"
+    assert default_cache_dir() == Path.home() / ".cache" / "medcot"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert embedded.default_cache_dir() == tmp_path / "xdg" / "medcot"
+    assert default_cache_dir() == tmp_path / "xdg" / "medcot"
     monkeypatch.setenv("MEDCOT_CACHE_DIR", str(tmp_path / "mine"))
-    assert embedded.default_cache_dir() == tmp_path / "mine"
+    assert default_cache_dir() == tmp_path / "mine"
 
 
 def test_cache_dir_from_the_environment_reaches_the_conversion(
@@ -548,7 +548,7 @@ def test_offline_mode_falls_back_to_the_embedded_base(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
-    loaded = load_model(Settings(dtype="float32", cache_dir=tmp_path / "cache"))
+    loaded = load_model(Settings(dtype="float32", cache_dir=tmp_path / "cache", hub_offline=True))
     assert_embedded_base(loaded, "cannot be reached")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,11 +20,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from medcot.config import DEFAULT_ADAPTER, DEFAULT_BASE_MODEL, Settings, is_embedded
 from medcot.errors import ModelLoadError
 from medcot.model.cpu_speed import large_blocks_mapped, load_half, optimize_for_cpu, resolve_mode
+from medcot.model.progress import Progress, log_progress
 from medcot.prompt import ensure_chat_template
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float | None], None]
 # Hub files worth fetching: weights as safetensors, configs, tokenizer files; never .bin/.pt/.gguf duplicates.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
@@ -61,10 +60,6 @@ class LoadedModel:
         else:
             what = f"base `{self.base_id}` without the medical adapter"
         return f"{what} on {self.device} ({self.dtype})"
-
-
-def _no_progress(message: str, fraction: float | None) -> None:
-    log.info("%s%s", message, "" if fraction is None else f" ({fraction:.0%})")
 
 
 def _scrub(text: str, token: str | None) -> str:
@@ -215,7 +210,7 @@ def _uses_defaults(settings: Settings) -> bool:
 
 def load_model(settings: Settings, progress: Progress | None = None) -> LoadedModel:
     """Load what the settings name; raise ModelLoadError with a readable message on any failure."""
-    progress = progress or _no_progress
+    progress = progress or log_progress
     # On CPU, the loading's large temporaries go back to the OS as soon as they are freed (peak RSS).
     with large_blocks_mapped() if pick_device(settings) == "cpu" else contextlib.nullcontext():
         if is_embedded(settings.base_model):
@@ -223,8 +218,8 @@ def load_model(settings: Settings, progress: Progress | None = None) -> LoadedMo
         try:
             return _load_configured(settings, progress)
         except ModelLoadError as exc:
-            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-            if _uses_defaults(settings) and ("cannot be reached" in str(exc) or offline) and _embedded_available():
+            unreachable = "cannot be reached" in str(exc) or settings.hub_offline
+            if _uses_defaults(settings) and unreachable and _embedded_available():
                 log.warning("%s Falling back to the embedded Gemma 3 270M base.", exc)
                 return _load_embedded(settings, progress, reason="the Hugging Face Hub cannot be reached")
             raise

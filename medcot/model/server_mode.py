@@ -8,7 +8,6 @@ exactly as the local path does and goes to the server as token ids.
 from __future__ import annotations
 
 import logging
-import os
 
 from transformers import PreTrainedTokenizerBase
 
@@ -18,14 +17,13 @@ from medcot.errors import ModelLoadError
 from medcot.generation import stop_token_ids
 from medcot.model.loading import (
     LoadedModel,
-    Progress,
     _embedded_available,
-    _no_progress,
     _ships_tokenizer,
     _uses_defaults,
     fetch,
     load_tokenizer,
 )
+from medcot.model.progress import Progress, log_progress
 from medcot.prompt import STOP_TEXTS
 
 log = logging.getLogger(__name__)
@@ -61,8 +59,8 @@ def load_tokenizer_for_server(settings: Settings, progress: Progress) -> PreTrai
     try:
         return _configured_tokenizer(settings, progress)
     except ModelLoadError as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        if _uses_defaults(settings) and ("cannot be reached" in str(exc) or offline) and _embedded_available():
+        unreachable = "cannot be reached" in str(exc) or settings.hub_offline
+        if _uses_defaults(settings) and unreachable and _embedded_available():
             log.warning("%s Using the embedded Gemma 3 270M's tokenizer.", exc)
             return _embedded_tokenizer(settings, progress)
         raise
@@ -76,7 +74,7 @@ def load_for_server(settings: Settings, progress: Progress | None = None) -> Loa
     An unreachable server is no load failure: the app comes up, its status line says why the server cannot answer,
     and the first request after the server is back is served.
     """
-    progress = progress or _no_progress
+    progress = progress or log_progress
     if settings.server_url is None:
         raise ModelLoadError("MEDCOT_SERVER_URL is not set.")
     tokenizer = load_tokenizer_for_server(settings, progress)

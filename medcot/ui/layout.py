@@ -32,6 +32,18 @@ CSS = """
 """
 
 
+def _chatbot(elem_id: str, label: str, placeholder: str, show_label: bool) -> gr.Chatbot:
+    """A chat column (the fine-tuned one shows its label only beside the base one: set_compare)."""
+    return gr.Chatbot(
+        elem_id=elem_id,
+        label=label,
+        show_label=show_label,
+        placeholder=placeholder,
+        buttons=["copy", "copy_all"],
+        scale=1,
+    )
+
+
 def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
     """The whole app for one engine: layout and wiring only (the handlers are ChatHandlers' methods).
 
@@ -66,13 +78,11 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
             with gr.Column(scale=1):
                 chat = gr.ChatInterface(
                     handlers.respond,
-                    chatbot=gr.Chatbot(
-                        elem_id="chat",
-                        label=ADAPTER_LABEL,
+                    chatbot=_chatbot(
+                        "chat",
+                        ADAPTER_LABEL,
+                        "Ask a medical question. The model reasons step by step before it answers.",
                         show_label=False,
-                        placeholder="Ask a medical question. The model reasons step by step before it answers.",
-                        buttons=["copy", "copy_all"],
-                        scale=1,
                     ),
                     # stop_btn=True: a custom Textbox's own stop_btn (default False) decides whether Stop is shown.
                     textbox=gr.Textbox(
@@ -94,13 +104,8 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
                     fill_height=True,
                 )
             with gr.Column(scale=1, visible=False) as base_column:
-                base_chat = gr.Chatbot(
-                    elem_id="base-chat",
-                    label=BASE_LABEL,
-                    show_label=True,
-                    placeholder="The base model's answers (adapter off) appear here.",
-                    buttons=["copy", "copy_all"],
-                    scale=1,
+                base_chat = _chatbot(
+                    "base-chat", BASE_LABEL, "The base model's answers (adapter off) appear here.", show_label=True
                 )
         with gr.Row(elem_id="export-row"):
             gr.Markdown("Download the conversation (reasoning marked as such, with the models and settings):")
