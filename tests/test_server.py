@@ -1,4 +1,5 @@
-"""medcot.backends.server against a real HTTP server written here (the wire as vLLM writes it, scripted per test).
+"""medcot.backends.openai_client and medcot.backends.server against a real HTTP server written here (the wire as
+vLLM writes it, scripted per test).
 
 The end-to-end path against a real vLLM is tests/test_vllm.py; these pin the client's reading of the stream and its
 mapping of each failure to a readable error, which a real vLLM cannot be made to produce on demand.
@@ -21,7 +22,7 @@ from serving import free_port
 from tiny import TinyRepos
 
 from medcot import cli
-from medcot.backends.server import (
+from medcot.backends.openai_client import (
     ServedModel,
     ServerAuthError,
     ServerClient,
@@ -31,9 +32,9 @@ from medcot.backends.server import (
     ServerUnreachableError,
     UnknownModelError,
     Usage,
-    base_model_of,
     sampling_body,
 )
+from medcot.backends.server import base_model_of
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.errors import GenerationError, PromptTooLongError, UserError

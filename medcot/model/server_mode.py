@@ -11,7 +11,8 @@ import logging
 
 from transformers import PreTrainedTokenizerBase
 
-from medcot.backends.server import ServerBackend, ServerClient, ServerError
+from medcot.backends.openai_client import ServerClient, ServerError
+from medcot.backends.server import ServerBackend
 from medcot.config import Settings, is_embedded
 from medcot.errors import ModelLoadError
 from medcot.generation import stop_token_ids
