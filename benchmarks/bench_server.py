@@ -40,6 +40,9 @@ QUESTIONS = [
     "Which electrolyte abnormality is most typical of refeeding syndrome?",
 ]
 SERVED_NAME = "gemma-3-270m"
+# vLLM compiles the model (torch.compile) on its first start, which took over 7 minutes on a busy 2-core machine;
+# later starts read the compiled cache (~/.cache/vllm).
+VLLM_START_S = 1500.0
 
 
 def one_request(client: Any, index: int, new_tokens: int, start: threading.Barrier) -> dict[str, Any]:
@@ -139,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--new-tokens", type=int, default=96)
+    parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--vllm-dtype", default="bfloat16")
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     args = parser.parse_args(argv)
@@ -160,22 +163,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
     }
     local_env = app_env(str(folder), "auto")
-    print("local path…", file=sys.stderr)
-    result["local"] = measure_app(local_env, args.users, args.rounds, args.new_tokens)
+    args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         log = Path(scratch) / "vllm.log"
         server = VllmServer(folder, free_port(), log, served_name=SERVED_NAME, dtype=args.vllm_dtype)
+        # Started first and idle while the local path is measured, so that both run beside the same processes.
         started = time.perf_counter()
-        server.start()
+        server.start(timeout=VLLM_START_S)
         try:
             result["settings"]["vllm_start_s"] = round(time.perf_counter() - started, 1)
-            server_env = local_env | {"MEDCOT_SERVER_URL": server.url, "MEDCOT_SERVER_MODEL": SERVED_NAME}
-            print("server mode…", file=sys.stderr)
-            result["server"] = measure_app(server_env, args.users, args.rounds, args.new_tokens)
+            for mode, env in (
+                ("local", local_env),
+                ("server", local_env | {"MEDCOT_SERVER_URL": server.url, "MEDCOT_SERVER_MODEL": SERVED_NAME}),
+            ):
+                print(f"{mode}…", file=sys.stderr)
+                result[mode] = measure_app(env, args.users, args.rounds, args.new_tokens)
+                (args.out / "server.json").write_text(json.dumps(result, indent=2) + "\n")  # what is done so far
         finally:
             server.stop()
     result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "server.json").write_text(json.dumps(result, indent=2) + "\n")
     draw(result, args.out / "server.png")
     print(json.dumps({mode: result[mode] for mode in ("local", "server")}, indent=2))
