@@ -7,13 +7,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from medcot.config import ConfigError, GenerationParams, Settings
 from medcot.generation import stream_generate
 from medcot.loading import LoadedModel, ModelLoadError, load_model
 from medcot.prompt import Turn, encode_prompt
+from medcot.prompt_styles import CARD, PromptStyle, base_prompt_style
 from medcot.reasoning import AnswerDelta, Event, ReasoningDelta, ReasoningDone, ThinkParser
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,7 @@ class Engine:
         self._ready = threading.Event()
         self._switch: AdapterSwitch | None = None
         self._switch_lock = threading.Lock()
+        self.base_style: PromptStyle | None = None  # set: overrides MEDCOT_BASE_PROMPT for a base alone (the eval)
         if loaded is not None:
             self._ready.set()
 
@@ -296,6 +298,27 @@ class Engine:
         raise ModelLoadError(f"The model is still loading ({self.status()}). Please try again in a moment.")
 
     # -- answering -----------------------------------------------------------------------------------------------
+    def prompt_style(self, use_adapter: bool = True) -> PromptStyle:
+        """How the loaded model is prompted: the card's prompt unless a base model runs alone.
+
+        The comparison (adapter switched off) keeps the card's prompt, so the two columns differ by the adapter only.
+        """
+        loaded = self.loaded
+        if loaded is None or loaded.kind != "base":
+            return CARD
+        if self.base_style is not None:
+            return self.base_style
+        return base_prompt_style(self.settings.base_prompt, loaded.embedded)
+
+    def generation_defaults(self) -> GenerationParams:
+        """The decoding a request gets when it sets none: the style's for a primed base, else the card's.
+
+        MEDCOT_MAX_NEW_TOKENS still sets the budget.
+        """
+        decoding = self.prompt_style().decoding
+        defaults = self.settings.generation_defaults
+        return defaults if decoding is None else replace(decoding, max_new_tokens=defaults.max_new_tokens)
+
     def stream(
         self,
         question: str,
@@ -307,10 +330,11 @@ class Engine:
         """Yield reasoning/answer events, then Finished with the stats. Closing the iterator stops generation."""
         loaded = self.require_model()
         question = clean_question(question)
-        params = (params or self.settings.generation_defaults).validated()
-        prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens)
+        params = (params or self.generation_defaults()).validated()
+        style = self.prompt_style(use_adapter)
+        prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens, style)
         started = time.monotonic()
-        parser = ThinkParser()
+        parser = ThinkParser(prefilled=style.opens_reasoning)
         first: float | None = None
         first_tokens = 1
         tokens = 0
@@ -322,7 +346,9 @@ class Engine:
                 nothing = Stats(len(prompt.input_ids), 0, 0, 0, None, waited, False, False, True, prompt.turns_dropped)
                 yield Finished(nothing)
                 return
-            chunks = stream_generate(loaded.model, loaded.tokenizer, prompt.input_ids, params, cancel)
+            chunks = stream_generate(
+                loaded.model, loaded.tokenizer, prompt.input_ids, params, cancel, stop_texts=style.stop_texts
+            )
             try:
                 for chunk in chunks:
                     if first is None and chunk.text:  # a last empty chunk only carries the token count
