@@ -181,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="the Hub dataset's configuration, e.g. en")
     parser.add_argument("--split", default="train")
     parser.add_argument("--offset", type=int, default=0, help="first row (negative: from the end)")
+    parser.add_argument("--every", type=int, default=1, help="every N-th row only (a spread-out sample)")
     parser.add_argument("--limit", type=int, help="at most this many rows")
     parser.add_argument("--max-new-tokens", type=int, help="default: the variant's (or the engine's) budget")
     parser.add_argument("--seed", type=int, default=0)
@@ -196,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = read_runs(args.report)
     else:
         try:
-            items = load_questions(args.questions, args.config, args.split, args.offset, args.limit)
+            items = load_questions(args.questions, args.config, args.split, args.offset, args.limit, args.every)
         except QuestionSetError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -94,10 +94,12 @@ def load_questions(
     split: str = "train",
     offset: int = 0,
     limit: int | None = None,
+    every: int = 1,
 ) -> list[Item]:
     """The question set ``source`` names: None for the shipped set, a local file, or a Hub dataset id.
 
-    ``offset``/``limit`` take a slice, e.g. the last rows of a training set as a rough held-out sample.
+    ``offset``/``every``/``limit`` take a slice (every ``every``-th row from ``offset``, at most ``limit``), e.g. the
+    last rows of a training set as a rough held-out sample, or a spread-out part of a set for a quick comparison.
     """
     if source is None:
         path: Path | None = SHIPPED
@@ -113,15 +115,14 @@ def load_questions(
         rows, origin = _hub_rows(str(source), config, split), str(source)
     if offset < 0:  # counted from the end (lists and datasets.Dataset both have a length)
         offset = max(len(rows) + offset, 0)
-    items = items_from_rows(_slice(rows, offset, limit), origin)
+    items = items_from_rows(_slice(rows, offset, limit, max(every, 1)), origin)
     if not items:
         raise QuestionSetError(f"{source or SHIPPED}: no rows with a non-empty Question column.")
     return items
 
 
-def _slice(rows: Iterable[Mapping[str, Any]], offset: int, limit: int | None) -> list[Mapping[str, Any]]:
-    if hasattr(rows, "select") and hasattr(rows, "__len__"):  # a datasets.Dataset: select only the rows used
-        stop = len(rows) if limit is None else min(len(rows), offset + limit)
-        return list(rows.select(range(min(offset, stop), stop)))
-    listed = list(rows)
-    return listed[offset : None if limit is None else offset + limit]
+def _slice(rows: Any, offset: int, limit: int | None, every: int) -> list[Mapping[str, Any]]:
+    indices = range(offset, len(rows), every)[:limit]
+    if hasattr(rows, "select"):  # a datasets.Dataset: read only the rows used
+        return list(rows.select(indices))
+    return [rows[index] for index in indices]
