@@ -124,7 +124,7 @@ def answer_one(
 
 
 def run_variant(
-    engine: Engine, items: Sequence[Item], model: str, variant_name: str, seed: int, max_new_tokens: int | None
+    engine: Engine, items: Sequence[Item], model: str, variant_name: str, seed: int, overrides: dict[str, Any]
 ) -> dict[str, Any]:
     """All items through one model and variant; the run's records, summary and everything needed to repeat it."""
     variant = VARIANTS[variant_name]
@@ -134,8 +134,7 @@ def run_variant(
     elif variant.style is not None:
         raise SystemExit(f"variant {variant_name!r} changes a base model's prompt; {model} has an adapter.")
     params = variant.decoding or engine.generation_defaults()
-    if max_new_tokens is not None:
-        params = replace(params, max_new_tokens=max_new_tokens)
+    params = replace(params, **{name: value for name, value in overrides.items() if value is not None})
     style = engine.prompt_style(use_adapter)
     records, scores = [], []
     bar = tqdm(items, desc=f"{model}/{variant_name}", unit="q", file=sys.stderr)
@@ -184,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--every", type=int, default=1, help="every N-th row only (a spread-out sample)")
     parser.add_argument("--limit", type=int, help="at most this many rows")
     parser.add_argument("--max-new-tokens", type=int, help="default: the variant's (or the engine's) budget")
+    parser.add_argument("--temperature", type=float, help="default: the variant's (0: greedy)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="JSON file (default: docs/eval/MODEL-VARIANT.json for one run)")
     parser.add_argument("--chart", type=Path, help="PNG chart of the runs side by side")
@@ -212,7 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return 1
             for variant in args.variant or ["default"]:
                 started = time.monotonic()
-                run = run_variant(engines[key], items, model, variant, args.seed, args.max_new_tokens)
+                overrides = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
+                run = run_variant(engines[key], items, model, variant, args.seed, overrides)
                 run["seconds"] = round(time.monotonic() - started, 1)
                 run["questions_source"] = args.questions or "shipped: benchmarks/data/questions.jsonl"
                 runs.append(run)

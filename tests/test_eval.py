@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from tiny import TinyRepos
 from benchmarks import eval as evaluation
 from benchmarks.eval_data import SHIPPED, QuestionSetError, load_questions
 from benchmarks.eval_metrics import options
+from medcot.config import GenerationParams
 
 ROWS = [
     {"Question": "Which drug reverses opioids?", "Response": "Naloxone."},
@@ -89,7 +91,7 @@ def tiny_env(monkeypatch: pytest.MonkeyPatch, tiny_repos: TinyRepos) -> None:
     monkeypatch.setenv("MEDCOT_BASE_MODEL", str(tiny_repos.base))
     monkeypatch.setenv("MEDCOT_ADAPTER", str(tiny_repos.adapter))
     monkeypatch.setenv("MEDCOT_DTYPE", "float32")
-    monkeypatch.setenv("MEDCOT_MAX_NEW_TOKENS", "24")
+    monkeypatch.setenv("MEDCOT_MAX_NEW_TOKENS", "64")
 
 
 def test_adapter_and_base_side_by_side(
@@ -100,12 +102,13 @@ def test_adapter_and_base_side_by_side(
     questions = _write(tmp_path / "q.jsonl", [{"Question": q, "Response": "loop diuretic"} for q in QUESTIONS[:2]])
     out, png = tmp_path / "eval.json", tmp_path / "eval.png"
     argv = ["--model", "adapter", "--model", "base", "--questions", str(questions), "--out", str(out)]
+    argv += ["--temperature", "0"]
     assert evaluation.main([*argv, "--chart", str(png)]) == 0
     document = json.loads(out.read_text())
     adapter, base = document["runs"]
     assert (adapter["model"], base["model"]) == ("adapter", "base")
     assert adapter["prompt_style"] == base["prompt_style"] == "card"  # with an adapter, always the card's prompt
-    assert adapter["decoding"] == {**document["runs"][0]["decoding"], "max_new_tokens": 24, "temperature": 1.0}
+    assert adapter["decoding"] == {**asdict(GenerationParams()), "max_new_tokens": 64, "temperature": 0.0}
     assert adapter["seed"] == 0 and document["machine"]["cpus"]
     record = adapter["records"][0]
     assert record["answer"] == ADAPTER_ANSWER and record["compliant"] and record["match"]

@@ -120,3 +120,16 @@ def test_a_base_alone_that_is_not_embedded_keeps_the_card_prompt(base_alone: Eng
     finally:
         base_alone.loaded.embedded = True
         base_alone.base_style = None
+
+
+def test_the_cli_says_which_prompt_the_base_got_and_uses_its_decoding(
+    base_alone: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from medcot.cli import _params, build_parser, main
+
+    assert main([QUESTION, "--max-new-tokens", "4"], engine=base_alone) == 0
+    assert f"note: prompt: {PRIMER_TEXT.label}." in capsys.readouterr().err
+    defaults = base_alone.generation_defaults()
+    assert _params(build_parser().parse_args([QUESTION]), defaults) == defaults
+    asked = _params(build_parser().parse_args([QUESTION, "--temperature", "0", "--top-k", "5"]), defaults)
+    assert asked == replace(defaults, temperature=0.0, top_k=5)
