@@ -107,6 +107,7 @@ def answer_one(
         saw_reasoning=saw,
         reasoning_closed=closed,
         hit_token_limit=bool(stats and stats.hit_token_limit),
+        closed_by_app=bool(stats and stats.reasoning_closed_by_app),
         new_tokens=stats.new_tokens if stats else 0,
         tokens_per_second=stats.tokens_per_second if stats else 0.0,
         reference=item.reference,

@@ -3,8 +3,10 @@
 Every metric is a plain function of the texts and the engine's stats, so that tests can show each one on crafted
 outputs. The definitions, in the order the table prints them:
 
-- **compliant**: the reasoning was opened (or opened by the prompt) and closed, holds text, and a non-empty answer
-  follows it: the card's ``<think>…</think>`` + answer format.
+- **compliant**: the reasoning was opened (or opened by the prompt) and closed by the model itself, holds text, and
+  a non-empty answer follows it: the card's ``<think>…</think>`` + answer format.
+- **closed by app**: the model ended its turn with the reasoning still open and the engine closed it for the answer
+  (medcot.engine's Engine._generate); such answers are never compliant.
 - **reasoning shown**: the reasoning holds text, closed or not (the app's reasoning accordion then has content).
 - **empty**: the final answer holds no letter or digit.
 - **loop**: the whole output (reasoning + answer) repeats itself: a line of 3 or more words written 3 or more times,
@@ -130,6 +132,7 @@ class Scored:
     """One answer's metrics."""
 
     compliant: bool
+    closed_by_app: bool
     reasoning_shown: bool
     empty: bool
     loop: str | None  # why it is a loop; None when it is not
@@ -157,6 +160,7 @@ def score(
     saw_reasoning: bool,
     reasoning_closed: bool,
     hit_token_limit: bool,
+    closed_by_app: bool = False,
     new_tokens: int = 0,
     tokens_per_second: float = 0.0,
     reference: str | None = None,
@@ -166,7 +170,8 @@ def score(
     shown = bool(reasoning.strip())
     empty = is_empty(answer)
     return Scored(
-        compliant=saw_reasoning and reasoning_closed and shown and not empty,
+        compliant=saw_reasoning and reasoning_closed and not closed_by_app and shown and not empty,
+        closed_by_app=closed_by_app,
         reasoning_shown=shown,
         empty=empty,
         loop=loop_reason(f"{reasoning}\n{answer}"),
@@ -197,6 +202,7 @@ def summarize(scores: Sequence[Scored]) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "questions": count,
         "compliant": rate([s.compliant for s in scores]),
+        "closed_by_app": rate([s.closed_by_app for s in scores]),
         "reasoning_shown": rate([s.reasoning_shown for s in scores]),
         "empty": rate([s.empty for s in scores]),
         "loop": rate([s.loop is not None for s in scores]),

@@ -13,6 +13,7 @@ from benchmarks.eval_metrics import TARGETS
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("questions", "n", "count"),
     ("compliant", "format ok", "rate"),
+    ("closed_by_app", "app closed", "rate"),
     ("reasoning_shown", "reasoning", "rate"),
     ("usable", "usable", "rate"),
     ("empty", "empty", "rate"),
@@ -79,7 +80,9 @@ def chart(runs: Sequence[dict[str, Any]], path: Path, title: str = "MedCoT eval"
         values = [run["summary"].get(key) or 0.0 for key, _ in CHARTED]
         positions = [group + (index - (len(runs) - 1) / 2) * width for group in range(len(CHARTED))]
         bars = axes.bar(positions, [v * 100 for v in values], width, label=run_name(run))
-        axes.bar_label(bars, [f"{v:.0%}" for v in values], fontsize=7, padding=1)
+        crowded = len(runs) > 3  # many bars: small vertical labels, so neighbours do not overlap
+        labels = [f"{v:.0%}" for v in values]
+        axes.bar_label(bars, labels, fontsize=6 if crowded else 7, padding=1, rotation=90 if crowded else 0)
     for group, (key, _) in enumerate(CHARTED):
         if key in TARGETS:
             axes.hlines(TARGETS[key] * 100, group - 0.45, group + 0.45, colors="black", linestyles="dashed", lw=1)

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from medcot.config import ConfigError, GenerationParams, Settings
-from medcot.generation import stream_generate
+from medcot.generation import Chunk, stream_generate
 from medcot.loading import LoadedModel, ModelLoadError, load_model
-from medcot.prompt import Turn, encode_prompt
+from medcot.prompt import Turn, encode_prompt, encode_text
 from medcot.prompt_styles import CARD, PromptStyle, base_prompt_style
-from medcot.reasoning import AnswerDelta, Event, ReasoningDelta, ReasoningDone, ThinkParser
+from medcot.reasoning import CLOSE_TAG, AnswerDelta, Event, ReasoningDelta, ReasoningDone, ThinkParser
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,6 +120,7 @@ class Stats:
     stopped: bool  # the client stopped it
     turns_dropped: int
     tokens_at_first_text: int = 1  # the streamer holds text back to word boundaries: tokens already made by then
+    reasoning_closed_by_app: bool = False  # the model left its reasoning open; the engine closed it (_generate)
 
     @property
     def tokens_per_second(self) -> float:
@@ -154,6 +155,11 @@ def _in_passing_thread(function: Callable[..., T], *args: Any) -> T:
     if failure:
         raise failure[0]
     return result[0]
+
+
+@dataclass(frozen=True)
+class ClosingTag(Chunk):
+    """The ``</think>`` the engine wrote for a model that left its reasoning open (Engine._generate)."""
 
 
 @dataclass(frozen=True)
@@ -339,6 +345,7 @@ class Engine:
         first_tokens = 1
         tokens = 0
         reasoning_tokens: int | None = None  # fixed when </think> arrives
+        closed_by_app = False
         cancel = cancel if cancel is not None else threading.Event()
         with self._adapter_state(loaded, use_adapter, cancel) as holding:
             if not holding:  # stopped while another request had the model in the other adapter state
@@ -346,11 +353,10 @@ class Engine:
                 nothing = Stats(len(prompt.input_ids), 0, 0, 0, None, waited, False, False, True, prompt.turns_dropped)
                 yield Finished(nothing)
                 return
-            chunks = stream_generate(
-                loaded.model, loaded.tokenizer, prompt.input_ids, params, cancel, stop_texts=style.stop_texts
-            )
+            chunks = self._generate(loaded, prompt.input_ids, params, cancel, style)
             try:
                 for chunk in chunks:
+                    closed_by_app = closed_by_app or isinstance(chunk, ClosingTag)
                     if first is None and chunk.text:  # a last empty chunk only carries the token count
                         first = time.monotonic() - started
                         first_tokens = chunk.tokens
@@ -379,8 +385,50 @@ class Engine:
                 stopped=cancel.is_set() and tokens < params.max_new_tokens,
                 turns_dropped=prompt.turns_dropped,
                 tokens_at_first_text=first_tokens,
+                reasoning_closed_by_app=closed_by_app,
             )
         )
+
+    def _generate(
+        self,
+        loaded: LoadedModel,
+        input_ids: list[int],
+        params: GenerationParams,
+        cancel: threading.Event,
+        style: PromptStyle,
+    ) -> Iterator[Chunk]:
+        """stream_generate, and for a prompt that opened the reasoning, the answer after a reasoning left open.
+
+        The primed base sometimes ends its turn (a stop text, EOS) without writing ``</think>``: its reasoning then
+        stands with no answer (3 of 36 questions in the eval). As "budget forcing" does for reasoning models, its
+        text and the closing tag then go back in as prompt, and it writes the answer with the tokens left. The
+        tag arrives as a ClosingTag chunk, so the stats can say the app closed the reasoning.
+        """
+        stop_texts = style.stop_texts
+        chunks = stream_generate(loaded.model, loaded.tokenizer, input_ids, params, cancel, stop_texts=stop_texts)
+        written, tokens = [], 0
+        try:
+            for chunk in chunks:
+                written.append(chunk.text)
+                tokens = chunk.tokens
+                yield chunk
+        finally:
+            chunks.close()
+        text = "".join(written)
+        left = params.max_new_tokens - tokens
+        if not style.opens_reasoning or CLOSE_TAG in text.lower() or left <= 0 or cancel.is_set():
+            return
+        closing = f"\n{CLOSE_TAG}\n"
+        yield ClosingTag(closing, tokens)
+        ids = input_ids + encode_text(loaded.tokenizer, text.rstrip() + closing)
+        answer = stream_generate(
+            loaded.model, loaded.tokenizer, ids, replace(params, max_new_tokens=left), cancel, stop_texts=stop_texts
+        )
+        try:
+            for chunk in answer:
+                yield Chunk(chunk.text, tokens + chunk.tokens)
+        finally:
+            answer.close()
 
     @contextlib.contextmanager
     def _adapter_state(self, loaded: LoadedModel, use_adapter: bool, cancel: threading.Event) -> Iterator[bool]:

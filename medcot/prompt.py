@@ -185,6 +185,12 @@ def _tokenize_safely(
     return "".join(text_parts), ids
 
 
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of text that is not the template's (the model's own output fed back): never control tokens."""
+    with _SPLIT_SWITCH_LOCK:
+        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
 def encode_prompt(
     tokenizer: PreTrainedTokenizerBase,
     question: str,
