@@ -1,1 +1,3 @@
-"""Benchmarks and the eval: run from the repository root (python -m benchmarks.eval); never shipped to the Space."""
+"""Benchmarks and the eval, outside the package that ships to the Space: `python -m benchmarks.bench`
+(app vs raw, CPU modes, cold start, memory), `python -m benchmarks.bench_cpu` (the CPU modes alone) and
+`python -m benchmarks.eval` (answer quality)."""

@@ -31,9 +31,9 @@ from benchmarks.eval_data import Item, QuestionSetError, load_questions
 from benchmarks.eval_metrics import Scored, score, summarize
 from benchmarks.eval_report import chart, read_runs, table
 from medcot.config import EMBEDDED_MODEL, GenerationParams, Settings
-from medcot.engine import Engine, Finished
+from medcot.engine import Engine
+from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone
 from medcot.prompt_styles import BASE_DECODING, BASE_STOP_TEXTS, CARD, PRIMER_CHAT, PRIMER_TEXT, PromptStyle
-from medcot.reasoning import AnswerDelta, ReasoningDelta, ReasoningDone
 
 MODELS = ("embedded", "adapter", "base")
 CARD_SAMPLING = GenerationParams()  # the card's Quick Start: temperature 1.0, top-p 0.95, top-k 64

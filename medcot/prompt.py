@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from medcot.prompt_styles import CARD, PromptStyle
+from medcot.errors import PromptTooLongError
+from medcot.prompt_styles import CARD, CARD_STOP_TEXTS, PromptStyle
 from medcot.reasoning import split_reasoning
 
 # The card's "Training prompt style": the system block goes in the system turn, the question in the user turn.
@@ -30,6 +31,8 @@ SYSTEM_PROMPT = (
     "Please answer the following medical question."
 )
 USER_TEMPLATE = "### Question:\n\n{question}\n\n### Response:"
+# Where the card's prompt stops generation (medcot.prompt_styles says why); kept here under its old name.
+STOP_TEXTS = CARD_STOP_TEXTS
 # transformers' fast tokenizer applies split_special_tokens by flipping a switch on the shared Rust tokenizer, so two
 # threads tokenizing at once could flip it for each other (template control tokens split into text, user-typed ones
 # made real). Prompts are therefore tokenized one at a time; it takes milliseconds.
@@ -78,10 +81,6 @@ GEMMA3_CHAT_TEMPLATE = (
     "    {{'<start_of_turn>model\\n'}}\n"
     "{%- endif -%}\n"
 )
-
-
-class PromptTooLongError(ValueError):
-    """The newest question alone does not fit the prompt budget."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from medcot.config import GenerationParams
 
-# Where the card's format starts the next case: the base goes on writing one after its answer.
+# Where the card's format starts the next case ("### Question:\n\n…", medcot.prompt.USER_TEMPLATE's head): the base,
+# which has no chat tuning, goes on writing one after its answer. Generation stops there; the marker is never shown.
 CARD_STOP_TEXTS: tuple[str, ...] = ("### Question:",)
 # The base also starts new cases in other shapes ("Patient: …", "Question: …", a bare "###" heading).
 BASE_STOP_TEXTS: tuple[str, ...] = ("###", "Question:", "Patient:")

@@ -9,9 +9,11 @@ from test_prompt import EXPECTED_PROMPT, HOSTILE, QUESTION
 from tiny import BASE_OUTPUT, TinyRepos
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from medcot.config import BASE_PROMPT_CHOICES, ConfigError, Settings
-from medcot.engine import Engine, Finished
-from medcot.loading import load_model
+from medcot.config import BASE_PROMPT_CHOICES, Settings
+from medcot.engine import Engine
+from medcot.errors import ConfigError
+from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone
+from medcot.model.loading import load_model
 from medcot.prompt import SYSTEM_PROMPT, USER_TEMPLATE, Turn, encode_prompt, render_prompt
 from medcot.prompt_styles import (
     BASE_DECODING,
@@ -24,7 +26,6 @@ from medcot.prompt_styles import (
     PromptStyle,
     base_prompt_style,
 )
-from medcot.reasoning import AnswerDelta, ReasoningDelta, ReasoningDone
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +153,7 @@ def test_no_closing_pass_at_the_token_limit_or_with_the_cards_prompt(base_alone:
     assert stats.hit_token_limit and stats.reasoning_cut_off and not stats.reasoning_closed_by_app
     card = next(e.stats for e in engine.stream(QUESTION) if isinstance(e, Finished))
     assert not card.reasoning_closed_by_app
+
+
+def test_the_cards_stop_text_is_the_head_of_its_user_template() -> None:
+    assert CARD.stop_texts == (USER_TEMPLATE.split("{question}")[0].strip(),)
