@@ -13,7 +13,6 @@ from medcot.config import BASE_PROMPT_CHOICES, Settings
 from medcot.engine import Engine
 from medcot.errors import ConfigError
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone
-from medcot.model.loading import load_model
 from medcot.prompt import SYSTEM_PROMPT, USER_TEMPLATE, Turn, encode_prompt, render_prompt
 from medcot.prompt_styles import (
     BASE_DECODING,
@@ -31,15 +30,6 @@ from medcot.prompt_styles import (
 @pytest.fixture(scope="module")
 def tokenizer(tiny_repos: TinyRepos) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(tiny_repos.base)
-
-
-@pytest.fixture(scope="module")
-def base_alone(tiny_settings: Settings) -> Engine:
-    """The tiny base with no adapter, loaded as the embedded base would be (``embedded`` set)."""
-    settings = replace(tiny_settings, adapter=None)
-    loaded = load_model(settings)
-    loaded.embedded = True
-    return Engine(settings, loaded)
 
 
 def test_the_setting_names_every_style() -> None:
