@@ -78,11 +78,9 @@ CARD = PromptStyle("card", "the model card's prompt")
 _PRIMED = "base model, shown the format by two worked examples (the fine-tune does this on its own)"
 # Decoding for the primed base, chosen by benchmarks/eval.py: see docs/eval/README.md.
 BASE_DECODING = GenerationParams(max_new_tokens=512, temperature=0.3, top_p=0.95, top_k=64, repetition_penalty=1.15)
-PRIMER_TEXT = PromptStyle(
-    "primer", _PRIMED + ", plain text", PRIMER, False, THINK_PREFILL, BASE_STOP_TEXTS, BASE_DECODING
-)
+PRIMER_TEXT = PromptStyle("primer", _PRIMED, PRIMER, False, THINK_PREFILL, BASE_STOP_TEXTS, BASE_DECODING)
 PRIMER_CHAT = PromptStyle(
-    "primer-chat", _PRIMED + ", chat template", PRIMER, True, THINK_PREFILL, BASE_STOP_TEXTS, BASE_DECODING
+    "primer-chat", _PRIMED + " in the chat template", PRIMER, True, THINK_PREFILL, BASE_STOP_TEXTS, BASE_DECODING
 )
 BASE_PROMPTS: dict[str, PromptStyle] = {style.name: style for style in (CARD, PRIMER_TEXT, PRIMER_CHAT)}
 # What MEDCOT_BASE_PROMPT=auto gives the embedded base (chosen by the eval); any other base alone keeps the card's.
