@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from medcot.config import ConfigError, GenerationParams, Settings
 from medcot.generation import stream_generate
 from medcot.loading import LoadedModel, ModelLoadError, load_model
-from medcot.prompt import Turn, encode_prompt
+from medcot.prompt import EncodedPrompt, Turn, encode_prompt
 from medcot.reasoning import AnswerDelta, Event, ReasoningDelta, ReasoningDone, ThinkParser
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,16 @@ class Finished:
 StreamEvent = Event | Finished
 
 
+@dataclass(frozen=True)
+class Request:
+    """A request that passed Engine.prepare's checks: what generation needs, and nothing that cannot be pickled
+    (a ZeroGPU worker receives it from another process)."""
+
+    prompt: EncodedPrompt
+    params: GenerationParams
+    use_adapter: bool = True
+
+
 @dataclass
 class Answer:
     answer: str
@@ -219,8 +229,14 @@ class Engine:
         self.progress = (message, fraction)
         log.info("%s%s", message, "" if fraction is None else f" ({fraction:.0%})")
 
-    def load(self, on_progress: Callable[[str, float | None], None] | None = None) -> Engine:
-        """Load synchronously; a failure is kept as a readable message instead of raised."""
+    def load(
+        self, on_progress: Callable[[str, float | None], None] | None = None, *, in_this_thread: bool = False
+    ) -> Engine:
+        """Load synchronously; a failure is kept as a readable message instead of raised.
+
+        The load runs in a passing thread (see _in_passing_thread) unless ``in_this_thread``: ZeroGPU's CUDA
+        emulation covers the importing thread only, so there the model must load in it.
+        """
 
         def report(message: str, fraction: float | None) -> None:
             self._report(message, fraction)
@@ -230,7 +246,10 @@ class Engine:
         if self.error:  # a configuration error: nothing to load
             return self
         try:
-            self.loaded = _in_passing_thread(load_model, self.settings, report)
+            if in_this_thread:
+                self.loaded = load_model(self.settings, report)
+            else:
+                self.loaded = _in_passing_thread(load_model, self.settings, report)
         except ModelLoadError as exc:
             self.error = str(exc)
             log.error("model load failed: %s", exc)
@@ -296,6 +315,27 @@ class Engine:
         raise ModelLoadError(f"The model is still loading ({self.status()}). Please try again in a moment.")
 
     # -- answering -----------------------------------------------------------------------------------------------
+    def prepare(
+        self,
+        question: str,
+        history: Sequence[Turn] = (),
+        params: GenerationParams | None = None,
+        use_adapter: bool = True,
+    ) -> Request:
+        """Every check a request gets before the model runs (model ready, question, settings, prompt length, base
+        model available), raising its user error; what passes is the request generate() runs.
+
+        Split from generation so that a caller running the model elsewhere (a ZeroGPU worker) refuses bad requests
+        before it asks for a GPU, with the readable message.
+        """
+        loaded = self.require_model()
+        question = clean_question(question)
+        params = (params or self.settings.generation_defaults).validated()
+        prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens)
+        if not use_adapter and not self._switchable(loaded) and loaded.kind != "base":  # the base alone is its own
+            raise InputError(self.compare_unavailable() or "The base model is not available.")
+        return Request(prompt, params, use_adapter)
+
     def stream(
         self,
         question: str,
@@ -305,10 +345,13 @@ class Engine:
         use_adapter: bool = True,
     ) -> Iterator[StreamEvent]:
         """Yield reasoning/answer events, then Finished with the stats. Closing the iterator stops generation."""
+        request = self.prepare(question, history, params, use_adapter)
+        yield from self.generate(request, cancel)
+
+    def generate(self, request: Request, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
+        """A prepared request's events, then Finished with the stats. Closing the iterator stops generation."""
         loaded = self.require_model()
-        question = clean_question(question)
-        params = (params or self.settings.generation_defaults).validated()
-        prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens)
+        prompt, params = request.prompt, request.params
         started = time.monotonic()
         parser = ThinkParser()
         first: float | None = None
@@ -316,7 +359,7 @@ class Engine:
         tokens = 0
         reasoning_tokens: int | None = None  # fixed when </think> arrives
         cancel = cancel if cancel is not None else threading.Event()
-        with self._adapter_state(loaded, use_adapter, cancel) as holding:
+        with self._adapter_state(loaded, request.use_adapter, cancel) as holding:
             if not holding:  # stopped while another request had the model in the other adapter state
                 waited = time.monotonic() - started
                 nothing = Stats(len(prompt.input_ids), 0, 0, 0, None, waited, False, False, True, prompt.turns_dropped)
@@ -356,13 +399,14 @@ class Engine:
             )
         )
 
+    @staticmethod
+    def _switchable(loaded: LoadedModel) -> bool:
+        return loaded.has_adapter and (not loaded.merged or loaded.base_delta is not None)
+
     @contextlib.contextmanager
     def _adapter_state(self, loaded: LoadedModel, use_adapter: bool, cancel: threading.Event) -> Iterator[bool]:
         """The model with the adapter on or off for one whole generation; yields False when stopped while waiting."""
-        switchable = loaded.has_adapter and (not loaded.merged or loaded.base_delta is not None)
-        if not switchable:
-            if not use_adapter and loaded.kind != "base":  # the base alone is its own base model
-                raise InputError(self.compare_unavailable() or "The base model is not available.")
+        if not self._switchable(loaded):  # prepare() refused a base request the model cannot serve
             yield True  # nothing switches: any number of requests share the model at once
             return
         with self._switch_lock:

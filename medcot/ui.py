@@ -471,10 +471,10 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
                 yield view.messages()
             if channel is not None:
                 await run_base(channel, message, turns, params)
-        except USER_ERRORS as exc:
+        except (*USER_ERRORS, gr.Error) as exc:  # gr.Error: raised readable by the ZeroGPU glue or spaces
             if channel is not None:
-                channel.put_nowait(("error", str(exc)))
-            raise gr.Error(str(exc), print_exception=False) from None
+                channel.put_nowait(("error", _message(exc)))
+            raise _as_gr_error(exc) from None
         except Exception as exc:
             log.exception("generation failed")
             raise gr.Error(f"Something went wrong while answering ({type(exc).__name__}). Please try again.") from None
@@ -491,8 +491,8 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
         try:
             async for event in iterate_in_thread(stream(message, turns, params, False, cancel), cancel):
                 channel.put_nowait(event)
-        except USER_ERRORS as exc:
-            channel.put_nowait(("error", str(exc)))
+        except (*USER_ERRORS, gr.Error) as exc:
+            channel.put_nowait(("error", _message(exc)))
         except Exception as exc:  # the fine-tuned answer is already shown: report this one in its column only
             log.exception("base-model generation failed")
             channel.put_nowait(("error", f"Something went wrong while answering ({type(exc).__name__})."))
@@ -777,6 +777,14 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
 
         demo.unload(forget)
     return demo
+
+
+def _message(exc: Exception) -> str:
+    return str(exc.message) if isinstance(exc, gr.Error) else str(exc)
+
+
+def _as_gr_error(exc: Exception) -> gr.Error:
+    return exc if isinstance(exc, gr.Error) else gr.Error(str(exc), print_exception=False)
 
 
 def _as_dict(message: Any) -> dict[str, Any]:
