@@ -35,6 +35,8 @@ from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS, TinyRepos, build_
 
 from medcot import zerogpu
 
+pytestmark = pytest.mark.slow  # a model build and an app start: about a minute on 2 cores (CI runs it too)
+
 ROOT = Path(__file__).resolve().parents[1]
 GREEDY = (0.0, 0.95, 64, 1.0)  # temperature, top_p, top_k, repetition_penalty (after max_new_tokens)
 START_TIMEOUT_S = 600  # import + load + launch on a busy 2-core machine
