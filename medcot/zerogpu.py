@@ -179,6 +179,15 @@ class GpuEvents:
             self._done_with_slot()
 
 
+def readable_errors(events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
+    """``events``, with the library's user errors raised as gr.Error: of a worker's exceptions, only gr.Error comes
+    back out of spaces with its message (the others become "ZeroGPU worker error" and the exception's class name)."""
+    try:
+        yield from events
+    except USER_ERRORS as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+
+
 def gpu_stream(engine: Engine) -> StreamFn:
     """engine.stream wrapped in @spaces.GPU with a per-request duration (engine.stream itself off ZeroGPU)."""
     if not on_zero_gpu():
@@ -194,9 +203,7 @@ def gpu_stream(engine: Engine) -> StreamFn:
         cancel, done = threading.Event(), threading.Event()
         threading.Thread(target=flags.watch, args=(stop_slot, cancel, done), name="medcot-stop-watch").start()
         try:
-            yield from engine.generate(request, cancel)
-        except USER_ERRORS as exc:  # only gr.Error leaves the worker with its message
-            raise gr.Error(str(exc), print_exception=False) from None
+            yield from readable_errors(engine.generate(request, cancel))
         finally:
             done.set()
 

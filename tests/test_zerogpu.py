@@ -62,6 +62,25 @@ def test_app_imports_spaces_before_anything_that_imports_torch() -> None:
     assert isinstance(first, ast.Import) and first.names[0].name == "spaces"
 
 
+def test_user_errors_inside_the_worker_become_picklable_gr_errors_with_their_message() -> None:
+    import pickle
+
+    import gradio as gr
+
+    from medcot.generation import GenerationError
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise GenerationError("Generation failed: CUDA out of memory.")
+
+    events = zerogpu.readable_errors(failing())  # type: ignore[arg-type]
+    assert next(events) == 1
+    with pytest.raises(gr.Error) as raised:
+        next(events)
+    # spaces pickles the worker's gr.Error back to this process
+    assert pickle.loads(pickle.dumps(raised.value)).message == "Generation failed: CUDA out of memory."
+
+
 # -- GpuEvents -------------------------------------------------------------------------------------------------------
 
 
