@@ -28,22 +28,17 @@ import spaces
 from spaces.config import Config as SpacesConfig
 
 from medcot.config import GenerationParams
-from medcot.engine import Engine, InputError, Request, StreamEvent
-from medcot.generation import GenerationError
-from medcot.loading import ModelLoadError
-from medcot.prompt import PromptTooLongError, Turn
+from medcot.engine import Engine, Request
+from medcot.errors import UserError
+from medcot.events import StreamEvent, StreamFn
+from medcot.prompt import Turn
 
 log = logging.getLogger(__name__)
-
-# (question, earlier turns, params, use_adapter, cancel event) -> events
-StreamFn = Callable[[str, Sequence[Turn], GenerationParams, bool, threading.Event | None], Iterator[StreamEvent]]
 
 # Seconds of GPU a request may hold: start-up plus a pessimistic decode rate for the 270M on a ZeroGPU slice.
 GPU_BASE_SECONDS = 15
 GPU_SECONDS_PER_TOKEN = 0.04
 GPU_MAX_SECONDS = 120  # ZeroGPU quotas are minutes a day: never ask for more than two
-# The library's errors whose message is meant for the user (what the UI shows as it is).
-USER_ERRORS = (InputError, PromptTooLongError, ModelLoadError, GenerationError)
 POLL_S = 0.05  # how often a reader waiting for the GPU's next event looks at its cancel event
 
 
@@ -184,14 +179,14 @@ def readable_errors(events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
     back out of spaces with its message (the others become "ZeroGPU worker error" and the exception's class name)."""
     try:
         yield from events
-    except USER_ERRORS as exc:
+    except UserError as exc:
         raise gr.Error(str(exc), print_exception=False) from None
 
 
 def gpu_stream(engine: Engine) -> StreamFn:
     """engine.stream wrapped in @spaces.GPU with a per-request duration (engine.stream itself off ZeroGPU)."""
     if not on_zero_gpu():
-        return lambda q, h, p, use_adapter=True, cancel=None: engine.stream(q, h, p, cancel, use_adapter)
+        return engine.stream
 
     flags = StopFlags()  # made before spaces forks any worker
 
@@ -209,8 +204,8 @@ def gpu_stream(engine: Engine) -> StreamFn:
 
     def stream(
         question: str,
-        history: Sequence[Turn],
-        params: GenerationParams,
+        history: Sequence[Turn] = (),
+        params: GenerationParams | None = None,
         use_adapter: bool = True,
         cancel: threading.Event | None = None,
     ) -> Iterator[StreamEvent]:

@@ -18,7 +18,7 @@ from tiny import ADAPTER_ANSWER, QUESTIONS
 from medcot import zerogpu
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
-from medcot.reasoning import AnswerDelta
+from medcot.events import AnswerDelta
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 
@@ -67,7 +67,7 @@ def test_user_errors_inside_the_worker_become_picklable_gr_errors_with_their_mes
 
     import gradio as gr
 
-    from medcot.generation import GenerationError
+    from medcot.errors import GenerationError
 
     def failing() -> Iterator[int]:
         yield 1
