@@ -17,7 +17,7 @@ from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, 
 from medcot.generation import Chunk
 from medcot.model.loading import LoadedModel, load_model
 from medcot.model.progress import Progress, log_progress
-from medcot.prompt import Turn, encode_prompt, encode_text
+from medcot.prompt import EncodedPrompt, Turn, encode_prompt, encode_text
 from medcot.prompt_styles import CARD, PromptStyle, base_prompt_style
 from medcot.reasoning import CLOSE_TAG, ThinkParser
 
@@ -55,6 +55,17 @@ def _in_passing_thread(function: Callable[..., T], *args: Any) -> T:
 @dataclass(frozen=True)
 class ClosingTag(Chunk):
     """The ``</think>`` the engine wrote for a model that left its reasoning open (Engine._generate)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request that passed Engine.prepare's checks: what generation needs, and nothing that cannot be pickled
+    (a ZeroGPU worker receives it from another process)."""
+
+    prompt: EncodedPrompt
+    params: GenerationParams
+    use_adapter: bool = True
+    style: PromptStyle = CARD  # how the prompt was built: its stop texts and whether it opened the reasoning
 
 
 @dataclass
@@ -110,8 +121,12 @@ class Engine:
             return engine
 
     # -- loading -------------------------------------------------------------------------------------------------
-    def load(self, on_progress: Progress | None = None) -> Engine:
-        """Load synchronously; a failure is kept as a readable message instead of raised."""
+    def load(self, on_progress: Progress | None = None, *, in_this_thread: bool = False) -> Engine:
+        """Load synchronously; a failure is kept as a readable message instead of raised.
+
+        The load runs in a passing thread (see _in_passing_thread) unless ``in_this_thread``: ZeroGPU's CUDA
+        emulation covers the importing thread only, so there the model must load in it.
+        """
 
         def report(message: str, fraction: float | None) -> None:
             self.progress = (message, fraction)
@@ -122,7 +137,10 @@ class Engine:
         if self.error:  # a configuration error: nothing to load
             return self
         try:
-            self.loaded = _in_passing_thread(load_model, self.settings, report)
+            if in_this_thread:
+                self.loaded = load_model(self.settings, report)
+            else:
+                self.loaded = _in_passing_thread(load_model, self.settings, report)
         except ModelLoadError as exc:
             self.error = str(exc)
             log.error("model load failed: %s", exc)
@@ -227,6 +245,22 @@ class Engine:
     ) -> Iterator[StreamEvent]:
         """Yield reasoning/answer events, then Finished with the stats (a StreamFn). Closing the iterator or
         setting ``cancel`` stops generation."""
+        request = self.prepare(question, history, params, use_adapter)
+        yield from self.generate(request, cancel)
+
+    def prepare(
+        self,
+        question: str,
+        history: Sequence[Turn] = (),
+        params: GenerationParams | None = None,
+        use_adapter: bool = True,
+    ) -> Request:
+        """Every check a request gets before the model runs (model ready, question, settings, base model available,
+        prompt length), raising its user error; what passes is the request generate() runs.
+
+        Split from generation so that a caller running the model elsewhere (a ZeroGPU worker) refuses bad requests
+        before it asks for a GPU, with the readable message.
+        """
         loaded = self.require_model()
         question = clean_question(question)
         params = (params or self.generation_defaults()).validated()
@@ -234,6 +268,13 @@ class Engine:
             raise InputError(self.compare_unavailable() or "The base model is not available.")
         style = self.prompt_style(use_adapter)
         prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens, style)
+        return Request(prompt, params, use_adapter, style)
+
+    def generate(self, request: Request, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
+        """A prepared request's events, then Finished with the stats. Closing the iterator or setting ``cancel``
+        stops generation."""
+        loaded = self.require_model()
+        prompt, params, use_adapter, style = request.prompt, request.params, request.use_adapter, request.style
         started = time.monotonic()
         parser = ThinkParser(prefilled=style.opens_reasoning)
         first: float | None = None
