@@ -13,7 +13,6 @@ import contextlib
 import json
 import logging
 import socket
-import struct
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -126,11 +125,10 @@ def sampling_body(params: GenerationParams) -> dict[str, Any]:
 
 
 class _SocketCloser:
-    """Closes a streamed response's socket once ``cancel`` is set, also while the reader waits for a chunk, or no
-    longer reads (a Stop leaves the engine's generator suspended in an abandoned worker thread).
+    """Closes a streamed response's socket once ``cancel`` is set, also while the reader waits for a chunk.
 
-    Resetting the connection is how the server learns that the client has gone: vLLM then aborts the request. A
-    plain close from another thread does not wake a blocked read on Linux; shutdown() does.
+    Closing the socket is how the server learns that the client has gone: vLLM then aborts the request. A plain
+    close from another thread does not wake a blocked read on Linux; shutdown() does.
     """
 
     def __init__(self, response: httpx.Response, cancel: threading.Event) -> None:
@@ -150,15 +148,9 @@ class _SocketCloser:
                 return
 
     def shutdown(self) -> None:
-        if self._sock is None:
-            return
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
-        # A shutdown alone is a half-close vLLM's server does not take for a disconnect (measured: it kept
-        # generating for a stream nobody read any more); a close with no linger resets the connection, which it does.
-        with contextlib.suppress(OSError):
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self._sock.close()
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
 
     def stop(self) -> None:
         self._done.set()
