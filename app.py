@@ -1,10 +1,14 @@
 """Hugging Face Space entry point: build the MedCoT demo from the library and launch it."""
 
+import sys
+
 from medcot.engine import Engine
+from medcot.progress import ProgressLines
 from medcot.zerogpu import start_engine
 
-# Off ZeroGPU the model loads in a background thread: started before Gradio is imported, the two overlap.
-engine = start_engine(Engine.from_env())
+# Off ZeroGPU the model loads in a background thread: started before Gradio is imported, the two overlap. Its
+# progress goes to the terminal (the Space's log) as the CLI prints it: a first start converts for a minute or two.
+engine = start_engine(Engine.from_env(), ProgressLines(sys.stderr))
 
 from medcot.ui import build_demo, launch_kwargs, queue  # noqa: E402
 

@@ -15,6 +15,7 @@ from medcot.config import ConfigError, GenerationParams, Settings
 from medcot.engine import Engine, Finished, InputError, clean_question
 from medcot.generation import GenerationError
 from medcot.loading import ModelLoadError
+from medcot.progress import ProgressLines
 from medcot.prompt import PromptTooLongError
 from medcot.reasoning import AnswerDelta, ReasoningDelta, ReasoningDone
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO,
     dim = stderr.isatty() and "NO_COLOR" not in os.environ
     engine = engine or Engine(_settings(args))
     if not engine.ready:
-        engine.load(on_progress=lambda message, fraction: print(f"… {message}", file=stderr, flush=True))
+        engine.load(on_progress=ProgressLines(stderr))
     params = GenerationParams(
         max_new_tokens=engine.settings.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens,
         temperature=args.temperature,

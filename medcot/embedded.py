@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -37,6 +37,7 @@ _INSTALL_HINT = "install the local extra: pip install -e .[local]"
 # older conversion is not used (it is removed once the new one is in place).
 _FORMAT = 2  # 2: tokenizer_config.json lists the added tokens
 _MARKER = "medcot-embedded.json"
+_FOLDER_STEM = "gemma-3-270m-q4_k_m-"
 _FILES = (
     "config.json",
     "generation_config.json",
@@ -49,8 +50,12 @@ _FILES = (
 _EOS = "<eos>"
 _END_OF_TURN = "<end_of_turn>"
 _START_OF_TURN = "<start_of_turn>"
-# Temp folders of conversions that died (killed, power loss) are removed once they are clearly abandoned.
-_STALE_TEMP_S = 6 * 3600
+# A conversion works in a hidden temp folder holding this file locked (flock) until the folder is in place; the
+# lock ends with the process however it ends (Ctrl-C, kill -9), so any start can tell a dead conversion's leftover
+# (~250 MB-1 GB) from one running right now, and removes it.
+_LOCK = ".medcot-converting"
+# A temp folder without that lock file (made by an older medcot, or this very moment) is removed once it is this old.
+_STALE_TEMP_S = 1800
 # Conversions in this process are serialized: two UI sessions starting at once should not both convert.
 _lock = threading.Lock()
 
@@ -105,13 +110,13 @@ def embedded_model_dir(cache_dir: Path | None = None, progress: Progress | None 
     sha256: str = package.EXPECTED_SHA256
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = root / f"{_folder_prefix(sha256)}{_FORMAT}"
+    _remove_abandoned_temps(root)
     if _is_complete(target, sha256):
         return target
     with _lock:
         if _is_complete(target, sha256):  # converted by another thread while this one waited
             return target
         root.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(root, target.name)
         started = time.monotonic()
         _convert(package, target, progress or _log_progress)
         log.info("Converted the embedded model into %s in %.0f s", target, time.monotonic() - started)
@@ -120,7 +125,7 @@ def embedded_model_dir(cache_dir: Path | None = None, progress: Progress | None 
 
 
 def _folder_prefix(sha256: str) -> str:
-    return f"gemma-3-270m-q4_k_m-{sha256[:12]}-v"
+    return f"{_FOLDER_STEM}{sha256[:12]}-v"
 
 
 def _remove_older_formats(root: Path, sha256: str) -> None:
@@ -137,13 +142,41 @@ def _log_progress(message: str, fraction: float | None) -> None:
     log.info("%s%s", message, "" if fraction is None else f" ({fraction:.0%})")
 
 
-def _remove_stale_temps(root: Path, name: str) -> None:
-    for leftover in root.glob(f".{name}.*"):
+def _remove_abandoned_temps(root: Path) -> None:
+    """Remove the temp folders of conversions that died (of any GGUF or format), leaving running ones alone."""
+    for leftover in root.glob(f".{_FOLDER_STEM}*"):
         try:
-            if time.time() - leftover.stat().st_mtime > _STALE_TEMP_S:
-                shutil.rmtree(leftover, ignore_errors=True)
-        except OSError:
+            with _locked(leftover / _LOCK, wait=False) as ours:
+                if ours or (ours is None and time.time() - leftover.stat().st_mtime > _STALE_TEMP_S):
+                    log.info("Removing %s, left by a conversion that did not finish", leftover)
+                    shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:  # removed meanwhile by another start, or not ours to remove
             pass
+
+
+@contextlib.contextmanager
+def _locked(path: Path, wait: bool) -> Iterator[bool | None]:
+    """Hold an exclusive flock on ``path`` (made when ``wait``): yields True when held, False when another process
+    holds it, None when there is no such file (or no flock on this platform)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; abandoned folders then go by age alone
+        yield None
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if wait else 0), 0o644)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # also releases the lock
 
 
 def _convert(package: ModuleType, target: Path, progress: Progress) -> None:
@@ -151,36 +184,59 @@ def _convert(package: ModuleType, target: Path, progress: Progress) -> None:
 
     A rename within one folder is atomic, so a reader sees either no folder or a complete one, and two
     processes converting at once cannot mix their files: the second rename fails and its copy is dropped.
+    The temp dir's lock file is held until then: a later start removes the dir if this process dies first.
     """
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with _locked(work / _LOCK, wait=True):
+            _convert_into(package, work, target, progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# The steps' shares of the bar and estimates: measured on 2 CPU cores shared with other work (docs/benchmark.md,
+# "First start"); a quiet machine takes about half.
+_STEPS = {
+    "assemble": ("assembling the Gemma 3 270M GGUF", 0.0, 0.02, 2),
+    "read": ("reading the GGUF file", 0.02, 0.3, 25),
+    "tokenizer": ("converting the tokenizer", 0.3, 0.5, 18),
+    "weights": ("dequantizing the weights", 0.5, 0.92, 35),
+    "save": ("saving the converted model", 0.92, 1.0, 7),
+}
+
+
+def _convert_into(package: ModuleType, work: Path, target: Path, progress: Progress) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    from medcot.gguf_progress import Steps, one_reading
     from medcot.prompt import GEMMA3_CHAT_TEMPLATE
 
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    steps = Steps(progress, "Embedded model, first start: ")
     try:
-        # Fractions are estimates from the measured step times (2 CPU cores: ~1 s, ~16 s, ~35 s, ~3 s).
-        progress("Embedded model, first start: assembling the Gemma 3 270M GGUF", 0.0)
+        steps.begin(*_STEPS["assemble"])
         gguf_dir = work / "gguf"
         gguf = package.assemble(gguf_dir / package.MODEL_NAME)  # checks the sha256 itself
 
-        progress("Embedded model, first start: converting the tokenizer (one time, ~15 s)", 0.03)
-        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf.name)
-        _fix_tokenizer(tokenizer, GEMMA3_CHAT_TEMPLATE)
+        steps.begin(*_STEPS["read"])
+        with one_reading(gguf, steps):
+            steps.begin(*_STEPS["tokenizer"])
+            tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf.name)
+            _fix_tokenizer(tokenizer, GEMMA3_CHAT_TEMPLATE)
 
-        progress("Embedded model, first start: dequantizing the weights (one time, ~35 s)", 0.3)
-        # dequantize=True yields a plain float model (no GGUF quantizer attached), which save_pretrained accepts.
-        # float32 on disk: every dequantized GGUF value is exact in f32 (bf16 would round them), the file loads
-        # by mmap in ~2 s, and loading a bf16 file as f32 would take longer and peak at ~1.9 GB RSS.
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf_dir,
-            gguf_file=gguf.name,
-            dtype=torch.float32,
-            quantization_config=GgufConfig(dequantize=True),
-        )
+            steps.begin(*_STEPS["weights"])
+            # dequantize=True yields a plain float model (no GGUF quantizer attached), which save_pretrained
+            # accepts. float32 on disk: every dequantized GGUF value is exact in f32 (bf16 would round them), the
+            # file loads by mmap in ~2 s, and loading a bf16 file as f32 would take longer and peak at ~1.9 GB RSS.
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf_dir,
+                gguf_file=gguf.name,
+                dtype=torch.float32,
+                quantization_config=GgufConfig(dequantize=True),
+            )
         _fix_config(model, tokenizer)
 
-        progress("Embedded model, first start: saving the converted model", 0.95)
+        steps.begin(*_STEPS["save"])
         shutil.rmtree(gguf_dir)
         model.save_pretrained(work)  # also writes generation_config.json
         tokenizer.save_pretrained(work)  # writes chat_template.jinja
@@ -194,13 +250,14 @@ def _convert(package: ModuleType, target: Path, progress: Progress) -> None:
         }
         # The marker is written last: a folder without it is never considered complete.
         (work / _MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
+        (work / _LOCK).unlink()  # still held (by its open file) until the folder is in place
         # mkdtemp and safetensors create owner-only entries; a cache is shared like ~/.cache/huggingface.
         for entry in (work, *work.iterdir()):
             entry.chmod(0o755 if entry.is_dir() else 0o644)
         _install(work, target, package.EXPECTED_SHA256)
-        progress("Embedded model ready", 1.0)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        steps.close()
+    progress("Embedded model ready", 1.0)
 
 
 def _version(distribution: str) -> str:

@@ -241,8 +241,8 @@ class Engine:
             self._ready.set()
         return self
 
-    def load_in_background(self) -> threading.Thread:
-        thread = threading.Thread(target=self.load, name="medcot-load", daemon=True)
+    def load_in_background(self, on_progress: Callable[[str, float | None], None] | None = None) -> threading.Thread:
+        thread = threading.Thread(target=self.load, args=(on_progress,), name="medcot-load", daemon=True)
         thread.start()
         return thread
 

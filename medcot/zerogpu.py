@@ -69,12 +69,12 @@ def gpu_stream(engine: Engine) -> StreamFn:
     return stream
 
 
-def start_engine(engine: Engine) -> Engine:
+def start_engine(engine: Engine, on_progress: Callable[[str, float | None], None] | None = None) -> Engine:
     """Load the model: at import on ZeroGPU (its docs require CUDA placement there), else in the background
-    so the page is up at once and shows the load's progress."""
+    so the page is up at once and shows the load's progress (``on_progress`` gets it too: the terminal's lines)."""
     if on_zero_gpu():
         log.info("ZeroGPU: loading the model onto CUDA at import")
-        engine.load()
+        engine.load(on_progress)
     else:
-        engine.load_in_background()
+        engine.load_in_background(on_progress)
     return engine
