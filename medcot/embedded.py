@@ -194,14 +194,15 @@ def _convert(package: ModuleType, target: Path, progress: Progress) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-# The steps' shares of the bar and estimates: measured on 2 CPU cores shared with other work (docs/benchmark.md,
-# "First start"); a quiet machine takes about half.
+# Each step's label, its share of the bar, and its estimate in seconds (the message says "up to"): measured on 2 CPU
+# cores shared with other work (load average 10-12); a quiet machine takes about half (docs/benchmark.md, "First
+# start"). The weights step reads the GGUF's metadata twice more before its per-tensor loop (~half of it).
 _STEPS = {
-    "assemble": ("assembling the Gemma 3 270M GGUF", 0.0, 0.02, 2),
-    "read": ("reading the GGUF file", 0.02, 0.3, 25),
-    "tokenizer": ("converting the tokenizer", 0.3, 0.5, 18),
-    "weights": ("dequantizing the weights", 0.5, 0.92, 35),
-    "save": ("saving the converted model", 0.92, 1.0, 7),
+    "assemble": ("assembling the Gemma 3 270M GGUF", 0.0, 0.01, 2),
+    "read": ("reading the GGUF file", 0.01, 0.4, 40),
+    "tokenizer": ("converting the tokenizer", 0.4, 0.56, 16),
+    "weights": ("dequantizing the weights", 0.56, 0.94, 40),
+    "save": ("saving the converted model", 0.94, 1.0, 6),
 }
 
 

@@ -43,7 +43,7 @@ class Steps:
     def begin(self, label: str, start: float, end: float, estimate_s: float) -> None:
         with self._changed:
             self._step, self._started, self._advanced = (label, start, end, estimate_s), time.monotonic(), False
-            self._report(f"{self._prefix}{label} (one time, ~{estimate_s:.0f} s)", start)
+            self._report(self._title(), start)
 
     def advance(self, done: float, detail: str) -> None:
         """The current step is ``done`` (0-1) through its work; ``detail`` says what it is at."""
@@ -72,9 +72,13 @@ class Steps:
                 self._changed.wait(TICK_S)
                 if self._closed or self._step is None or self._advanced:
                     continue
-                label, start, end, estimate = self._step
+                _, start, end, estimate = self._step
                 share = 0.9 * min((time.monotonic() - self._started) / estimate, 1.0) if estimate > 0 else 0.0
-                self._report(f"{self._prefix}{label} (one time, ~{estimate:.0f} s)", start + (end - start) * share)
+                self._report(self._title(), start + (end - start) * share)
+
+    def _title(self) -> str:
+        label, _, _, estimate = self._step or ("", 0.0, 0.0, 0.0)
+        return f"{self._prefix}{label} (one time, up to ~{estimate:.0f} s)"
 
 
 @contextlib.contextmanager
