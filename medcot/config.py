@@ -80,6 +80,9 @@ class Settings:
     concurrency: int = 2  # generations run at once (per event); more wait in the queue
     queue_size: int = 16  # waiting requests beyond this are refused with a "queue is full" message
     cache_dir: Path | None = None  # where the embedded GGUF is converted; None: ~/.cache/medcot
+    # How long a question asked while the model loads waits for it (page and API), then "still loading": a first
+    # start converts the embedded GGUF for a minute or two.
+    load_wait_s: int = 180
     hf_token: str | None = field(default=None, repr=False)  # never printed
 
     @property
@@ -124,5 +127,6 @@ class Settings:
             concurrency=integer("MEDCOT_CONCURRENCY", 2, 1),
             queue_size=integer("MEDCOT_QUEUE_SIZE", 16, 1),
             cache_dir=Path(cache).expanduser() if cache else None,
+            load_wait_s=integer("MEDCOT_LOAD_WAIT_S", 180, 0),
             hf_token=env.get("HF_TOKEN", "").strip() or None,
         )
