@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from medcot.config import ConfigError, GenerationParams, Settings
+from medcot.cpu_speed import release_freed_memory
 from medcot.generation import stream_generate
 from medcot.loading import LoadedModel, ModelLoadError, load_model
 from medcot.prompt import Turn, encode_prompt
@@ -355,6 +356,8 @@ class Engine:
                 tokens_at_first_text=first_tokens,
             )
         )
+        if loaded.device == "cpu":  # after the answer is out: what its generation freed goes back to the OS
+            release_freed_memory()
 
     @contextlib.contextmanager
     def _adapter_state(self, loaded: LoadedModel, use_adapter: bool, cancel: threading.Event) -> Iterator[bool]:
