@@ -3,16 +3,16 @@
 import sys
 
 from medcot.engine import Engine
-from medcot.progress import ProgressLines
-from medcot.zerogpu import start_engine
+from medcot.model.progress import ProgressLines
+from medcot.zerogpu import gpu_stream, start_engine
 
 # Off ZeroGPU the model loads in a background thread: started before Gradio is imported, the two overlap. Its
 # progress goes to the terminal (the Space's log) as the CLI prints it: a first start converts for a minute or two.
 engine = start_engine(Engine.from_env(), ProgressLines(sys.stderr))
 
-from medcot.ui import build_demo, launch_kwargs, queue  # noqa: E402
+from medcot.ui.layout import build_demo, launch_kwargs, queue  # noqa: E402
 
-demo = queue(build_demo(engine), engine)
+demo = queue(build_demo(engine, gpu_stream(engine)), engine)
 
 if __name__ == "__main__":
     demo.launch(**launch_kwargs())

@@ -28,7 +28,9 @@ from medcot import DISCLAIMER
 from medcot.config import Settings
 from medcot.engine import Engine
 from medcot.prompt import encode_prompt
-from medcot.ui import ADAPTER_LABEL, BASE_LABEL, COMPARE_LABEL, EXAMPLES
+from medcot.ui.compare import COMPARE_LABEL
+from medcot.ui.layout import EXAMPLES
+from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL
 
 pytestmark = pytest.mark.browser
 

