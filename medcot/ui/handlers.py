@@ -25,28 +25,26 @@ from medcot.prompt import Turn
 from medcot.ui.compare import RELAY_WAIT_S, BaseRelay, compare_controls
 from medcot.ui.history import EXPORT_ROOT, conversation_from
 from medcot.ui.links import deep_link
+from medcot.ui.model_wait import wait_for_model
 from medcot.ui.rendering import (
     NOT_RUN_MARK,
     STOPPED_MARK,
     WAITING_FOR_ADAPTER,
     ChatRenderer,
     as_dict,
+    footer_markdown,
+    loading_notice,
     mark_stopped,
+    model_status_markdown,
     params_from,
+    stopped_history,
     turns_from_history,
 )
+from medcot.ui.stopping import FinishedAnswers
 from medcot.ui.streaming import UPDATE_INTERVAL_S, CoalescedEvents, iterate_in_thread
 
 log = logging.getLogger(__name__)
 _DEFAULTS = GenerationParams()
-
-
-def model_status_markdown(engine: Engine) -> str:
-    if engine.ready:
-        return f"**Model:** {engine.status()}"
-    if engine.error:
-        return f"**The model is not available.** {engine.error}"
-    return f"**Loading the model:** {engine.status()}"
 
 
 def _session(request: gr.Request | None) -> str | None:
@@ -78,6 +76,7 @@ class ChatHandlers:
         self.engine = engine
         self.stream = stream
         self.relay = relay or BaseRelay()
+        self.finished = FinishedAnswers()
         self.defaults = engine.settings.generation_defaults
         self.ask = _with_defaults(self.ask, max_new_tokens=self.defaults.max_new_tokens)
 
@@ -102,11 +101,15 @@ class ChatHandlers:
         try:
             params = params_from(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
             turns = turns_from_history(history)
+            self.finished.clear(session)
+            async for _ in wait_for_model(self.engine, self.engine.settings.load_wait_s):
+                yield [gr.ChatMessage(content=loading_notice(self.engine))]  # the question stays; answered next
             if channel is not None:
                 channel.put_nowait(("question", clean_question(message)))
             view = ChatRenderer()
+            stream = self.stream(message, turns, params, True, cancel)
             events = CoalescedEvents(
-                iterate_in_thread(self.stream(message, turns, params, True, cancel), cancel), UPDATE_INTERVAL_S
+                iterate_in_thread(stream, cancel, self.finished.begin(session)), UPDATE_INTERVAL_S
             )
             yield view.messages()
             async for batch in events:
@@ -225,6 +228,8 @@ class ChatHandlers:
                 raise InputError("include_reasoning must be true or false.")
             reasoning, answer = [], []
             cancel = threading.Event()
+            async for _ in wait_for_model(self.engine, self.engine.settings.load_wait_s):
+                pass  # an API client waits for a loading model, up to MEDCOT_LOAD_WAIT_S
             async for event in iterate_in_thread(self.stream(question, [], params, True, cancel), cancel):
                 if isinstance(event, ReasoningDelta):
                     reasoning.append(event.text)
@@ -259,6 +264,10 @@ class ChatHandlers:
             value=str(document), interactive=True
         )
 
+    def stop(self, history: list[dict[str, Any]] | None, request: gr.Request) -> list[dict[str, Any]]:
+        """Stop: the stopped answer settled (no spinner) with its stats and a "stopped" notice."""
+        return stopped_history(history, self.finished.wait(_session(request)))
+
     def set_compare(self, on: bool, request: gr.Request) -> tuple[Any, Any]:
         """The compare checkbox: show or hide the base column, and remember the session's choice for the relay."""
         # While loading only a ?compare=1 link can tick it: kept, and unticked by refresh() if unavailable.
@@ -267,14 +276,15 @@ class ChatHandlers:
         self.relay.set_compare(_session(request), on)
         return gr.Column(visible=on), gr.Chatbot(show_label=on)
 
-    def refresh(self) -> tuple[str, gr.Timer, gr.Checkbox, str]:
-        """The model's status line, the timer that polls it while loading, and the compare controls."""
+    def refresh(self) -> tuple[str, gr.Timer, gr.Checkbox, str, str]:
+        """The model's status line, the timer that polls it while loading, the compare controls and the footer."""
         state, text = compare_controls(self.engine)
         return (
             model_status_markdown(self.engine),
             gr.Timer(active=not self.engine.wait_until_loaded(0)),
             gr.Checkbox(**state),
             text,
+            footer_markdown(self.engine),
         )
 
     def open_link(self, request: gr.Request) -> tuple[Any, Any, bool]:
@@ -298,5 +308,6 @@ class ChatHandlers:
         return self.engine.ready
 
     def forget(self, request: gr.Request) -> None:
-        """A closed page: drop its session from the relay."""
+        """A closed page: drop its session from the relay and its last answer's stats."""
         self.relay.forget(_session(request))
+        self.finished.forget(_session(request))
