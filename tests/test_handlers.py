@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +15,7 @@ import pytest
 from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 
 from medcot.engine import Engine
-from medcot.events import STATS_PREFIX
+from medcot.events import STATS_PREFIX, Finished, Stats, format_stats
 from medcot.ui.handlers import ChatHandlers
 
 GREEDY = (64, 0.0, 0.95, 64, 1.0)  # max_new_tokens, temperature, top_p, top_k, repetition_penalty
@@ -102,5 +103,23 @@ def test_export_files_enable_the_downloads_only_with_a_conversation(engine: Engi
 
 
 def test_refresh_reports_the_loaded_model_and_stops_polling(engine: Engine) -> None:
-    status, timer, _, _ = ChatHandlers(engine, engine.stream).refresh()
+    status, timer, _, _, footer = ChatHandlers(engine, engine.stream).refresh()
     assert status.startswith("**Model:**") and timer.active is False
+    assert footer.startswith("Answering now:") and engine.loaded.adapter_id in footer  # the fine-tune answers
+
+
+def test_stop_shows_the_stopped_answers_stats_once_its_stream_finished(engine: Engine) -> None:
+    handlers = ChatHandlers(engine, engine.stream)
+    request = SimpleNamespace(session_hash="s1")
+    finished = handlers.finished.begin("s1")
+    history = [
+        {"role": "user", "content": QUESTIONS[0]},
+        {"role": "assistant", "content": "Fluid", "metadata": {"title": "Reasoning", "status": "pending"}},
+    ]
+    stats = Stats(12, 3, 3, 0, 0.2, 0.5, False, False, True, 0)
+    threading.Timer(0.2, finished, [Finished(stats)]).start()  # the stream finishes just after the Stop
+    shown = handlers.stop(history, request)
+    assert shown[1]["metadata"] == {"title": "Reasoning", "status": "done", "log": "stopped"}
+    assert shown[2]["content"] == format_stats(stats, answered=False)
+    assert "Stopped" in shown[2]["content"] and "3 tokens" in shown[2]["content"]
+    assert handlers.stop(shown, request) == shown  # the second Stop handler (the chat's state) changes nothing more

@@ -148,11 +148,11 @@ def test_cancel_from_a_client_ends_the_generation_thread(tiny_settings: Settings
 
 def test_mcp_ask_tool_answers(app_url: str) -> None:
     from mcp import ClientSession
-    from mcp.client.streamable_http import streamablehttp_client
+    from mcp.client.streamable_http import streamable_http_client
 
     async def call() -> tuple[list[str], str]:
         async with (
-            streamablehttp_client(f"{app_url.rstrip('/')}/gradio_api/mcp/") as (read, write, _),
+            streamable_http_client(f"{app_url.rstrip('/')}/gradio_api/mcp/") as (read, write, _),
             ClientSession(read, write) as session,
         ):
             await session.initialize()
