@@ -96,6 +96,10 @@ def test_export_files_enable_the_downloads_only_with_a_conversation(engine: Engi
     empty_md, empty_json = handlers.export_files([], [], *GREEDY)
     assert (empty_md.value, empty_md.interactive, empty_json.interactive) == (None, False, False)
     history = [{"role": "user", "content": QUESTIONS[0]}, {"role": "assistant", "content": ADAPTER_ANSWER}]
+    streaming = handlers.export_files(history, None, *GREEDY)
+    assert streaming == (gr.skip(), gr.skip())  # the answer is not over yet: the buttons stay as they were
+    stats = format_stats(Stats(12, 3, 0, 3, 0.2, 0.5, False, False, False, 0))
+    history.append({"role": "assistant", "content": stats})
     markdown, document = handlers.export_files(history, None, *GREEDY)
     assert markdown.interactive and document.interactive
     path = markdown.value["path"] if isinstance(markdown.value, dict) else markdown.value

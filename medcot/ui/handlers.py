@@ -23,7 +23,7 @@ from medcot.events import AnswerDelta, Finished, ReasoningDelta, StreamFn
 from medcot.export import write_files
 from medcot.prompt import Turn
 from medcot.ui.compare import RELAY_WAIT_S, BaseRelay, compare_controls
-from medcot.ui.history import EXPORT_ROOT, conversation_from
+from medcot.ui.history import EXPORT_ROOT, conversation_from, is_settled
 from medcot.ui.links import deep_link
 from medcot.ui.model_wait import wait_for_model
 from medcot.ui.rendering import (
@@ -246,7 +246,10 @@ class ChatHandlers:
     def export_files(
         self, history: Any, base_history: Any, *sliders: Any
     ) -> tuple[gr.DownloadButton, gr.DownloadButton]:
-        """Both download buttons pointed at fresh files of the conversation (disabled while there is none)."""
+        """Both download buttons pointed at fresh files of the conversation (disabled while there is none); left as
+        they are while an answer streams (its export comes when it is done or stopped)."""
+        if not (is_settled(history) and is_settled(base_history)):
+            return gr.skip(), gr.skip()
         try:
             params = params_from(*sliders)
         except ValueError:

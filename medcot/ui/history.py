@@ -21,7 +21,9 @@ from medcot.events import (
 from medcot.export import Conversation, Exchange, Reply
 from medcot.ui.rendering import (
     BASE_LABEL,
+    NOT_RUN_MARK,
     REASONING_TITLE,
+    STOPPED_MARK,
     WAITING_FOR_ADAPTER,
     is_loading_notice,
     message_text,
@@ -100,3 +102,14 @@ def conversation_from(history: Any, base_history: Any, engine: Engine, params: G
             "dtype": loaded.dtype,
         }
     return Conversation(exchanges, models, asdict(params), reply_label=served_label(engine), base_label=BASE_LABEL)
+
+
+def is_settled(history: Any) -> bool:
+    """Whether a chat's newest answer is over: its stats line (finished, stopped, cut off, empty), or the base
+    column's end marks and errors. A question with nothing after it yet is not: its answer is on its way."""
+    messages = [m for m in history if isinstance(m, dict)] if isinstance(history, list | tuple) else []
+    asked = [i for i, message in enumerate(messages) if message.get("role") == "user"]
+    if not asked:
+        return True
+    texts = [message_text(m.get("content")).strip() for m in messages[asked[-1] + 1 :]]
+    return any(is_stats_line(t) or t in (STOPPED_MARK, NOT_RUN_MARK) or t.startswith("⚠️") for t in texts)
