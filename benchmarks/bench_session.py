@@ -67,9 +67,18 @@ def wait_until_ready(client: Any, app: AppProcess) -> None:
 
 
 def measure_long_session(
-    app: AppProcess, answers: int, new_tokens: int, report: Callable[[str], None] = print
+    app: AppProcess,
+    answers: int,
+    new_tokens: int,
+    report: Callable[[str], None] = print,
+    max_minutes: float | None = None,
 ) -> dict[str, Any]:
-    """Resident memory of a running app after each of `answers` multi-turn answers, and after idling."""
+    """Resident memory of a running app after each of `answers` multi-turn answers, and after idling.
+
+    With ``max_minutes``, no new question is asked once that much time has gone (a busy shared machine): the
+    result says how many answers it got.
+    """
+    started = time.monotonic()
     from gradio_client import Client
 
     app.wait_until_listening()
@@ -78,6 +87,9 @@ def measure_long_session(
     before = app.memory()
     turns: list[dict[str, Any]] = []
     for index in range(answers):
+        if max_minutes is not None and time.monotonic() - started > max_minutes * 60:
+            report(f"stopping after {index} answers: {max_minutes:g} minutes are over")
+            break
         answer = ask_in_session(client, QUESTIONS[index % len(QUESTIONS)], new_tokens)
         turns.append({**answer, **app.memory()})
         report(f"answer {index + 1}/{answers}: {turns[-1]}")
@@ -86,7 +98,8 @@ def measure_long_session(
     client.close()
     rss = after["rss_mib"]
     return {
-        "answers": answers,
+        "answers": len(turns),
+        "answers_planned": answers,
         "new_tokens": new_tokens,
         "tokens_generated": sum(t.get("tokens") or 0 for t in turns),
         "memory_before": before,
@@ -110,7 +123,12 @@ def compare_status(env: dict[str, str]) -> str | None:
 
 
 def run(
-    model: str, cpu_mode: str, answers: int, new_tokens: int, report: Callable[[str], None] = print
+    model: str,
+    cpu_mode: str,
+    answers: int,
+    new_tokens: int,
+    report: Callable[[str], None] = print,
+    max_minutes: float | None = None,
 ) -> dict[str, Any]:
     env = app_env(model, cpu_mode)
     result: dict[str, Any] = {"benchmark": "benchmarks.bench_session", "machine": machine_info()}
@@ -119,7 +137,7 @@ def run(
     result["compare"] = {"on": unavailable or "not measured", "off": "measured"}
     app = AppProcess(env).start()
     try:
-        result["compare_off"] = measure_long_session(app, answers, new_tokens, report)
+        result["compare_off"] = measure_long_session(app, answers, new_tokens, report, max_minutes)
     finally:
         app.stop()
     result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]  # a shared machine: say so
@@ -132,9 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cpu-mode", default="auto")
     parser.add_argument("--answers", type=int, default=20)
     parser.add_argument("--new-tokens", type=int, default=512)
+    parser.add_argument("--max-minutes", type=float, help="ask no new question after this long (a busy machine)")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/long_session.json"))
     args = parser.parse_args(argv)
-    result = run(args.model, args.cpu_mode, args.answers, args.new_tokens)
+    result = run(args.model, args.cpu_mode, args.answers, args.new_tokens, max_minutes=args.max_minutes)
     result["command"] = " ".join(["python -m benchmarks.bench_session", *(sys.argv[1:] if argv is None else argv)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
