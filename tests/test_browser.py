@@ -237,7 +237,7 @@ def test_stop_mid_stream_ends_generation_and_leaves_no_spinner(page: Page, slow:
     assert slow.served == served_at_stop
     expect(textbox(page)).to_be_editable()
     expect(page.get_by_test_id("stop-button")).to_be_hidden()
-    expect(stats_lines(page)).to_have_count(0)
+    expect(stats_lines(page)).to_have_count(1)  # the stopped answer's stats, with its notice (issue 14)
     reasoning_titles(page).click()
     expect(chat(page).get_by_text(ADAPTER_REASONING)).to_have_count(0)  # the rest of the reasoning never came
     assert shown_reasoning(page) == partial
@@ -438,7 +438,7 @@ def test_a_stopped_answer_says_so_keeps_its_stats_and_is_exported(
     expect(chat(page).get_by_text(partial, exact=True)).to_be_visible()
     page.get_by_test_id("stop-button").click()
 
-    expect(chat(page).get_by_text("Stopped", exact=False)).to_be_visible()
+    expect(chat(page).get_by_text("Stopped: the answer above is as far as it got.")).to_be_visible()
     expect(stats_lines(page)).to_have_count(1)
     expect(stats_lines(page)).to_contain_text("tokens")
     expect(page.get_by_test_id("stop-button")).to_be_hidden()
@@ -457,7 +457,7 @@ def test_an_answer_cut_off_by_the_token_limit_says_so(page: Page, engine: Engine
     set_slider(page, "Max new tokens", str(limit))
     ask(page, QUESTIONS[0])
     expect(stats_lines(page)).to_have_count(1)
-    expect(chat(page).get_by_text(re.compile(r"cut off by the token limit"))).to_be_visible()
+    expect(chat(page).get_by_text(re.compile(r"Cut off by the token limit \(\d+ tokens\)"))).to_be_visible()
     expect(chat(page).get_by_text(ADAPTER_ANSWER, exact=True)).to_have_count(0)
 
 
