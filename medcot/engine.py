@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from medcot.backends import Backend
@@ -14,11 +14,13 @@ from medcot.backends.local import LocalBackend
 from medcot.config import GenerationParams, Settings
 from medcot.errors import ConfigError, InputError, ModelLoadError
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, StreamEvent
+from medcot.generation import Chunk
 from medcot.model.cpu_speed import release_freed_memory
 from medcot.model.loading import LoadedModel, load_model
 from medcot.model.progress import Progress, log_progress
-from medcot.prompt import STOP_TEXTS, Turn, encode_prompt
-from medcot.reasoning import ThinkParser
+from medcot.prompt import EncodedPrompt, Turn, encode_prompt, encode_text
+from medcot.prompt_styles import CARD, PromptStyle, base_prompt_style
+from medcot.reasoning import CLOSE_TAG, ThinkParser
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,6 +51,22 @@ def _in_passing_thread(function: Callable[..., T], *args: Any) -> T:
     if failure:
         raise failure[0]
     return result[0]
+
+
+@dataclass(frozen=True)
+class ClosingTag(Chunk):
+    """The ``</think>`` the engine wrote for a model that left its reasoning open (Engine._generate)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request that passed Engine.prepare's checks: what generation needs, and nothing that cannot be pickled
+    (a ZeroGPU worker receives it from another process)."""
+
+    prompt: EncodedPrompt
+    params: GenerationParams
+    use_adapter: bool = True
+    style: PromptStyle = CARD  # how the prompt was built: its stop texts and whether it opened the reasoning
 
 
 @dataclass
@@ -88,6 +106,7 @@ class Engine:
         self._ready = threading.Event()
         self._backend: LocalBackend | None = None
         self._backend_lock = threading.Lock()
+        self.base_style: PromptStyle | None = None  # set: overrides MEDCOT_BASE_PROMPT for a base alone (the eval)
         if loaded is not None:
             self._ready.set()
 
@@ -103,8 +122,12 @@ class Engine:
             return engine
 
     # -- loading -------------------------------------------------------------------------------------------------
-    def load(self, on_progress: Progress | None = None) -> Engine:
-        """Load synchronously; a failure is kept as a readable message instead of raised."""
+    def load(self, on_progress: Progress | None = None, *, in_this_thread: bool = False) -> Engine:
+        """Load synchronously; a failure is kept as a readable message instead of raised.
+
+        The load runs in a passing thread (see _in_passing_thread) unless ``in_this_thread``: ZeroGPU's CUDA
+        emulation covers the importing thread only, so there the model must load in it.
+        """
 
         def report(message: str, fraction: float | None) -> None:
             self.progress = (message, fraction)
@@ -115,7 +138,10 @@ class Engine:
         if self.error:  # a configuration error: nothing to load
             return self
         try:
-            self.loaded = _in_passing_thread(load_model, self.settings, report)
+            if in_this_thread:
+                self.loaded = load_model(self.settings, report)
+            else:
+                self.loaded = _in_passing_thread(load_model, self.settings, report)
         except ModelLoadError as exc:
             self.error = str(exc)
             log.error("model load failed: %s", exc)
@@ -181,12 +207,34 @@ class Engine:
         raise ModelLoadError(f"The model is still loading ({self.status()}). Please try again in a moment.")
 
     # -- answering -----------------------------------------------------------------------------------------------
-    def backend(self, loaded: LoadedModel) -> Backend:
-        """The backend generating with ``loaded`` (made again when another model was loaded in its place)."""
+    def backend(self, loaded: LoadedModel, stop_texts: Sequence[str] = CARD.stop_texts) -> Backend:
+        """The backend generating with ``loaded`` (made again for another model, or other stop texts)."""
         with self._backend_lock:
-            if self._backend is None or self._backend.loaded is not loaded:
-                self._backend = LocalBackend(loaded, STOP_TEXTS)
+            backend = self._backend
+            if backend is None or backend.loaded is not loaded or backend.stop_texts != tuple(stop_texts):
+                self._backend = LocalBackend(loaded, stop_texts)
             return self._backend
+
+    def prompt_style(self, use_adapter: bool = True) -> PromptStyle:
+        """How the loaded model is prompted: the card's prompt unless a base model runs alone.
+
+        The comparison (adapter switched off) keeps the card's prompt, so the two columns differ by the adapter only.
+        """
+        loaded = self.loaded
+        if loaded is None or loaded.kind != "base":
+            return CARD
+        if self.base_style is not None:
+            return self.base_style
+        return base_prompt_style(self.settings.base_prompt, loaded.embedded)
+
+    def generation_defaults(self) -> GenerationParams:
+        """The decoding a request gets when it sets none: the style's for a primed base, else the card's.
+
+        MEDCOT_MAX_NEW_TOKENS still sets the budget.
+        """
+        decoding = self.prompt_style().decoding
+        defaults = self.settings.generation_defaults
+        return defaults if decoding is None else replace(decoding, max_new_tokens=defaults.max_new_tokens)
 
     def stream(
         self,
@@ -198,23 +246,49 @@ class Engine:
     ) -> Iterator[StreamEvent]:
         """Yield reasoning/answer events, then Finished with the stats (a StreamFn). Closing the iterator or
         setting ``cancel`` stops generation."""
+        request = self.prepare(question, history, params, use_adapter)
+        yield from self.generate(request, cancel)
+
+    def prepare(
+        self,
+        question: str,
+        history: Sequence[Turn] = (),
+        params: GenerationParams | None = None,
+        use_adapter: bool = True,
+    ) -> Request:
+        """Every check a request gets before the model runs (model ready, question, settings, base model available,
+        prompt length), raising its user error; what passes is the request generate() runs.
+
+        Split from generation so that a caller running the model elsewhere (a ZeroGPU worker) refuses bad requests
+        before it asks for a GPU, with the readable message.
+        """
         loaded = self.require_model()
         question = clean_question(question)
-        params = (params or self.settings.generation_defaults).validated()
+        params = (params or self.generation_defaults()).validated()
         if not use_adapter and loaded.kind != "base" and not self.can_compare:  # the base alone is its own base
             raise InputError(self.compare_unavailable() or "The base model is not available.")
-        prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens)
+        style = self.prompt_style(use_adapter)
+        prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens, style)
+        return Request(prompt, params, use_adapter, style)
+
+    def generate(self, request: Request, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
+        """A prepared request's events, then Finished with the stats. Closing the iterator or setting ``cancel``
+        stops generation."""
+        loaded = self.require_model()
+        prompt, params, use_adapter, style = request.prompt, request.params, request.use_adapter, request.style
         started = time.monotonic()
-        parser = ThinkParser()
+        parser = ThinkParser(prefilled=style.opens_reasoning)
         first: float | None = None
         first_tokens = 1
         tokens = 0
         reasoning_tokens: int | None = None  # fixed when </think> arrives
+        closed_by_app = False
         cancel = cancel if cancel is not None else threading.Event()
         # No chunk at all when stopped while another request held the model in the other adapter state.
-        chunks = self.backend(loaded).stream(prompt.input_ids, params, cancel, use_adapter)
+        chunks = self._generate(loaded, prompt.input_ids, params, cancel, use_adapter, style)
         try:
             for chunk in chunks:
+                closed_by_app = closed_by_app or isinstance(chunk, ClosingTag)
                 if first is None and chunk.text:  # a last empty chunk only carries the token count
                     first = time.monotonic() - started
                     first_tokens = chunk.tokens
@@ -243,10 +317,52 @@ class Engine:
                 stopped=cancel.is_set() and tokens < params.max_new_tokens,
                 turns_dropped=prompt.turns_dropped,
                 tokens_at_first_text=first_tokens,
+                reasoning_closed_by_app=closed_by_app,
             )
         )
         if loaded.device == "cpu":  # after the answer is out: what its generation freed goes back to the OS
             release_freed_memory()
+
+    def _generate(
+        self,
+        loaded: LoadedModel,
+        input_ids: list[int],
+        params: GenerationParams,
+        cancel: threading.Event,
+        use_adapter: bool,
+        style: PromptStyle,
+    ) -> Iterator[Chunk]:
+        """The backend's chunks, and for a prompt that opened the reasoning, the answer after a reasoning left open.
+
+        The primed base sometimes ends its turn (a stop text, EOS) without writing ``</think>``: its reasoning then
+        stands with no answer (3 of 36 questions in the eval). As "budget forcing" does for reasoning models, its
+        text and the closing tag then go back in as prompt, and it writes the answer with the tokens left. The
+        tag arrives as a ClosingTag chunk, so the stats can say the app closed the reasoning.
+        """
+        backend = self.backend(loaded, style.stop_texts)
+        chunks = backend.stream(input_ids, params, cancel, use_adapter)
+        written: list[str] = []
+        tokens = 0
+        try:
+            for chunk in chunks:
+                written.append(chunk.text)
+                tokens = chunk.tokens
+                yield chunk
+        finally:
+            chunks.close()
+        text = "".join(written)
+        left = params.max_new_tokens - tokens
+        if not style.opens_reasoning or CLOSE_TAG in text.lower() or left <= 0 or cancel.is_set():
+            return
+        closing = f"\n{CLOSE_TAG}\n"
+        yield ClosingTag(closing, tokens)
+        ids = input_ids + encode_text(loaded.tokenizer, text.rstrip() + closing)
+        answer = backend.stream(ids, replace(params, max_new_tokens=left), cancel, use_adapter)
+        try:
+            for chunk in answer:
+                yield Chunk(chunk.text, tokens + chunk.tokens)
+        finally:
+            answer.close()
 
     def ask(
         self,

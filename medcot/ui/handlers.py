@@ -11,6 +11,7 @@ import inspect
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import astuple
 from typing import Any
 
 import anyio
@@ -35,7 +36,6 @@ from medcot.ui.rendering import (
     footer_markdown,
     loading_notice,
     mark_stopped,
-    model_status_markdown,
     params_from,
     stopped_history,
     turns_from_history,
@@ -45,6 +45,26 @@ from medcot.ui.streaming import UPDATE_INTERVAL_S, CoalescedEvents, iterate_in_t
 
 log = logging.getLogger(__name__)
 _DEFAULTS = GenerationParams()
+
+
+def model_status_markdown(engine: Engine) -> str:
+    if engine.ready:
+        line = f"**Model:** {engine.status()}"
+        style = engine.prompt_style()
+        if style.primed:  # say plainly that the base was helped, and with which decoding
+            line += f"  \n**Prompt:** {style.label}; decoding: {decoding_text(engine.generation_defaults())}."
+        return line
+    if engine.error:
+        return f"**The model is not available.** {engine.error}"
+    return f"**Loading the model:** {engine.status()}"
+
+
+def decoding_text(params: GenerationParams) -> str:
+    if params.temperature <= 0:
+        sampling = "greedy"
+    else:
+        sampling = f"temperature {params.temperature:g}, top-p {params.top_p:g}, top-k {params.top_k}"
+    return f"{sampling}, repetition penalty {params.repetition_penalty:g}, up to {params.max_new_tokens} tokens"
 
 
 def _session(request: gr.Request | None) -> str | None:
@@ -77,7 +97,7 @@ class ChatHandlers:
         self.stream = stream
         self.relay = relay or BaseRelay()
         self.finished = FinishedAnswers()
-        self.defaults = engine.settings.generation_defaults
+        self.defaults = engine.generation_defaults()  # before loading: the card's; refresh() updates the sliders
         self.ask = _with_defaults(self.ask, max_new_tokens=self.defaults.max_new_tokens)
 
     # -- the chat (ChatInterface's /chat) and the base column ----------------------------------------------------
@@ -118,10 +138,10 @@ class ChatHandlers:
                 yield view.messages()
             if channel is not None:
                 await self.run_base(channel, message, turns, params)
-        except UserError as exc:
+        except (UserError, gr.Error) as exc:  # gr.Error: already readable (the ZeroGPU glue's, or spaces' own)
             if channel is not None:
-                channel.put_nowait(("error", str(exc)))
-            raise gr.Error(str(exc), print_exception=False) from None
+                channel.put_nowait(("error", _message(exc)))
+            raise _as_gr_error(exc) from None
         except Exception as exc:
             log.exception("generation failed")
             raise gr.Error(f"Something went wrong while answering ({type(exc).__name__}). Please try again.") from None
@@ -140,8 +160,8 @@ class ChatHandlers:
         try:
             async for event in iterate_in_thread(self.stream(message, turns, params, False, cancel), cancel):
                 channel.put_nowait(event)
-        except UserError as exc:
-            channel.put_nowait(("error", str(exc)))
+        except (UserError, gr.Error) as exc:
+            channel.put_nowait(("error", _message(exc)))
         except Exception as exc:  # the fine-tuned answer is already shown: report this one in its column only
             log.exception("base-model generation failed")
             channel.put_nowait(("error", f"Something went wrong while answering ({type(exc).__name__})."))
@@ -279,15 +299,21 @@ class ChatHandlers:
         self.relay.set_compare(_session(request), on)
         return gr.Column(visible=on), gr.Chatbot(show_label=on)
 
-    def refresh(self) -> tuple[str, gr.Timer, gr.Checkbox, str, str]:
-        """The model's status line, the timer that polls it while loading, the compare controls and the footer."""
+    def refresh(self) -> tuple[Any, ...]:
+        """The model's status line, the timer that polls it while loading, the compare controls, the footer, and
+        once loaded the generation sliders at the loaded model's defaults (a primed base decodes differently)."""
         state, text = compare_controls(self.engine)
+        sliders: tuple[Any, ...] = (gr.skip(),) * 5
+        if self.engine.ready:
+            self.defaults = self.engine.generation_defaults()
+            sliders = tuple(gr.Slider(value=value) for value in astuple(self.defaults))
         return (
             model_status_markdown(self.engine),
             gr.Timer(active=not self.engine.wait_until_loaded(0)),
             gr.Checkbox(**state),
             text,
             footer_markdown(self.engine),
+            *sliders,
         )
 
     def open_link(self, request: gr.Request) -> tuple[Any, Any, bool]:
@@ -314,3 +340,11 @@ class ChatHandlers:
         """A closed page: drop its session from the relay and its last answer's stats."""
         self.relay.forget(_session(request))
         self.finished.forget(_session(request))
+
+
+def _message(exc: Exception) -> str:
+    return str(exc.message) if isinstance(exc, gr.Error) else str(exc)
+
+
+def _as_gr_error(exc: Exception) -> gr.Error:
+    return exc if isinstance(exc, gr.Error) else gr.Error(str(exc), print_exception=False)

@@ -21,6 +21,7 @@ from medcot.events import (
 from medcot.export import Conversation, Exchange, Reply
 from medcot.ui.rendering import (
     BASE_LABEL,
+    CLOSED_BY_APP,
     NOT_RUN_MARK,
     REASONING_TITLE,
     STOPPED_MARK,
@@ -48,6 +49,8 @@ def _reply_from(messages: list[dict[str, Any]]) -> Reply | None:
                 notes.append("Reasoning cut off by the token limit (no closing tag).")
             elif metadata.get("log") == "stopped":
                 notes.append("Stopped by the user.")
+            elif metadata.get("log") == CLOSED_BY_APP:
+                notes.append("The model left its reasoning open; the app closed it for the answer.")
         elif is_stats_line(text):
             line, _, notice = text.partition(STATS_END)
             stats = line.removeprefix(STATS_PREFIX).strip()
@@ -100,6 +103,7 @@ def conversation_from(history: Any, base_history: Any, engine: Engine, params: G
             "merged": loaded.merged,
             "device": loaded.device,
             "dtype": loaded.dtype,
+            "prompt": engine.prompt_style().label,  # a base alone may be shown worked examples first
         }
     return Conversation(exchanges, models, asdict(params), reply_label=served_label(engine), base_label=BASE_LABEL)
 

@@ -10,9 +10,9 @@ from medcot import DISCLAIMER
 from medcot.engine import Engine
 from medcot.events import StreamFn
 from medcot.ui.compare import COMPARE_LABEL, compare_controls
-from medcot.ui.handlers import ChatHandlers
+from medcot.ui.handlers import ChatHandlers, model_status_markdown
 from medcot.ui.links import AUTORUN_JS
-from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL, footer_markdown, model_status_markdown
+from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL, footer_markdown
 
 TITLE = "MedCoT · Medical chain-of-thought demo"
 # The model card's two questions first, then two in the same style.
@@ -158,13 +158,13 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
 
         timer.tick(
             handlers.refresh,
-            outputs=[status, timer, compare, compare_note, footer],
+            outputs=[status, timer, compare, compare_note, footer, *sliders],
             queue=False,
             api_visibility="undocumented",
         )
         demo.load(
             handlers.refresh,
-            outputs=[status, timer, compare, compare_note, footer],
+            outputs=[status, timer, compare, compare_note, footer, *sliders],
             queue=False,
             api_visibility="undocumented",
         )

@@ -95,6 +95,9 @@ def params_from(
     ).validated()
 
 
+CLOSED_BY_APP = "closed by the app"  # the accordion's note when Engine._generate closed the reasoning
+
+
 class ChatRenderer:
     """Turns engine events into the assistant messages Gradio shows: reasoning accordion, answer, stats.
 
@@ -130,6 +133,8 @@ class ChatRenderer:
             if self.reasoning_meta.get("status") == "pending":
                 self.thinking = bool(self.reasoning.strip())
                 self.reasoning_meta = {"title": REASONING_TITLE, "status": "done"}
+            if event.stats.reasoning_closed_by_app:  # said on the accordion: the model did not close it itself
+                self.reasoning_meta["log"] = CLOSED_BY_APP
             self.answer = self.answer.strip()
             self.stats = format_stats(event.stats, answered=bool(self.answer))
 
@@ -197,11 +202,3 @@ def footer_markdown(engine: Engine) -> str:
             f"{_CARD} this demo is for. {_TERMS}"
         )
     return f"Answering now: {card}, as `{loaded.adapter_id}`. {_TERMS}"
-
-
-def model_status_markdown(engine: Engine) -> str:
-    if engine.ready:
-        return f"**Model:** {engine.status()}"
-    if engine.error:
-        return f"**The model is not available.** {engine.error}"
-    return f"**Loading the model:** {engine.status()}"
