@@ -177,7 +177,7 @@ def test_one_command_measures_app_and_raw_and_writes_json_and_chart(tiny_repos: 
     argv = [
         *("--model", str(tiny_repos.base), "--cpu-mode", "f32", "--modes", "f32"),
         *("--rounds", "1", "--new-tokens", "8", "--cold-starts", "1", "--question", QUESTIONS[0]),
-        *("--out", str(out), "--chart", str(chart)),
+        *("--long-session", "2", "--out", str(out), "--chart", str(chart)),
     ]
     assert bench_main(argv) == 0
     result = json.loads(out.read_text(encoding="utf-8"))
@@ -189,7 +189,10 @@ def test_one_command_measures_app_and_raw_and_writes_json_and_chart(tiny_repos: 
         "quality_check",
         "cold_start_s",
         "peak_rss_mib",
+        "long_session_rss_mib",
     }
+    assert result["long_session"]["answers"] == 2 and len(result["long_session"]["turns"]) == 2
+    assert result["long_session"]["memory_after_idle"]["rss_mib"] > 0
     assert all({"what", "value", "target", "unit", "passed"} <= set(t) for t in result["targets"].values())
     assert result["machine"]["cpu"] and result["machine"]["torch"] and result["command"].startswith("python -m")
     assert result["settings"]["applied_mode"] == "f32"

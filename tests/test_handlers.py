@@ -150,7 +150,7 @@ def test_an_answer_whose_reasoning_the_app_closed_says_so_on_screen_and_in_the_e
 
 
 def test_refresh_names_what_answers_in_the_footer(engine: Engine) -> None:
-    footer = ChatHandlers(engine, engine.stream).refresh()[4]
+    footer = ChatHandlers(engine, engine.stream).refresh()[-1]
     assert footer.startswith("Answering now:") and engine.loaded.adapter_id in footer  # the fine-tune answers
 
 

@@ -300,8 +300,8 @@ class ChatHandlers:
         return gr.Column(visible=on), gr.Chatbot(show_label=on)
 
     def refresh(self) -> tuple[Any, ...]:
-        """The model's status line, the timer that polls it while loading, the compare controls, the footer, and
-        once loaded the generation sliders at the loaded model's defaults (a primed base decodes differently)."""
+        """The model's status line, the timer that polls it while loading, the compare controls, once loaded the
+        generation sliders at the loaded model's defaults (a primed base decodes differently), and the footer."""
         state, text = compare_controls(self.engine)
         sliders: tuple[Any, ...] = (gr.skip(),) * 5
         if self.engine.ready:
@@ -312,8 +312,8 @@ class ChatHandlers:
             gr.Timer(active=not self.engine.wait_until_loaded(0)),
             gr.Checkbox(**state),
             text,
-            footer_markdown(self.engine),
             *sliders,
+            footer_markdown(self.engine),
         )
 
     def open_link(self, request: gr.Request) -> tuple[Any, Any, bool]:

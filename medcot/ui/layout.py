@@ -158,13 +158,13 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
 
         timer.tick(
             handlers.refresh,
-            outputs=[status, timer, compare, compare_note, footer, *sliders],
+            outputs=[status, timer, compare, compare_note, *sliders, footer],
             queue=False,
             api_visibility="undocumented",
         )
         demo.load(
             handlers.refresh,
-            outputs=[status, timer, compare, compare_note, footer, *sliders],
+            outputs=[status, timer, compare, compare_note, *sliders, footer],
             queue=False,
             api_visibility="undocumented",
         )
