@@ -115,7 +115,7 @@ def test_refresh_reports_the_loaded_model_and_stops_polling(engine: Engine) -> N
 def test_a_primed_base_is_said_so_and_its_sliders_show_the_decoding_it_uses(base_alone: Engine) -> None:
     from medcot.prompt_styles import PRIMER_TEXT
 
-    status, _, _, _, *sliders = ChatHandlers(base_alone, base_alone.stream).refresh()
+    status, _, _, _, *sliders, _ = ChatHandlers(base_alone, base_alone.stream).refresh()  # then the footer
     defaults = base_alone.generation_defaults()
     assert f"**Prompt:** {PRIMER_TEXT.label}" in status and "repetition penalty 1.15" in status
     assert [slider.value for slider in sliders] == [
@@ -128,7 +128,7 @@ def test_a_primed_base_is_said_so_and_its_sliders_show_the_decoding_it_uses(base
 
 
 def test_the_adapters_page_keeps_the_cards_sampling_and_says_nothing_of_a_primer(engine: Engine) -> None:
-    status, _, _, _, *sliders = ChatHandlers(engine, engine.stream).refresh()
+    status, _, _, _, *sliders, _ = ChatHandlers(engine, engine.stream).refresh()  # then the footer
     assert "Prompt:" not in status
     assert [slider.value for slider in sliders] == [64, 1.0, 0.95, 64, 1.0]
 
