@@ -37,6 +37,9 @@ def app_env(model: str, cpu_mode: str, cache_dir: Path | None = None) -> dict[st
         "MEDCOT_DEVICE": "cpu",
         "MEDCOT_DTYPE": "auto",  # on CPU: the CPU mode decides
         "HF_HUB_OFFLINE": "1",
+        # Refused at once while loading, not held (the app's default waits for the model): the cold start's "model
+        # ready" is the first request that is not refused.
+        "MEDCOT_LOAD_WAIT_S": "0",
     }
     if cache_dir is not None:
         env["MEDCOT_CACHE_DIR"] = str(cache_dir)

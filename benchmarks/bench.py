@@ -1,12 +1,13 @@
 """The benchmark of issue 5, in one command: raw model vs the running app, the CPU modes, cold start and memory.
 
     python -m benchmarks.bench [--model DIR|embedded] [--out docs/bench/bench.json] [--chart docs/bench/bench.png]
-                           [--rounds 5] [--new-tokens 64] [--cold-starts 2] [--quick]
+                           [--rounds 5] [--new-tokens 64] [--cold-starts 2] [--long-session 20] [--quick]
 
 Everything runs on this machine, one thing at a time: the CPU modes side by side (benchmarks.bench_cpu, quality check
 included), then fresh `python app.py` processes timed from process start to their first served token, then raw
 `model.generate` in this process against the same model served by a running app over `gradio_client`, in
-interleaved rounds (raw, app, raw, app, ...). It prints a table with each target, writes the figures as JSON and
+interleaved rounds (raw, app, raw, app, ...), then a long multi-turn session in a fresh app for its memory after use
+(benchmarks.bench_session). It prints a table with each target, writes the figures as JSON and
 draws them as a PNG chart. See docs/benchmark.md for what each figure means and how it is measured.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 from benchmarks.app_process import AppProcess, app_env
 from benchmarks.app_vs_raw import app_vs_raw, measure_start, median, round_to
 from benchmarks.bench_cpu import run_modes
+from benchmarks.bench_session import compare_status, measure_long_session
 from benchmarks.chart import draw_chart
 from benchmarks.client import serve_when_ready, timed_client
 from benchmarks.machine import machine_info
@@ -51,6 +53,8 @@ class Options:
     cold_starts: int = 2
     question: str = APP_QUESTION
     quality: bool = True
+    long_session: int = 20  # answers of long_session_tokens in one conversation (benchmarks.bench_session); 0: skip
+    long_session_tokens: int = 512
 
 
 def model_folder(options: Options) -> Path:
@@ -116,6 +120,17 @@ def run_benchmark(options: Options, report: Callable[[str], None] = print) -> di
         summary["peak_rss_mib"] = max(s["peak_rss_mib"] or 0 for s in starts)
         result["cold_start"] = {**summary, "mode": options.cpu_mode, "runs": starts}
 
+    if options.long_session:
+        report(f"Long session: {options.long_session} answers of up to {options.long_session_tokens} tokens")
+        app = AppProcess({**env, "MEDCOT_CPU_MODE": applied}).start()
+        try:
+            result["long_session"] = {
+                "compare": compare_status(env) or "on and off",
+                **measure_long_session(app, options.long_session, options.long_session_tokens, report),
+            }
+        finally:
+            app.stop()
+
     result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     result["targets"] = evaluate_targets(result)
     return result
@@ -133,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--question", default=APP_QUESTION, help="asked of the app and the raw model")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/bench.json"))
     parser.add_argument("--chart", type=Path, default=Path("docs/bench/bench.png"))
+    parser.add_argument("--long-session", type=int, default=20, help="answers in the long-session phase; 0 skips")
     parser.add_argument("--quick", action="store_true", help="2 rounds, 32 tokens, 1 cold start, f32 + served mode")
     parser.add_argument("--markdown", type=Path, metavar="JSON", help="print a result's table as Markdown; no run")
     args = parser.parse_args(argv)
@@ -150,12 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         new_tokens=args.new_tokens,
         cold_starts=args.cold_starts,
         question=args.question,
+        long_session=args.long_session,
     )
     if args.quick:
         options.rounds = options.mode_rounds = 2
         options.new_tokens = 32
         options.cold_starts = 1
         options.modes = ["f32"]
+        options.long_session = min(options.long_session, 2)
     result = run_benchmark(options)
     result["command"] = " ".join(["python -m benchmarks.bench", *(sys.argv[1:] if argv is None else argv)])
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,13 @@ def evaluate_targets(result: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             starts.get("first_token_s"), TARGET_COLD_START_S, "s", False, "cold start to 1st token"
         ),
         "peak_rss_mib": _target(starts.get("peak_rss_mib"), TARGET_RSS_MIB, "MiB", False, "app peak RSS (VmHWM)"),
+        "long_session_rss_mib": _target(
+            ((result.get("long_session") or {}).get("memory_after_idle") or {}).get("rss_mib"),
+            TARGET_RSS_MIB,
+            "MiB",
+            False,
+            "app RSS after the long session",
+        ),
     }
 
 

@@ -14,7 +14,8 @@ from medcot import DISCLAIMER
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine, clean_question
 from medcot.errors import InputError, UserError
-from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone
+from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats
+from medcot.model.progress import ProgressLines
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO,
     dim = stderr.isatty() and "NO_COLOR" not in os.environ
     engine = engine or Engine(_settings(args))
     if not engine.ready:
-        engine.load(on_progress=lambda message, fraction: print(f"… {message}", file=stderr, flush=True))
+        engine.load(on_progress=ProgressLines(stderr))
     params = _params(args, engine.generation_defaults())
     for note in engine.require_model().notes:
         print(f"note: {note}", file=stderr)
@@ -80,15 +81,27 @@ def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO,
             stdout.write(event.text.lstrip() if not wrote_answer else event.text)
             stdout.flush()
             wrote_answer = True
-        elif isinstance(event, Finished) and args.stats:
-            s = event.stats
-            print(
-                f"[{s.new_tokens} tokens ({s.reasoning_tokens} reasoning, {s.answer_tokens} answer), "
-                f"{s.tokens_per_second:.1f} tok/s, first token after {s.time_to_first_token or 0:.2f} s]",
-                file=stderr,
-            )
+        elif isinstance(event, Finished):
+            if note := _ending_note(event.stats, wrote_answer):
+                print(note, file=stderr)
+            if args.stats:
+                s = event.stats
+                print(
+                    f"[{s.new_tokens} tokens ({s.reasoning_tokens} reasoning, {s.answer_tokens} answer), "
+                    f"{s.tokens_per_second:.1f} tok/s, first token after {s.time_to_first_token or 0:.2f} s]",
+                    file=stderr,
+                )
     stdout.write("\n")
     return 0
+
+
+def _ending_note(stats: Stats, wrote_answer: bool) -> str | None:
+    """Why the answer ended short, when it did (a cut-off reasoning has its own note, printed after it)."""
+    if stats.hit_token_limit and not stats.reasoning_cut_off and wrote_answer:
+        return f"[answer cut off by the token limit ({stats.new_tokens} tokens); raise --max-new-tokens]"
+    if not wrote_answer and not stats.reasoning_cut_off and not stats.stopped:
+        return "[the model returned no answer]"
+    return None
 
 
 def main(argv: Sequence[str] | None = None, engine: Engine | None = None) -> int:

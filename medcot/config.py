@@ -98,6 +98,9 @@ class Settings:
     base_prompt: str = "auto"  # a base model alone: see BASE_PROMPT_CHOICES
     cache_dir: Path | None = None  # where the embedded GGUF is converted; None: default_cache_dir()
     hub_offline: bool = False  # HF_HUB_OFFLINE: the Hub is not asked, so the defaults fall back to the embedded base
+    # How long a question asked while the model loads waits for it (page and API), then "still loading": a first
+    # start converts the embedded GGUF for a minute or two.
+    load_wait_s: int = 180
     hf_token: str | None = field(default=None, repr=False)  # never printed
     # Server mode (medcot.backends.server): an OpenAI-compatible URL such as http://127.0.0.1:8000/v1. Set, no
     # weights load here; the tokenizer still does, so that the prompt goes to the server as the card's token ids.
@@ -156,6 +159,7 @@ class Settings:
             queue_size=integer("MEDCOT_QUEUE_SIZE", SERVER_QUEUE_SIZE if serving else 16, 1),
             base_prompt=choice("MEDCOT_BASE_PROMPT", BASE_PROMPT_CHOICES, "auto"),
             cache_dir=Path(cache).expanduser() if cache else None,
+            load_wait_s=integer("MEDCOT_LOAD_WAIT_S", 180, 0),
             hf_token=env.get("HF_TOKEN", "").strip() or None,
             server_url=server_url,
             server_model=env.get("MEDCOT_SERVER_MODEL", "").strip() or DEFAULT_SERVER_MODEL,

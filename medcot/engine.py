@@ -15,6 +15,7 @@ from medcot.config import GenerationParams, Settings
 from medcot.errors import ConfigError, InputError, ModelLoadError
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, StreamEvent
 from medcot.generation import Chunk
+from medcot.model.cpu_speed import release_freed_memory
 from medcot.model.loading import LoadedModel, load_model
 from medcot.model.progress import Progress, log_progress
 from medcot.model.server_mode import load_for_server
@@ -153,8 +154,8 @@ class Engine:
             self._ready.set()
         return self
 
-    def load_in_background(self) -> threading.Thread:
-        thread = threading.Thread(target=self.load, name="medcot-load", daemon=True)
+    def load_in_background(self, on_progress: Callable[[str, float | None], None] | None = None) -> threading.Thread:
+        thread = threading.Thread(target=self.load, args=(on_progress,), name="medcot-load", daemon=True)
         thread.start()
         return thread
 
@@ -332,6 +333,8 @@ class Engine:
                 reasoning_closed_by_app=closed_by_app,
             )
         )
+        if loaded.device == "cpu":  # after the answer is out: what its generation freed goes back to the OS
+            release_freed_memory()
 
     def _generate(
         self,

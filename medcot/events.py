@@ -91,13 +91,20 @@ CUT_OFF_NOTICE = (
     "**The reasoning was cut off by the token limit** before an answer. "
     "Raise *Max new tokens* in Generation settings and ask again."
 )
+# Why an answer ended short, under its stats line (the UI's export reads them back into notes).
+STOPPED_NOTICE = "_Stopped: the answer above is as far as it got._"
+ANSWER_CUT_OFF_NOTICE = (
+    "_Cut off by the token limit ({tokens} tokens): raise *Max new tokens* in Generation settings for the rest._"
+)
+NO_ANSWER_NOTICE = "_The model returned no answer._"
 _STATS_TOKENS = re.compile(r"(\d+) tokens \(")
 _STATS_TTFT = re.compile(r"first token ([\d.]+) s")
 _STATS_RATE = re.compile(r"([\d.]+) tok/s")
 
 
-def format_stats(stats: Stats) -> str:
-    """The stats line under an answer (Markdown), with the cut-off notice when the reasoning never ended."""
+def format_stats(stats: Stats, answered: bool = True) -> str:
+    """The stats line under an answer (Markdown), then a notice when the answer ended short: stopped, cut off by
+    the token limit (in the reasoning or in the answer), or nothing at all (``answered``: any answer text shown)."""
     parts = []
     if stats.time_to_first_token is not None:
         parts.append(f"first token {stats.time_to_first_token:.2f} s")
@@ -107,8 +114,14 @@ def format_stats(stats: Stats) -> str:
     if stats.turns_dropped:
         line += f" · {stats.turns_dropped} oldest turn(s) left out to fit the context"
     line += STATS_END
-    if stats.reasoning_cut_off and not stats.stopped:
-        line += "\n\n" + CUT_OFF_NOTICE
+    if stats.stopped:
+        return f"{line}\n\n{STOPPED_NOTICE}"
+    if stats.reasoning_cut_off:
+        return f"{line}\n\n{CUT_OFF_NOTICE}"
+    if stats.hit_token_limit:
+        return f"{line}\n\n{ANSWER_CUT_OFF_NOTICE.format(tokens=stats.new_tokens)}"
+    if not answered:
+        return f"{line}\n\n{NO_ANSWER_NOTICE}"
     return line
 
 

@@ -31,6 +31,7 @@ from medcot.config import GenerationParams
 from medcot.engine import Engine, Request
 from medcot.errors import UserError
 from medcot.events import StreamEvent, StreamFn
+from medcot.model.progress import Progress
 from medcot.prompt import Turn
 
 log = logging.getLogger(__name__)
@@ -217,13 +218,13 @@ def gpu_stream(engine: Engine) -> StreamFn:
     return stream
 
 
-def start_engine(engine: Engine) -> Engine:
+def start_engine(engine: Engine, on_progress: Progress | None = None) -> Engine:
     """Load the model: at import on ZeroGPU, in the importing thread (the only one spaces' CUDA emulation covers;
     spaces then packs the weights for its GPU workers at launch), else in the background so that the page is up at
-    once and shows the load's progress."""
+    once and shows the load's progress (``on_progress`` gets it too: the terminal's lines)."""
     if on_zero_gpu():
         log.info("ZeroGPU: loading the model onto (emulated) CUDA at import")
-        engine.load(in_this_thread=True)
+        engine.load(on_progress, in_this_thread=True)
     else:
-        engine.load_in_background()
+        engine.load_in_background(on_progress)
     return engine

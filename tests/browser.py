@@ -14,7 +14,7 @@ from polling import wait_until
 
 from medcot.config import GenerationParams
 from medcot.engine import Engine
-from medcot.events import ReasoningDelta, StreamEvent
+from medcot.events import Finished, ReasoningDelta, StreamEvent
 from medcot.prompt import Turn
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -94,6 +94,9 @@ class SlowStream:
                 while held and not self.gate.wait(0.05) and not cancel.is_set():
                     pass
                 if cancel.is_set():
+                    # As the engine does once stopped: nothing more of the answer, only its Finished with the stats
+                    # (not counted as served: a test tells from `served` that Stop ended the request).
+                    yield from (rest for rest in events if isinstance(rest, Finished))
                     return
                 self.served += 1
                 self.served_by[request] += 1

@@ -66,6 +66,7 @@ def fake_result(**changes: Any) -> dict[str, Any]:
             "rss_anon_mib": 1000.0,
             "rss_file_mib": 100.0,
         },
+        "long_session": {"answers": 20, "memory_after_idle": {"rss_mib": 1400.0}},
     }
     for key, value in changes.items():
         section, _, name = key.partition("__")
@@ -81,6 +82,9 @@ def test_targets_pass_and_fail_on_their_thresholds() -> None:
     assert not targets["app_raw_tok_s_ratio"]["passed"]
     assert not targets["ttft_app_minus_raw_ms"]["passed"]
     assert not targets["peak_rss_mib"]["passed"]
+    assert not fake_result(long_session__memory_after_idle={"rss_mib": 1600.0})["targets"]["long_session_rss_mib"][
+        "passed"
+    ]
     assert targets["cold_start_s"]["passed"] and targets["decode_tok_s"]["passed"]
     assert targets["decode_tok_s"]["value"] == 31.0  # the served mode's figure, not f32's
 
@@ -100,7 +104,7 @@ def test_table_names_every_target_with_its_outcome() -> None:
     table = format_table(result)
     for target in result["targets"].values():
         assert target["what"] in table
-    assert table.count("PASS") == 5 and table.count("FAIL") == 1
+    assert table.count("PASS") == 6 and table.count("FAIL") == 1
     markdown = format_markdown(result)
     assert "| app/raw decode tok/s | 0.9 | >= 0.95 | FAIL |" in markdown
     assert "| f16-int8head (served) | 31.0 |" in markdown and "Test CPU, 2 cores" in markdown
@@ -173,7 +177,7 @@ def test_one_command_measures_app_and_raw_and_writes_json_and_chart(tiny_repos: 
     argv = [
         *("--model", str(tiny_repos.base), "--cpu-mode", "f32", "--modes", "f32"),
         *("--rounds", "1", "--new-tokens", "8", "--cold-starts", "1", "--question", QUESTIONS[0]),
-        *("--out", str(out), "--chart", str(chart)),
+        *("--long-session", "2", "--out", str(out), "--chart", str(chart)),
     ]
     assert bench_main(argv) == 0
     result = json.loads(out.read_text(encoding="utf-8"))
@@ -185,7 +189,10 @@ def test_one_command_measures_app_and_raw_and_writes_json_and_chart(tiny_repos: 
         "quality_check",
         "cold_start_s",
         "peak_rss_mib",
+        "long_session_rss_mib",
     }
+    assert result["long_session"]["answers"] == 2 and len(result["long_session"]["turns"]) == 2
+    assert result["long_session"]["memory_after_idle"]["rss_mib"] > 0
     assert all({"what", "value", "target", "unit", "passed"} <= set(t) for t in result["targets"].values())
     assert result["machine"]["cpu"] and result["machine"]["torch"] and result["command"].startswith("python -m")
     assert result["settings"]["applied_mode"] == "f32"

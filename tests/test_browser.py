@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from browser import CHROMIUM, SlowStream, screenshot_path
 from playwright.sync_api import Browser, Locator, Page, expect
 from serving import serve
@@ -26,6 +27,7 @@ from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 from medcot import DISCLAIMER
 from medcot.config import Settings
 from medcot.engine import Engine
+from medcot.prompt import encode_prompt
 from medcot.ui.compare import COMPARE_LABEL
 from medcot.ui.layout import EXAMPLES
 from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL
@@ -235,7 +237,7 @@ def test_stop_mid_stream_ends_generation_and_leaves_no_spinner(page: Page, slow:
     assert slow.served == served_at_stop
     expect(textbox(page)).to_be_editable()
     expect(page.get_by_test_id("stop-button")).to_be_hidden()
-    expect(stats_lines(page)).to_have_count(0)
+    expect(stats_lines(page)).to_have_count(1)  # the stopped answer's stats, with its notice (issue 14)
     reasoning_titles(page).click()
     expect(chat(page).get_by_text(ADAPTER_REASONING)).to_have_count(0)  # the rest of the reasoning never came
     assert shown_reasoning(page) == partial
@@ -399,3 +401,127 @@ def test_export_downloads_the_conversation_as_markdown_and_json(page: Page, engi
     assert f"> {ADAPTER_REASONING}" in markdown and "**Reasoning**" in markdown
     assert ADAPTER_ANSWER in markdown and BASE_OUTPUT in markdown and f"### {BASE_LABEL}" in markdown
     snap(page, "13-export-ready")
+
+
+# ------------------------------------------------------------------------- what a newcomer hit (issue 14)
+
+
+def exported(page: Page, folder: Path) -> dict:
+    return json.loads(download(page, "#export-json", folder).read_text(encoding="utf-8"))
+
+
+def test_export_holds_every_finished_answer_with_compare_off(page: Page, tmp_path: Path) -> None:
+    set_greedy(page)
+    ask(page, QUESTIONS[0])
+    expect(stats_lines(page)).to_have_count(1)
+    user, answer = exported(page, tmp_path / "one")["messages"]
+    assert user == {"role": "user", "content": QUESTIONS[0]}
+    assert (answer["reasoning"], answer["answer"]) == (ADAPTER_REASONING, ADAPTER_ANSWER)
+    assert "tok/s" in answer["stats"]
+
+    ask(page, QUESTIONS[1])
+    expect(stats_lines(page)).to_have_count(2)
+    messages = exported(page, tmp_path / "two")["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    assert messages[2]["content"] == QUESTIONS[1] and messages[3]["answer"] and messages[3]["reasoning"]
+
+
+def test_a_stopped_answer_says_so_keeps_its_stats_and_is_exported(
+    page: Page, slow: SlowStream, tmp_path: Path
+) -> None:
+    set_greedy(page)
+    slow.reset(free_events=4)
+    slow.gate.clear()
+    ask(page, QUESTIONS[1])
+    assert slow.wait_for(lambda: slow.served >= 4)
+    partial = slow.reasoning_served.strip()
+    expect(chat(page).get_by_text(partial, exact=True)).to_be_visible()
+    page.get_by_test_id("stop-button").click()
+
+    expect(chat(page).get_by_text("Stopped: the answer above is as far as it got.")).to_be_visible()
+    expect(stats_lines(page)).to_have_count(1)
+    expect(stats_lines(page)).to_contain_text("tokens")
+    expect(page.get_by_test_id("stop-button")).to_be_hidden()
+    _, answer = exported(page, tmp_path)["messages"]
+    assert answer["reasoning"] == partial
+    assert any("Stopped" in note for note in answer["notes"]) and "tokens" in answer["stats"]
+    snap(page, "14-stopped-with-stats")
+
+
+def test_an_answer_cut_off_by_the_token_limit_says_so(page: Page, engine: Engine) -> None:
+    # Enough tokens for the reasoning and the first of the answer: the answer itself is cut.
+    tokenizer = engine.loaded.tokenizer
+    reasoning = f"<think>\n{ADAPTER_REASONING}\n</think>\n"
+    limit = len(tokenizer.encode(reasoning, add_special_tokens=False)) + 1
+    set_greedy(page)
+    set_slider(page, "Max new tokens", str(limit))
+    ask(page, QUESTIONS[0])
+    expect(stats_lines(page)).to_have_count(1)
+    expect(chat(page).get_by_text(re.compile(r"Cut off by the token limit \(\d+ tokens\)"))).to_be_visible()
+    expect(chat(page).get_by_text(ADAPTER_ANSWER, exact=True)).to_have_count(0)
+
+
+def test_a_question_asked_while_the_model_loads_is_kept_and_answered(
+    chromium: Browser, tiny_settings: Settings
+) -> None:
+    loading = Engine(tiny_settings)  # not loaded yet
+    with serve(loading) as url, open_page(chromium, url) as page:
+        ask(page, QUESTIONS[0])
+        expect(chat(page).get_by_text(re.compile(r"model is (still )?loading", re.IGNORECASE))).to_be_visible()
+        expect(page.get_by_text("Error")).to_have_count(0)
+        snap(page, "15-asked-while-loading")
+        threading.Thread(target=loading.load, daemon=True).start()
+        expect(stats_lines(page)).to_have_count(1, timeout=60_000)
+        expect(chat(page).get_by_test_id("user").filter(has_text=QUESTIONS[0])).to_have_count(1)
+        expect(chat(page).get_by_text(re.compile(r"model is (still )?loading", re.IGNORECASE))).to_have_count(0)
+        expect(page.get_by_test_id("stop-button")).to_be_hidden()
+        expect(textbox(page)).to_be_editable()
+
+
+def test_footer_labels_and_export_name_the_base_model_when_it_runs_alone(
+    chromium: Browser, base_only_url: str, tmp_path: Path
+) -> None:
+    with open_page(chromium, base_only_url) as page:
+        footer = page.locator("#footer")
+        expect(footer).to_contain_text("without the medical adapter")
+        expect(footer).not_to_contain_text("a LoRA fine-tune of Gemma 3 270M. ")
+        ask(page, QUESTIONS[0])
+        expect(stats_lines(page)).to_have_count(1)
+        markdown = download(page, "#export-md", tmp_path).read_text(encoding="utf-8")
+        assert "Fine-tuned" not in markdown
+        assert "without the medical adapter" in markdown
+
+
+def test_footer_names_the_fine_tune_when_the_adapter_runs(page: Page) -> None:
+    expect(page.locator("#footer")).to_contain_text("Medical-Diagnosis-COT-Gemma3-270M")
+    expect(page.locator("#footer")).to_contain_text("adapter")
+
+
+@pytest.fixture(scope="module")
+def ends_at_once_url(tiny_settings: Settings) -> Iterator[str]:
+    """The tiny base alone, told that the first token it answers QUESTIONS[0] with ends its turn: a real model that
+    returns no answer at all."""
+    alone = Engine(replace(tiny_settings, adapter=None)).load()
+    assert alone.ready, alone.error
+    model, tokenizer = alone.loaded.model, alone.loaded.tokenizer
+    prompt = encode_prompt(tokenizer, QUESTIONS[0], (), alone.settings.max_input_tokens)
+    first = model.generate(torch.tensor([prompt.input_ids]), max_new_tokens=1, do_sample=False)[0, -1].item()
+    eos = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [*(eos if isinstance(eos, list) else [eos]), first]
+    with serve(alone) as url:
+        yield url
+
+
+def test_an_empty_answer_says_the_model_returned_none_and_keeps_the_stats(
+    chromium: Browser, ends_at_once_url: str, tmp_path: Path
+) -> None:
+    with open_page(chromium, ends_at_once_url) as page:
+        set_greedy(page)
+        ask(page, QUESTIONS[0])
+        expect(stats_lines(page)).to_have_count(1)
+        expect(stats_lines(page)).to_contain_text("tokens")
+        expect(chat(page).get_by_text("The model returned no answer")).to_be_visible()
+        expect(spinners(page)).to_have_count(0)
+        _, answer = exported(page, tmp_path)["messages"]
+        assert answer["answer"] == "" and any("no answer" in note for note in answer["notes"])
+        snap(page, "16-empty-answer")

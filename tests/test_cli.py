@@ -60,6 +60,24 @@ def test_token_limit_cut_off_is_reported(engine: Engine, capsys: pytest.CaptureF
     assert "reasoning cut off by the token limit" in err
 
 
+def test_an_answer_cut_off_by_the_token_limit_says_so_on_stderr(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Room for the reasoning and one token of the answer: the answer itself is cut.
+    reasoning = f"<think>\n{ADAPTER_REASONING}\n</think>\n"
+    limit = len(engine.loaded.tokenizer.encode(reasoning, add_special_tokens=False)) + 1
+    code, out, err = run_main(capsys, [QUESTION, "--temperature", "0", "--max-new-tokens", str(limit)], engine)
+    assert code == 0 and out.strip() and out.strip() != ADAPTER_ANSWER
+    assert f"[answer cut off by the token limit ({limit} tokens); raise --max-new-tokens]" in err
+    assert "reasoning cut off" not in err
+
+
+def test_a_finished_answer_gets_no_cut_off_note(engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(capsys, [QUESTION, "--temperature", "0"], engine)
+    assert code == 0 and out.strip() == ADAPTER_ANSWER
+    assert "cut off" not in err and "no answer" not in err
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [

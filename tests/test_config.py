@@ -37,6 +37,7 @@ def test_from_env_empty_environment_gives_defaults() -> None:
     assert (settings.dtype, settings.device, settings.cpu_mode) == ("auto", "auto", "auto")
     assert settings.merge_adapter is True
     assert settings.cache_dir is None
+    assert settings.load_wait_s == 180
     assert settings.hf_token is None
 
 
@@ -52,6 +53,7 @@ def test_from_env_reads_every_setting() -> None:
             "MEDCOT_MERGE": "no",
             "MEDCOT_CPU_MODE": " Auto ",
             "MEDCOT_CACHE_DIR": "~/medcot-cache",
+            "MEDCOT_LOAD_WAIT_S": "5",
             "HF_TOKEN": " hf_secret ",
         }
     )
@@ -62,6 +64,7 @@ def test_from_env_reads_every_setting() -> None:
     assert settings.merge_adapter is False
     assert settings.cpu_mode == "auto"
     assert settings.cache_dir == Path("~/medcot-cache").expanduser()
+    assert settings.load_wait_s == 5
     assert settings.hf_token == "hf_secret"
 
 

@@ -6,6 +6,8 @@ in for the PyPI package; the slow ones convert and run the real Gemma 3 270M.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.machinery
 import itertools
@@ -15,8 +17,9 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -32,7 +35,7 @@ from medcot.cli import main as cli_main
 from medcot.config import GenerationParams, Settings, default_cache_dir
 from medcot.engine import Engine
 from medcot.errors import ModelLoadError
-from medcot.model import embedded
+from medcot.model import embedded, temp_folders
 from medcot.model.loading import load_model
 from medcot.prompt import GEMMA3_CHAT_TEMPLATE
 
@@ -227,7 +230,9 @@ def test_marker_is_written_last(package: types.ModuleType, tmp_path: Path, monke
 
     monkeypatch.setattr(Path, "write_text", spy)
     embedded.embedded_model_dir(tmp_path)
-    assert seen["present"] == sorted(embedded._FILES)
+    assert seen["present"] == sorted(
+        [*embedded._FILES, temp_folders.LOCK_NAME]
+    )  # the lock goes before the folder moves
 
 
 def test_a_failed_conversion_leaves_nothing(
@@ -323,8 +328,12 @@ def test_progress_fractions_rise_to_one(package: types.ModuleType, tmp_path: Pat
     fractions = [fraction for _, fraction in calls if fraction is not None]
     assert len(fractions) >= 4
     assert fractions[0] == 0.0 and fractions[-1] == 1.0 and calls[-1][1] == 1.0
-    assert all(a < b for a, b in itertools.pairwise(fractions))
+    assert all(a <= b for a, b in itertools.pairwise(fractions))
     assert all("first start" in message for message, _ in calls[:-1])  # says why this start is slow
+    # The weights report as they are dequantized, each tensor (the tiny GGUF has 2 layers of 13, and 2 more).
+    tensors = [(message, fraction) for message, fraction in calls if ": tensor " in message]
+    assert [message.rpartition(" ")[2] for message, _ in tensors] == [f"{i}/28" for i in range(1, 29)]
+    assert len({fraction for _, fraction in tensors}) == 28  # each one moves the bar
 
 
 def test_stale_temp_folders_are_removed(package: types.ModuleType, tmp_path: Path) -> None:
@@ -333,7 +342,7 @@ def test_stale_temp_folders_are_removed(package: types.ModuleType, tmp_path: Pat
     for folder in (old, recent, other):
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"partial")
-    long_ago = (os.stat(tmp_path).st_mtime - embedded._STALE_TEMP_S - 60,) * 2
+    long_ago = (os.stat(tmp_path).st_mtime - temp_folders.STALE_S - 60,) * 2
     os.utime(old, long_ago)
     os.utime(other, long_ago)
 
@@ -454,6 +463,70 @@ def test_two_processes_converting_at_once_end_with_one_complete_folder(
     assert [path.name for path in root.iterdir()] == [target_name(package)]  # no temp or stale folder left
     assert embedded._is_complete(root / target_name(package), package.EXPECTED_SHA256)
     AutoModelForCausalLM.from_pretrained(root / target_name(package))
+
+
+# A process that stands the tiny GGUF in for the package and stops in the middle of its conversion, for the test
+# to kill it there.
+STUCK = """
+import importlib.machinery, sys, time, types
+from pathlib import Path
+
+name, sha256, root, started = sys.argv[1:]
+
+def assemble(output_path):
+    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(output_path).write_bytes(b"half a GGUF")
+    Path(started).touch()
+    time.sleep(600)
+
+package = types.ModuleType(name)
+package.__spec__ = importlib.machinery.ModuleSpec(package.__name__, None)
+package.MODEL_NAME, package.EXPECTED_SHA256, package.assemble = "gemma-3-270m-q4_k_m.gguf", sha256, assemble
+sys.modules[package.__name__] = package
+
+from medcot.model.embedded import embedded_model_dir
+
+embedded_model_dir(Path(root))
+"""
+
+
+@contextlib.contextmanager
+def converting_elsewhere(root: Path, name: str) -> Iterator[Path]:
+    """A temp folder whose conversion is running: its lock file held, as a converting process holds it."""
+    folder = root / f".{name}.running"
+    folder.mkdir(parents=True)
+    with (folder / temp_folders.LOCK_NAME).open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield folder
+
+
+@pytest.mark.slow  # the killed process imports torch and transformers: ~10 s on 2 busy cores
+@pytest.mark.timeout(240)
+def test_the_next_start_removes_what_a_killed_conversion_left(package: types.ModuleType, tmp_path: Path) -> None:
+    root, started, name = tmp_path / "cache", tmp_path / "started", target_name(package)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    args = [sys.executable, "-c", STUCK, PACKAGE, package.EXPECTED_SHA256, str(root), str(started)]
+    stuck = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not started.exists() and stuck.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert started.exists(), stuck.stderr.read() if stuck.poll() is not None else "never started converting"
+    finally:
+        stuck.kill()  # SIGKILL: no finally, no atexit, nothing of it runs again
+        stuck.communicate(timeout=30)
+    (killed,) = root.glob(f".{name}.*")
+    assert (killed / "gguf").is_dir()
+
+    with converting_elsewhere(root, name) as running:
+        folder = embedded.embedded_model_dir(root)
+        assert not killed.exists()
+        assert running.exists()  # still converting: not ours to remove
+    assert sorted(path.name for path in root.iterdir()) == sorted([name, running.name])
+    assert embedded._is_complete(folder, package.EXPECTED_SHA256)
+
+    embedded.embedded_model_dir(root)  # its process gone (the lock released), the next start removes it too
+    assert [path.name for path in root.iterdir()] == [name]
 
 
 # ---------------------------------------------------------------------------------------- availability, cache

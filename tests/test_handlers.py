@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,7 +15,7 @@ import pytest
 from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 
 from medcot.engine import Engine
-from medcot.events import STATS_PREFIX
+from medcot.events import STATS_PREFIX, Finished, Stats, format_stats
 from medcot.ui.handlers import ChatHandlers
 from medcot.ui.rendering import as_dict
 
@@ -96,6 +97,10 @@ def test_export_files_enable_the_downloads_only_with_a_conversation(engine: Engi
     empty_md, empty_json = handlers.export_files([], [], *GREEDY)
     assert (empty_md.value, empty_md.interactive, empty_json.interactive) == (None, False, False)
     history = [{"role": "user", "content": QUESTIONS[0]}, {"role": "assistant", "content": ADAPTER_ANSWER}]
+    streaming = handlers.export_files(history, None, *GREEDY)
+    assert streaming == (gr.skip(), gr.skip())  # the answer is not over yet: the buttons stay as they were
+    stats = format_stats(Stats(12, 3, 0, 3, 0.2, 0.5, False, False, False, 0))
+    history.append({"role": "assistant", "content": stats})
     markdown, document = handlers.export_files(history, None, *GREEDY)
     assert markdown.interactive and document.interactive
     path = markdown.value["path"] if isinstance(markdown.value, dict) else markdown.value
@@ -110,7 +115,7 @@ def test_refresh_reports_the_loaded_model_and_stops_polling(engine: Engine) -> N
 def test_a_primed_base_is_said_so_and_its_sliders_show_the_decoding_it_uses(base_alone: Engine) -> None:
     from medcot.prompt_styles import PRIMER_TEXT
 
-    status, _, _, _, *sliders = ChatHandlers(base_alone, base_alone.stream).refresh()
+    status, _, _, _, *sliders, _ = ChatHandlers(base_alone, base_alone.stream).refresh()  # then the footer
     defaults = base_alone.generation_defaults()
     assert f"**Prompt:** {PRIMER_TEXT.label}" in status and "repetition penalty 1.15" in status
     assert [slider.value for slider in sliders] == [
@@ -123,7 +128,7 @@ def test_a_primed_base_is_said_so_and_its_sliders_show_the_decoding_it_uses(base
 
 
 def test_the_adapters_page_keeps_the_cards_sampling_and_says_nothing_of_a_primer(engine: Engine) -> None:
-    status, _, _, _, *sliders = ChatHandlers(engine, engine.stream).refresh()
+    status, _, _, _, *sliders, _ = ChatHandlers(engine, engine.stream).refresh()  # then the footer
     assert "Prompt:" not in status
     assert [slider.value for slider in sliders] == [64, 1.0, 0.95, 64, 1.0]
 
@@ -142,3 +147,25 @@ def test_an_answer_whose_reasoning_the_app_closed_says_so_on_screen_and_in_the_e
     ]
     assert json.loads(Path(paths[1]).read_text())["models"]["prompt"] == base_alone.prompt_style().label
     assert "the app closed it" in Path(paths[0]).read_text()
+
+
+def test_refresh_names_what_answers_in_the_footer(engine: Engine) -> None:
+    footer = ChatHandlers(engine, engine.stream).refresh()[-1]
+    assert footer.startswith("Answering now:") and engine.loaded.adapter_id in footer  # the fine-tune answers
+
+
+def test_stop_shows_the_stopped_answers_stats_once_its_stream_finished(engine: Engine) -> None:
+    handlers = ChatHandlers(engine, engine.stream)
+    request = SimpleNamespace(session_hash="s1")
+    finished = handlers.finished.begin("s1")
+    history = [
+        {"role": "user", "content": QUESTIONS[0]},
+        {"role": "assistant", "content": "Fluid", "metadata": {"title": "Reasoning", "status": "pending"}},
+    ]
+    stats = Stats(12, 3, 3, 0, 0.2, 0.5, False, False, True, 0)
+    threading.Timer(0.2, finished, [Finished(stats)]).start()  # the stream finishes just after the Stop
+    shown = handlers.stop(history, request)
+    assert shown[1]["metadata"] == {"title": "Reasoning", "status": "done", "log": "stopped"}
+    assert shown[2]["content"] == format_stats(stats, answered=False)
+    assert "Stopped" in shown[2]["content"] and "3 tokens" in shown[2]["content"]
+    assert handlers.stop(shown, request) == shown  # the second Stop handler (the chat's state) changes nothing more

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import gradio as gr
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 from serving import free_port
 from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 
@@ -146,11 +148,11 @@ def test_cancel_from_a_client_ends_the_generation_thread(tiny_settings: Settings
 
 def test_mcp_ask_tool_answers(app_url: str) -> None:
     from mcp import ClientSession
-    from mcp.client.streamable_http import streamablehttp_client
+    from mcp.client.streamable_http import streamable_http_client
 
     async def call() -> tuple[list[str], str]:
         async with (
-            streamablehttp_client(f"{app_url.rstrip('/')}/gradio_api/mcp/") as (read, write, _),
+            streamable_http_client(f"{app_url.rstrip('/')}/gradio_api/mcp/") as (read, write, _),
             ClientSession(read, write) as session,
         ):
             await session.initialize()
@@ -575,3 +577,41 @@ def test_readme_links_and_snippets_match_the_app() -> None:
     scripts = re.findall(r"gradio\.s3-us-west-2\.amazonaws\.com/([\d.]+)/gradio\.js", readme)
     assert scripts and set(scripts) == {gr.__version__}
     assert "open-in-hf-spaces-md.svg" in readme
+
+
+# ------------------------------------------------------------------------ API clients while the model loads
+
+
+@pytest.mark.timeout(240)
+def test_api_clients_wait_for_the_loading_model_and_get_their_answer(tiny_settings: Settings) -> None:
+    loading = Engine(replace(tiny_settings, load_wait_s=120))
+    demo = queue(build_demo(loading), loading)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_port=free_port(), **launch_kwargs())
+    try:
+        client = Client(url, verbose=False)
+        asked = client.submit(QUESTIONS[0], *GREEDY, api_name="/ask")
+        chatted = client.submit(QUESTIONS[0], *GREEDY, api_name="/chat")
+        time.sleep(2)
+        assert not asked.done() and not chatted.done()  # waiting, not refused
+        threading.Thread(target=loading.load, daemon=True).start()
+        assert asked.result(timeout=120) == ADAPTER_ANSWER
+        final = chatted.result(timeout=120)
+        assert ADAPTER_ANSWER in str(final)
+    finally:
+        demo.close()
+
+
+@pytest.mark.timeout(240)
+def test_api_clients_get_a_readable_still_loading_message_after_a_bounded_wait(tiny_settings: Settings) -> None:
+    loading = Engine(replace(tiny_settings, load_wait_s=1))  # never loaded
+    demo = queue(build_demo(loading), loading)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_port=free_port(), **launch_kwargs())
+    try:
+        client = Client(url, verbose=False)
+        for endpoint in ("/ask", "/chat"):
+            started = time.monotonic()
+            with pytest.raises(AppError, match="still loading"):
+                client.predict(QUESTIONS[0], *GREEDY, api_name=endpoint)
+            assert 1 <= time.monotonic() - started < 60
+    finally:
+        demo.close()

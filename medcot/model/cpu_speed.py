@@ -148,19 +148,22 @@ def optimize_for_cpu(model: Any, mode: str = "auto") -> tuple[Any, str]:
     if mode.startswith("f16"):
         _to_half(model)
         _release_checkpoint_mmap(model)
-    _release_freed_memory()
+    release_freed_memory()
     return model, mode
 
 
+@functools.cache  # find_library runs ldconfig: once per process, not after every answer
 def _libc() -> Any:
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
-def _release_freed_memory() -> None:
-    """Hand the memory the conversions freed back to the OS, so the process's RSS is the model's.
+def release_freed_memory() -> None:
+    """Hand the memory the process freed back to the OS, so its RSS is what it uses.
 
-    glibc keeps freed blocks of up to 32 MB in its heap (the quantization's temporaries are of that size): without
-    this the process stays ~200 MB larger than what it uses. Python has no portable call for it.
+    glibc keeps freed blocks of up to 32 MB in its heaps (the quantization's temporaries, after loading, are of that
+    size: ~200 MB), and an answer's KV cache, grown a token at a time, leaves its freed copies as holes in the heap
+    of whichever thread generated it (one heap per thread, up to 8 per core): ~30-90 MB more after each long answer
+    of a conversation. Python has no portable call for it.
     """
     with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
         _libc().malloc_trim(0)

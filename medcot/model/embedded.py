@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from medcot.config import default_cache_dir
 from medcot.model.progress import Progress, log_progress
+from medcot.model.temp_folders import LOCK_NAME, held_lock, remove_abandoned
 
 if TYPE_CHECKING:  # transformers is imported only when a conversion runs: checking the cache stays instant
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -38,6 +39,7 @@ _INSTALL_HINT = "install the local extra: pip install -e .[local]"
 # older conversion is not used (it is removed once the new one is in place).
 _FORMAT = 2  # 2: tokenizer_config.json lists the added tokens
 _MARKER = "medcot-embedded.json"
+_FOLDER_STEM = "gemma-3-270m-q4_k_m-"
 _FILES = (
     "config.json",
     "generation_config.json",
@@ -50,8 +52,6 @@ _FILES = (
 _EOS = "<eos>"
 _END_OF_TURN = "<end_of_turn>"
 _START_OF_TURN = "<start_of_turn>"
-# Temp folders of conversions that died (killed, power loss) are removed once they are clearly abandoned.
-_STALE_TEMP_S = 6 * 3600
 # Conversions in this process are serialized: two UI sessions starting at once should not both convert.
 _lock = threading.Lock()
 
@@ -97,13 +97,13 @@ def embedded_model_dir(cache_dir: Path | None = None, progress: Progress | None 
     sha256: str = package.EXPECTED_SHA256
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = root / f"{_folder_prefix(sha256)}{_FORMAT}"
+    remove_abandoned(root, f".{_FOLDER_STEM}*")  # any GGUF's, any format's
     if _is_complete(target, sha256):
         return target
     with _lock:
         if _is_complete(target, sha256):  # converted by another thread while this one waited
             return target
         root.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(root, target.name)
         started = time.monotonic()
         _convert(package, target, progress or log_progress)
         log.info("Converted the embedded model into %s in %.0f s", target, time.monotonic() - started)
@@ -112,7 +112,7 @@ def embedded_model_dir(cache_dir: Path | None = None, progress: Progress | None 
 
 
 def _folder_prefix(sha256: str) -> str:
-    return f"gemma-3-270m-q4_k_m-{sha256[:12]}-v"
+    return f"{_FOLDER_STEM}{sha256[:12]}-v"
 
 
 def _remove_older_formats(root: Path, sha256: str) -> None:
@@ -125,50 +125,65 @@ def _remove_older_formats(root: Path, sha256: str) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _remove_stale_temps(root: Path, name: str) -> None:
-    for leftover in root.glob(f".{name}.*"):
-        try:
-            if time.time() - leftover.stat().st_mtime > _STALE_TEMP_S:
-                shutil.rmtree(leftover, ignore_errors=True)
-        except OSError:
-            pass
-
-
 def _convert(package: ModuleType, target: Path, progress: Progress) -> None:
     """Write the folder into a temp dir next to `target`, then rename it into place in one step.
 
     A rename within one folder is atomic, so a reader sees either no folder or a complete one, and two
     processes converting at once cannot mix their files: the second rename fails and its copy is dropped.
+    The temp dir's lock file is held until then: a later start removes the dir if this process dies first.
     """
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with held_lock(work / LOCK_NAME, wait=True):
+            _convert_into(package, work, target, progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# Each step's label, its share of the bar, and its estimate in seconds (the message says "up to"): measured on 2 CPU
+# cores shared with other work (load average 10-12); a quiet machine takes about half (docs/benchmark.md, "First
+# start"). The weights step reads the GGUF's metadata twice more before its per-tensor loop (~half of it).
+_STEPS = {
+    "assemble": ("assembling the Gemma 3 270M GGUF", 0.0, 0.01, 2),
+    "read": ("reading the GGUF file", 0.01, 0.4, 40),
+    "tokenizer": ("converting the tokenizer", 0.4, 0.56, 16),
+    "weights": ("dequantizing the weights", 0.56, 0.94, 40),
+    "save": ("saving the converted model", 0.94, 1.0, 6),
+}
+
+
+def _convert_into(package: ModuleType, work: Path, target: Path, progress: Progress) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
+    from medcot.model.gguf_progress import Steps, one_reading
     from medcot.prompt import GEMMA3_CHAT_TEMPLATE
 
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    steps = Steps(progress, "Embedded model, first start: ")
     try:
-        # Fractions are estimates from the measured step times (2 CPU cores: ~1 s, ~16 s, ~35 s, ~3 s).
-        progress("Embedded model, first start: assembling the Gemma 3 270M GGUF", 0.0)
+        steps.begin(*_STEPS["assemble"])
         gguf_dir = work / "gguf"
         gguf = package.assemble(gguf_dir / package.MODEL_NAME)  # checks the sha256 itself
 
-        progress("Embedded model, first start: converting the tokenizer (one time, ~15 s)", 0.03)
-        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf.name)
-        _fix_tokenizer(tokenizer, GEMMA3_CHAT_TEMPLATE)
+        steps.begin(*_STEPS["read"])
+        with one_reading(gguf, steps):
+            steps.begin(*_STEPS["tokenizer"])
+            tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf.name)
+            _fix_tokenizer(tokenizer, GEMMA3_CHAT_TEMPLATE)
 
-        progress("Embedded model, first start: dequantizing the weights (one time, ~35 s)", 0.3)
-        # dequantize=True yields a plain float model (no GGUF quantizer attached), which save_pretrained accepts.
-        # float32 on disk: every dequantized GGUF value is exact in f32 (bf16 would round them), the file loads
-        # by mmap in ~2 s, and loading a bf16 file as f32 would take longer and peak at ~1.9 GB RSS.
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf_dir,
-            gguf_file=gguf.name,
-            dtype=torch.float32,
-            quantization_config=GgufConfig(dequantize=True),
-        )
+            steps.begin(*_STEPS["weights"])
+            # dequantize=True yields a plain float model (no GGUF quantizer attached), which save_pretrained
+            # accepts. float32 on disk: every dequantized GGUF value is exact in f32 (bf16 would round them), the
+            # file loads by mmap in ~2 s, and loading a bf16 file as f32 would take longer and peak at ~1.9 GB RSS.
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf_dir,
+                gguf_file=gguf.name,
+                dtype=torch.float32,
+                quantization_config=GgufConfig(dequantize=True),
+            )
         _fix_config(model, tokenizer)
 
-        progress("Embedded model, first start: saving the converted model", 0.95)
+        steps.begin(*_STEPS["save"])
         shutil.rmtree(gguf_dir)
         model.save_pretrained(work)  # also writes generation_config.json
         tokenizer.save_pretrained(work)  # writes chat_template.jinja
@@ -182,13 +197,14 @@ def _convert(package: ModuleType, target: Path, progress: Progress) -> None:
         }
         # The marker is written last: a folder without it is never considered complete.
         (work / _MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
+        (work / LOCK_NAME).unlink()  # still held (by its open file) until the folder is in place
         # mkdtemp and safetensors create owner-only entries; a cache is shared like ~/.cache/huggingface.
         for entry in (work, *work.iterdir()):
             entry.chmod(0o755 if entry.is_dir() else 0o644)
         _install(work, target, package.EXPECTED_SHA256)
-        progress("Embedded model ready", 1.0)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        steps.close()
+    progress("Embedded model ready", 1.0)
 
 
 def _version(distribution: str) -> str:

@@ -25,18 +25,23 @@ from medcot.events import AnswerDelta, Finished, ReasoningDelta, StreamFn
 from medcot.export import write_files
 from medcot.prompt import Turn
 from medcot.ui.compare import RELAY_WAIT_S, BaseRelay, compare_controls
-from medcot.ui.history import EXPORT_ROOT, conversation_from
+from medcot.ui.history import EXPORT_ROOT, conversation_from, is_settled
 from medcot.ui.links import deep_link
+from medcot.ui.model_wait import wait_for_model
 from medcot.ui.rendering import (
     NOT_RUN_MARK,
     STOPPED_MARK,
     WAITING_FOR_ADAPTER,
     ChatRenderer,
     as_dict,
+    footer_markdown,
+    loading_notice,
     mark_stopped,
     params_from,
+    stopped_history,
     turns_from_history,
 )
+from medcot.ui.stopping import FinishedAnswers
 from medcot.ui.streaming import UPDATE_INTERVAL_S, CoalescedEvents, iterate_in_thread
 
 log = logging.getLogger(__name__)
@@ -92,6 +97,7 @@ class ChatHandlers:
         self.engine = engine
         self.stream = stream
         self.relay = relay or BaseRelay()
+        self.finished = FinishedAnswers()
         self.defaults = engine.generation_defaults()  # before loading: the card's; refresh() updates the sliders
         self.ask = _with_defaults(self.ask, max_new_tokens=self.defaults.max_new_tokens)
 
@@ -118,13 +124,17 @@ class ChatHandlers:
         try:
             params = params_from(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
             turns = turns_from_history(history)
+            self.finished.clear(session)
+            async for _ in wait_for_model(self.engine, self.engine.settings.load_wait_s):
+                yield [gr.ChatMessage(content=loading_notice(self.engine))]  # the question stays; answered next
             if channel is not None:
                 channel.put_nowait(("question", clean_question(message)))
                 if self.engine.base_runs_beside:
                     beside = asyncio.ensure_future(self.run_base(channel, message, turns, params))
             view = ChatRenderer()
+            stream = self.stream(message, turns, params, True, cancel)
             events = CoalescedEvents(
-                iterate_in_thread(self.stream(message, turns, params, True, cancel), cancel), UPDATE_INTERVAL_S
+                iterate_in_thread(stream, cancel, self.finished.begin(session)), UPDATE_INTERVAL_S
             )
             yield view.messages()
             async for batch in events:
@@ -249,6 +259,8 @@ class ChatHandlers:
                 raise InputError("include_reasoning must be true or false.")
             reasoning, answer = [], []
             cancel = threading.Event()
+            async for _ in wait_for_model(self.engine, self.engine.settings.load_wait_s):
+                pass  # an API client waits for a loading model, up to MEDCOT_LOAD_WAIT_S
             async for event in iterate_in_thread(self.stream(question, [], params, True, cancel), cancel):
                 if isinstance(event, ReasoningDelta):
                     reasoning.append(event.text)
@@ -265,7 +277,10 @@ class ChatHandlers:
     def export_files(
         self, history: Any, base_history: Any, *sliders: Any
     ) -> tuple[gr.DownloadButton, gr.DownloadButton]:
-        """Both download buttons pointed at fresh files of the conversation (disabled while there is none)."""
+        """Both download buttons pointed at fresh files of the conversation (disabled while there is none); left as
+        they are while an answer streams (its export comes when it is done or stopped)."""
+        if not (is_settled(history) and is_settled(base_history)):
+            return gr.skip(), gr.skip()
         try:
             params = params_from(*sliders)
         except ValueError:
@@ -283,6 +298,10 @@ class ChatHandlers:
             value=str(document), interactive=True
         )
 
+    def stop(self, history: list[dict[str, Any]] | None, request: gr.Request) -> list[dict[str, Any]]:
+        """Stop: the stopped answer settled (no spinner) with its stats and a "stopped" notice."""
+        return stopped_history(history, self.finished.wait(_session(request)))
+
     def set_compare(self, on: bool, request: gr.Request) -> tuple[Any, Any]:
         """The compare checkbox: show or hide the base column, and remember the session's choice for the relay."""
         # While loading only a ?compare=1 link can tick it: kept, and unticked by refresh() if unavailable.
@@ -292,8 +311,8 @@ class ChatHandlers:
         return gr.Column(visible=on), gr.Chatbot(show_label=on)
 
     def refresh(self) -> tuple[Any, ...]:
-        """The model's status line, the timer that polls it while loading, the compare controls, and once loaded
-        the generation sliders at the loaded model's defaults (a primed base decodes differently from the card)."""
+        """The model's status line, the timer that polls it while loading, the compare controls, once loaded the
+        generation sliders at the loaded model's defaults (a primed base decodes differently), and the footer."""
         state, text = compare_controls(self.engine)
         sliders: tuple[Any, ...] = (gr.skip(),) * 5
         if self.engine.ready:
@@ -305,6 +324,7 @@ class ChatHandlers:
             gr.Checkbox(**state),
             text,
             *sliders,
+            footer_markdown(self.engine),
         )
 
     def _keep_polling(self) -> bool:
@@ -332,8 +352,9 @@ class ChatHandlers:
         return self.engine.ready
 
     def forget(self, request: gr.Request) -> None:
-        """A closed page: drop its session from the relay."""
+        """A closed page: drop its session from the relay and its last answer's stats."""
         self.relay.forget(_session(request))
+        self.finished.forget(_session(request))
 
 
 def _message(exc: Exception) -> str:

@@ -9,15 +9,26 @@ from typing import Any
 
 from medcot.config import GenerationParams
 from medcot.engine import Engine
-from medcot.events import CUT_OFF_NOTICE, STATS_END, STATS_PREFIX, is_stats_line
+from medcot.events import (
+    ANSWER_CUT_OFF_NOTICE,
+    CUT_OFF_NOTICE,
+    NO_ANSWER_NOTICE,
+    STATS_END,
+    STATS_PREFIX,
+    STOPPED_NOTICE,
+    is_stats_line,
+)
 from medcot.export import Conversation, Exchange, Reply
 from medcot.ui.rendering import (
-    ADAPTER_LABEL,
     BASE_LABEL,
     CLOSED_BY_APP,
+    NOT_RUN_MARK,
     REASONING_TITLE,
+    STOPPED_MARK,
     WAITING_FOR_ADAPTER,
+    is_loading_notice,
     message_text,
+    served_label,
 )
 
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "medcot-exports"
@@ -45,7 +56,13 @@ def _reply_from(messages: list[dict[str, Any]]) -> Reply | None:
             stats = line.removeprefix(STATS_PREFIX).strip()
             if CUT_OFF_NOTICE in notice:
                 notes.append("The token limit cut the reasoning off before an answer.")
-        elif text and text != WAITING_FOR_ADAPTER:
+            elif STOPPED_NOTICE in notice:
+                notes.append("Stopped by the user.")
+            elif ANSWER_CUT_OFF_NOTICE.partition("(")[0] in notice:
+                notes.append("The token limit cut the answer off.")
+            elif NO_ANSWER_NOTICE in notice:
+                notes.append("The model returned no answer.")
+        elif text and text != WAITING_FOR_ADAPTER and not is_loading_notice(text):
             answer.append(text)
     if reasoning is None and not answer and stats is None:
         return None
@@ -88,5 +105,15 @@ def conversation_from(history: Any, base_history: Any, engine: Engine, params: G
             "dtype": loaded.dtype,
             "prompt": engine.prompt_style().label,  # a base alone may be shown worked examples first
         }
-    served = ADAPTER_LABEL if loaded is not None and loaded.kind != "base" else "Base model"
-    return Conversation(exchanges, models, asdict(params), reply_label=served, base_label=BASE_LABEL)
+    return Conversation(exchanges, models, asdict(params), reply_label=served_label(engine), base_label=BASE_LABEL)
+
+
+def is_settled(history: Any) -> bool:
+    """Whether a chat's newest answer is over: its stats line (finished, stopped, cut off, empty), or the base
+    column's end marks and errors. A question with nothing after it yet is not: its answer is on its way."""
+    messages = [m for m in history if isinstance(m, dict)] if isinstance(history, list | tuple) else []
+    asked = [i for i, message in enumerate(messages) if message.get("role") == "user"]
+    if not asked:
+        return True
+    texts = [message_text(m.get("content")).strip() for m in messages[asked[-1] + 1 :]]
+    return any(is_stats_line(t) or t in (STOPPED_MARK, NOT_RUN_MARK) or t.startswith("⚠️") for t in texts)

@@ -12,10 +12,9 @@ from medcot.events import StreamFn
 from medcot.ui.compare import COMPARE_LABEL, compare_controls
 from medcot.ui.handlers import ChatHandlers, model_status_markdown
 from medcot.ui.links import AUTORUN_JS
-from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL, mark_stopped
+from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL, footer_markdown
 
 TITLE = "MedCoT · Medical chain-of-thought demo"
-CARD_URL = "https://huggingface.co/alphaaico/Medical-Diagnosis-COT-Gemma3-270M"
 # The model card's two questions first, then two in the same style.
 EXAMPLES = [
     "A 65-year-old with exertional dyspnea and orthopnea presents with bilateral pitting edema and raised JVP. "
@@ -119,15 +118,13 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
         # Stop cancels the stream; this settles the accordion it left pending. The chat's state is set from the
         # visible chat too: Gradio syncs it only after a stream that completes, and the next reply is drawn from
         # the state, so a stale one would wipe the stopped exchange from the page.
-        stopped = chat.textbox.stop(
-            mark_stopped, [chat.chatbot], [chat.chatbot], queue=False, api_visibility="undocumented"
-        )
+        chat.textbox.stop(handlers.stop, [chat.chatbot], [chat.chatbot], queue=False, api_visibility="undocumented")
         chat.textbox.stop(
-            mark_stopped, [chat.chatbot], [chat.chatbot_state], queue=False, api_visibility="undocumented"
+            handlers.stop, [chat.chatbot], [chat.chatbot_state], queue=False, api_visibility="undocumented"
         )
         # The base column follows every way the chat handler starts; its handler only relays, so no concurrency
         # limit (the model work is counted in the chat handler's).
-        base_shown = gr.on(
+        gr.on(
             [chat.textbox.submit, chat.chatbot.example_select, chat.chatbot.retry],
             handlers.show_base,
             [base_chat, compare],
@@ -141,34 +138,33 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
         compare.change(
             handlers.set_compare, [compare], [base_column, chat.chatbot], queue=False, api_visibility="undocumented"
         )
+        # The export follows what both chats show (each streamed update, the last one included; a Stop; a clear):
+        # at any moment a click downloads every answer shown so far. Only the newest run is written.
         export_inputs = [chat.chatbot, base_chat, *sliders]
-        for settled in (chat.chatbot_value.change, base_shown.then, stopped.then, chat.chatbot.clear):
-            settled(
+        for shown in (chat.chatbot.change, base_chat.change):
+            shown(
                 handlers.export_files,
                 export_inputs,
                 [export_md, export_json],
                 queue=False,
                 api_visibility="undocumented",
                 show_progress="hidden",
+                trigger_mode="always_last",
             )
         gr.api(handlers.ask, api_name="ask")
-        gr.Markdown(
-            f"Model: [Medical-Diagnosis-COT-Gemma3-270M]({CARD_URL}) (also published as "
-            "`alpha-ai/Medical-Diagnosis-COT-Gemma3-270M`), a LoRA fine-tune of Gemma 3 270M. "
-            "Gemma is provided under Google's Gemma terms of use. API and MCP: see *Use via API* below."
-        )
+        footer = gr.Markdown(footer_markdown(engine), elem_id="footer")
 
         timer = gr.Timer(1.0, active=not engine.wait_until_loaded(0))
 
         timer.tick(
             handlers.refresh,
-            outputs=[status, timer, compare, compare_note, *sliders],
+            outputs=[status, timer, compare, compare_note, *sliders, footer],
             queue=False,
             api_visibility="undocumented",
         )
         demo.load(
             handlers.refresh,
-            outputs=[status, timer, compare, compare_note, *sliders],
+            outputs=[status, timer, compare, compare_note, *sliders, footer],
             queue=False,
             api_visibility="undocumented",
         )

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
 
 from medcot.config import GenerationParams
+from medcot.engine import Engine
 from medcot.errors import InputError
-from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, format_stats, is_stats_line
+from medcot.events import (
+    STATS_END,
+    STATS_PREFIX,
+    STOPPED_NOTICE,
+    AnswerDelta,
+    Finished,
+    ReasoningDelta,
+    ReasoningDone,
+    Stats,
+    format_stats,
+    is_stats_line,
+)
 from medcot.prompt import Turn
 
 REASONING_TITLE = "Reasoning"
+CARD_URL = "https://huggingface.co/alphaaico/Medical-Diagnosis-COT-Gemma3-270M"
+_CARD = f"[Medical-Diagnosis-COT-Gemma3-270M]({CARD_URL})"
+_TERMS = "Gemma is provided under Google's Gemma terms of use. API and MCP: see *Use via API* below."
 ADAPTER_LABEL = "Fine-tuned (adapter)"
 BASE_LABEL = "Base model, adapter off"
 WAITING_FOR_ADAPTER = "_Waiting for the fine-tuned answer: the base model answers next._"
 STOPPED_MARK = "_Stopped._"
+LOADING_MARK = "⏳"  # the notice shown in place of an answer while the model loads; never an answer of its own
 NOT_RUN_MARK = "_Not run: the fine-tuned answer did not complete._"
 
 
@@ -57,7 +74,7 @@ def turns_from_history(history: Any) -> list[Turn]:
         if message["role"] == "user":
             question = text or None
         elif message["role"] == "assistant" and question and text and not metadata.get("title"):
-            if is_stats_line(text):
+            if is_stats_line(text) or is_loading_notice(text):
                 continue
             turns.append(Turn(question, text))
             question = None
@@ -119,7 +136,7 @@ class ChatRenderer:
             if event.stats.reasoning_closed_by_app:  # said on the accordion: the model did not close it itself
                 self.reasoning_meta["log"] = CLOSED_BY_APP
             self.answer = self.answer.strip()
-            self.stats = format_stats(event.stats)
+            self.stats = format_stats(event.stats, answered=bool(self.answer))
 
 
 def mark_stopped(history: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -130,3 +147,58 @@ def mark_stopped(history: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
         if metadata.get("status") == "pending":
             history[i] = {**message, "metadata": {**metadata, "status": "done", "log": "stopped"}}
     return history
+
+
+def stopped_history(history: list[dict[str, Any]] | None, stats: Stats | None) -> list[dict[str, Any]]:
+    """After Stop: ``mark_stopped``, then the stopped answer's stats line with its "stopped" notice (``stats``: the
+    stream's Finished, which Gradio's cancellation kept from the chat handler; None when it never came)."""
+    history = mark_stopped(history)
+    last_question = max((i for i, m in enumerate(history) if m.get("role") == "user"), default=-1)
+    reply = [m for m in history[last_question + 1 :] if m.get("role") == "assistant"]
+    texts = [message_text(m.get("content")).strip() for m in reply]
+    if last_question < 0 or any(is_stats_line(text) for text in texts):
+        return history  # nothing asked, or the answer finished before the Stop arrived
+    if stats is None:
+        line = f"{STATS_PREFIX} stopped{STATS_END}\n\n{STOPPED_NOTICE}"
+    else:
+        answered = any(
+            text and not (m.get("metadata") or {}).get("title") and not is_loading_notice(text)
+            for m, text in zip(reply, texts, strict=True)
+        )
+        line = format_stats(replace(stats, stopped=True), answered)
+    return [*history, {"role": "assistant", "content": line, "metadata": {}}]
+
+
+def is_loading_notice(text: str) -> bool:
+    return text.startswith(LOADING_MARK)
+
+
+def loading_notice(engine: Engine) -> str:
+    return (
+        f"{LOADING_MARK} The model is still loading ({engine.status()}). "
+        "Your question is kept and will be answered as soon as it is ready."
+    )
+
+
+def served_label(engine: Engine) -> str:
+    """What answers in the main chat: the fine-tune, or the base model alone (said so, with its id)."""
+    loaded = engine.loaded
+    if loaded is None or loaded.kind != "base":
+        return ADAPTER_LABEL
+    return f"Base model `{loaded.base_id}`, without the medical adapter"
+
+
+def footer_markdown(engine: Engine) -> str:
+    """The page's footer: the model the demo is for, and what actually answers (the fine-tune, or the base alone)."""
+    loaded = engine.loaded
+    card = (
+        f"{_CARD} (also published as `alpha-ai/Medical-Diagnosis-COT-Gemma3-270M`), a LoRA fine-tune of Gemma 3 270M"
+    )
+    if loaded is None:
+        return f"Model: {card}, once loaded (the status line above says what is loaded). {_TERMS}"
+    if loaded.kind == "base":
+        return (
+            f"Answering now: the base model `{loaded.base_id}` without the medical adapter, not the fine-tune "
+            f"{_CARD} this demo is for. {_TERMS}"
+        )
+    return f"Answering now: {card}, as `{loaded.adapter_id}`. {_TERMS}"

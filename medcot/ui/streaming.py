@@ -7,34 +7,90 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
 
-from medcot.events import AnswerDelta, ReasoningDelta, StreamEvent
+from medcot.events import AnswerDelta, Finished, ReasoningDelta, StreamEvent
 
 # Streamed UI updates are coalesced to this interval: each update re-sends a diff of the whole reply, and Gradio's
 # ChatInterface re-processes the conversation for it in the event loop, holding the GIL that generation needs. On 2
 # CPU cores the app decoded 1.8-2.7% faster at 10 updates/s than at 20 (4 tokens per update at 40 tok/s).
 UPDATE_INTERVAL_S = 0.1
 _END = object()  # a stream's end, as anext() returns it to CoalescedEvents
+_DONE = object()  # a blocking stream's end, as next() returns it to iterate_in_thread
 
 
-async def iterate_in_thread(iterator: Iterator[StreamEvent], cancel: threading.Event) -> AsyncIterator[StreamEvent]:
+class _Fetcher:
+    """next() on a blocking stream from worker threads, handing each Finished to ``on_finished``, and once abandoned
+    (Stop, a closed tab) reading the rest of the stream itself: the engine ends within a token of the cancel and
+    then yields the answer's Finished, which the Stop handler shows (Gradio cancels the chat handler first)."""
+
+    def __init__(self, iterator: Iterator[StreamEvent], on_finished: Callable[[Finished], None] | None) -> None:
+        self._iterator = iterator
+        self._on_finished = on_finished
+        self._lock = threading.Lock()
+        self._in_flight = self._abandoned = self._ended = False
+
+    def start(self) -> None:
+        with self._lock:
+            self._in_flight = True
+
+    def fetch(self) -> Any:
+        event = self._next()
+        with self._lock:
+            self._in_flight = False
+            drain = self._abandoned and event is not _DONE
+        if drain:  # nobody takes this event any more: read the rest here, for its Finished
+            self._drain()
+        return event
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            if self._in_flight or self._ended or self._on_finished is None:
+                return  # the call in flight drains when it returns
+        threading.Thread(target=self._drain, name="medcot-drain", daemon=True).start()
+
+    def _next(self) -> Any:
+        event = next(self._iterator, _DONE)
+        if event is _DONE:
+            self._ended = True
+        elif isinstance(event, Finished) and self._on_finished is not None:
+            self._on_finished(event)
+        return event
+
+    def _drain(self) -> None:
+        with contextlib.suppress(Exception):  # the answer is over for its page; a late failure only loses the stats
+            while self._next() is not _DONE:
+                pass
+
+
+async def iterate_in_thread(
+    iterator: Iterator[StreamEvent],
+    cancel: threading.Event,
+    on_finished: Callable[[Finished], None] | None = None,
+) -> AsyncIterator[StreamEvent]:
     """Consume a blocking event stream from async code, stoppable at any moment.
 
     Gradio closes a sync generator on Stop by calling close() from the event loop while a worker thread may be
     inside next(); that close fails ("generator already executing") and generation runs on to the token limit.
     Here cancellation (Stop, a client's cancel, a closed tab) sets ``cancel`` instead, which the engine checks
-    after every token, so the generation thread ends within a token whatever the worker thread is doing.
+    after every token, so the generation thread ends within a token whatever the worker thread is doing. The
+    stream's Finished goes to ``on_finished`` also when it comes after the cancellation.
     """
-    done = object()
+    fetcher = _Fetcher(iterator, on_finished)
     try:
-        while (event := await anyio.to_thread.run_sync(next, iterator, done, abandon_on_cancel=True)) is not done:
+        while True:
+            fetcher.start()
+            event = await anyio.to_thread.run_sync(fetcher.fetch, abandon_on_cancel=True)
+            if event is _DONE:
+                return
             yield event
     finally:
         cancel.set()
+        fetcher.abandon()
 
 
 class CoalescedEvents:
