@@ -29,11 +29,11 @@ from typing import Any
 
 import torch
 
-from medcot.bench import machine_info
-from medcot.bench_cpu import BENCH_QUESTION
+from benchmarks.bench_cpu import BENCH_QUESTION
+from benchmarks.machine import machine_info
 from medcot.config import EMBEDDED_MODEL, GenerationParams, Settings
 from medcot.generation import stream_generate
-from medcot.loading import LoadedModel, load_model
+from medcot.model.loading import LoadedModel, load_model
 from medcot.prompt import encode_prompt
 
 CARD = GenerationParams()  # the card's defaults, as the app serves them

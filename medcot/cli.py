@@ -11,12 +11,10 @@ from dataclasses import replace
 from typing import TextIO
 
 from medcot import DISCLAIMER
-from medcot.config import ConfigError, GenerationParams, Settings
-from medcot.engine import Engine, Finished, InputError, clean_question
-from medcot.generation import GenerationError
-from medcot.loading import ModelLoadError
-from medcot.prompt import PromptTooLongError
-from medcot.reasoning import AnswerDelta, ReasoningDelta, ReasoningDone
+from medcot.config import GenerationParams, Settings
+from medcot.engine import Engine, clean_question
+from medcot.errors import InputError, UserError
+from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 
@@ -95,7 +93,7 @@ def main(argv: Sequence[str] | None = None, engine: Engine | None = None) -> int
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run(args, sys.stdin, sys.stdout, sys.stderr, engine)
-    except (ConfigError, InputError, ModelLoadError, PromptTooLongError, GenerationError, ValueError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
+from medcot.errors import ConfigError, InputError
+
 DEFAULT_BASE_MODEL = "google/gemma-3-270m-it"
 # As the card's Quick Start writes it; the card is also published as alpha-ai/Medical-Diagnosis-COT-Gemma3-270M.
 DEFAULT_ADAPTER = "alphaaico/Medical-Diagnosis-COT-Gemma3-270M"
 
-# MEDCOT_BASE_MODEL value selecting the real Gemma 3 270M base shipped on PyPI (medcot.embedded).
+# MEDCOT_BASE_MODEL value selecting the real Gemma 3 270M base shipped on PyPI (medcot.model.embedded).
 EMBEDDED_MODEL = "embedded"
 
 
@@ -20,13 +22,19 @@ def is_embedded(name: str) -> bool:
     return name == EMBEDDED_MODEL or name.startswith(EMBEDDED_MODEL + ":")
 
 
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """$MEDCOT_CACHE_DIR, else medcot/ under the user's cache folder ($XDG_CACHE_HOME or ~/.cache)."""
+    env = os.environ if env is None else env
+    configured = env.get("MEDCOT_CACHE_DIR", "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    xdg = env.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "medcot"
+
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
-_SWITCH = ("1", "0", "true", "false", "yes", "no")
-
-
-class ConfigError(ValueError):
-    """An environment variable holds a value the app cannot use."""
+_SWITCH = ("1", "0", "true", "false", "yes", "no")  # MEDCOT_MERGE
 
 
 @dataclass(frozen=True)
@@ -48,21 +56,21 @@ class GenerationParams:
     }
 
     def validated(self) -> GenerationParams:
-        """Return a copy with numbers checked; raise ValueError naming the bad parameter."""
+        """Return a copy with numbers checked; raise InputError (a ValueError) naming the bad parameter."""
         values = {}
         for name, (low, high) in self.LIMITS.items():
             raw = getattr(self, name)
             kind = int if name in ("max_new_tokens", "top_k") else float
             if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-                raise ValueError(f"{name} must be a number between {low} and {high}, got {raw!r}.")
+                raise InputError(f"{name} must be a number between {low} and {high}, got {raw!r}.")
             try:
                 number = float(raw)
             except ValueError:
-                raise ValueError(f"{name} must be a number between {low} and {high}, got {raw!r}.") from None
+                raise InputError(f"{name} must be a number between {low} and {high}, got {raw!r}.") from None
             if number != number or not low <= number <= high:  # NaN fails the first test
-                raise ValueError(f"{name} must be between {low} and {high}, got {raw!r}.")
+                raise InputError(f"{name} must be between {low} and {high}, got {raw!r}.")
             if kind is int and number != int(number):
-                raise ValueError(f"{name} must be a whole number, got {raw!r}.")
+                raise InputError(f"{name} must be a whole number, got {raw!r}.")
             values[name] = kind(number)
         return replace(self, **values)
 
@@ -76,10 +84,11 @@ class Settings:
     dtype: str = "auto"  # auto: bfloat16 on CUDA, the CPU mode's choice on CPU
     device: str = "auto"
     merge_adapter: bool = True  # merged weights decode faster; the base stays reachable either way (lora_delta)
-    cpu_mode: str = "auto"  # see medcot.cpu_speed
+    cpu_mode: str = "auto"  # see medcot.model.cpu_speed
     concurrency: int = 2  # generations run at once (per event); more wait in the queue
     queue_size: int = 16  # waiting requests beyond this are refused with a "queue is full" message
-    cache_dir: Path | None = None  # where the embedded GGUF is converted; None: ~/.cache/medcot
+    cache_dir: Path | None = None  # where the embedded GGUF is converted; None: default_cache_dir()
+    hub_offline: bool = False  # HF_HUB_OFFLINE: the Hub is not asked, so the defaults fall back to the embedded base
     hf_token: str | None = field(default=None, repr=False)  # never printed
 
     @property
@@ -118,11 +127,11 @@ class Settings:
             max_input_tokens=integer("MEDCOT_MAX_INPUT_TOKENS", 2048, 64),
             dtype=choice("MEDCOT_DTYPE", DTYPES, "auto"),
             device=choice("MEDCOT_DEVICE", DEVICES, "auto"),
-            merge_adapter=choice("MEDCOT_MERGE", ("1", "0", "true", "false", "yes", "no"), "1")
-            in ("1", "true", "yes"),
-            cpu_mode=env.get("MEDCOT_CPU_MODE", "").strip().lower() or "auto",  # checked by medcot.cpu_speed
+            merge_adapter=choice("MEDCOT_MERGE", _SWITCH, "1") in ("1", "true", "yes"),
+            cpu_mode=env.get("MEDCOT_CPU_MODE", "").strip().lower() or "auto",  # checked by medcot.model.cpu_speed
             concurrency=integer("MEDCOT_CONCURRENCY", 2, 1),
             queue_size=integer("MEDCOT_QUEUE_SIZE", 16, 1),
             cache_dir=Path(cache).expanduser() if cache else None,
             hf_token=env.get("HF_TOKEN", "").strip() or None,
+            hub_offline=env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"),
         )

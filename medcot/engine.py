@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -10,124 +9,20 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from medcot.config import ConfigError, GenerationParams, Settings
-from medcot.generation import stream_generate
-from medcot.loading import LoadedModel, ModelLoadError, load_model
-from medcot.prompt import Turn, encode_prompt
-from medcot.reasoning import AnswerDelta, Event, ReasoningDelta, ReasoningDone, ThinkParser
+from medcot.backends import Backend
+from medcot.backends.local import LocalBackend
+from medcot.config import GenerationParams, Settings
+from medcot.errors import ConfigError, InputError, ModelLoadError
+from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, StreamEvent
+from medcot.model.loading import LoadedModel, load_model
+from medcot.model.progress import Progress, log_progress
+from medcot.prompt import STOP_TEXTS, Turn, encode_prompt
+from medcot.reasoning import ThinkParser
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_QUESTION_CHARS = 8000  # far above any real question; keeps tokenization of hostile input cheap
-
-
-class InputError(ValueError):
-    """The request itself is unusable; the message is meant for the user."""
-
-
-class AdapterSwitch:
-    """Turns the LoRA adapter of the one shared model off for base-model requests, without mixing requests.
-
-    Both ways of turning it off act on the whole model, not per call: peft's ``disable_adapter()`` flips a flag on
-    every LoRA layer (its mixed-batch ``adapter_names`` too registers hooks on the shared layers for the call's
-    duration), and a merged adapter's factors are subtracted by hooks on the shared layers (medcot.lora_delta). A
-    base generation running beside an adapter generation would change the other's output mid-answer. Requests that
-    want the same state run together, as before; the state only changes while no generation runs. A request for the
-    other state holds back new arrivals until it got its turn, so a stream of one kind never starves the other.
-    """
-
-    def __init__(self, model: Any, base_delta: Any = None) -> None:
-        self.model = model
-        self.base_delta = base_delta  # a LoraDelta for merged weights; None: an unmerged PeftModel
-        self._changed = threading.Condition()
-        self._enabled = True
-        self._running = 0
-        self._waiting = {True: 0, False: 0}
-        self._disabled: contextlib.AbstractContextManager[Any] | None = None
-
-    @property
-    def adapter_enabled(self) -> bool:
-        return self._enabled
-
-    def _may_enter(self, enabled: bool) -> bool:
-        other_waits = self._waiting[not enabled] > 0
-        if self._running:
-            return self._enabled == enabled and not other_waits
-        return self._enabled != enabled or not other_waits  # idle, both kinds waiting: the state changes (turns)
-
-    def _set(self, enabled: bool) -> None:
-        if enabled == self._enabled:
-            return
-        if self.base_delta is not None:
-            if enabled:
-                self.base_delta.detach()
-            else:
-                self.base_delta.attach(self.model)
-        elif enabled:
-            disabled, self._disabled = self._disabled, None
-            if disabled is not None:
-                disabled.__exit__(None, None, None)
-        else:
-            self._disabled = self.model.disable_adapter()
-            self._disabled.__enter__()
-        self._enabled = enabled
-
-    @contextlib.contextmanager
-    def use(self, enabled: bool, cancel: threading.Event | None = None) -> Iterator[bool]:
-        """Hold the model with the adapter on or off; yields False (holding nothing) if ``cancel`` is set first."""
-        entered = False
-        with self._changed:
-            self._waiting[enabled] += 1
-            try:
-                while not self._may_enter(enabled):
-                    if cancel is not None and cancel.is_set():
-                        break
-                    self._changed.wait(0.05)  # a timeout, so that a cancel is seen while waiting
-                else:
-                    self._set(enabled)
-                    self._running += 1
-                    entered = True
-            finally:
-                self._waiting[enabled] -= 1
-                self._changed.notify_all()
-        if not entered:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            with self._changed:
-                self._running -= 1
-                if not self._running and not any(self._waiting.values()):
-                    self._set(True)  # idle: back to the model as loaded, for anyone who reads it directly
-                self._changed.notify_all()
-
-
-@dataclass(frozen=True)
-class Stats:
-    """What one answer cost; shown under the answer and returned to API clients."""
-
-    prompt_tokens: int
-    new_tokens: int
-    reasoning_tokens: int
-    answer_tokens: int
-    time_to_first_token: float | None  # seconds from request to first streamed text
-    seconds: float
-    hit_token_limit: bool
-    reasoning_cut_off: bool  # a <think> block never closed
-    stopped: bool  # the client stopped it
-    turns_dropped: int
-    tokens_at_first_text: int = 1  # the streamer holds text back to word boundaries: tokens already made by then
-
-    @property
-    def tokens_per_second(self) -> float:
-        """Decode speed after the first visible text (so prefill time does not count)."""
-        decode_time = self.seconds - (self.time_to_first_token or 0.0)
-        decoded = self.new_tokens - self.tokens_at_first_text
-        if decoded > 0 and decode_time > 0:
-            return decoded / decode_time
-        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
 def _in_passing_thread(function: Callable[..., T], *args: Any) -> T:
@@ -153,14 +48,6 @@ def _in_passing_thread(function: Callable[..., T], *args: Any) -> T:
     if failure:
         raise failure[0]
     return result[0]
-
-
-@dataclass(frozen=True)
-class Finished:
-    stats: Stats
-
-
-StreamEvent = Event | Finished
 
 
 @dataclass
@@ -198,8 +85,8 @@ class Engine:
         self.error: str | None = None
         self.progress: tuple[str, float | None] = ("Waiting to load the model", None)
         self._ready = threading.Event()
-        self._switch: AdapterSwitch | None = None
-        self._switch_lock = threading.Lock()
+        self._backend: LocalBackend | None = None
+        self._backend_lock = threading.Lock()
         if loaded is not None:
             self._ready.set()
 
@@ -215,15 +102,12 @@ class Engine:
             return engine
 
     # -- loading -------------------------------------------------------------------------------------------------
-    def _report(self, message: str, fraction: float | None) -> None:
-        self.progress = (message, fraction)
-        log.info("%s%s", message, "" if fraction is None else f" ({fraction:.0%})")
-
-    def load(self, on_progress: Callable[[str, float | None], None] | None = None) -> Engine:
+    def load(self, on_progress: Progress | None = None) -> Engine:
         """Load synchronously; a failure is kept as a readable message instead of raised."""
 
         def report(message: str, fraction: float | None) -> None:
-            self._report(message, fraction)
+            self.progress = (message, fraction)
+            log_progress(message, fraction)
             if on_progress:
                 on_progress(message, fraction)
 
@@ -296,18 +180,28 @@ class Engine:
         raise ModelLoadError(f"The model is still loading ({self.status()}). Please try again in a moment.")
 
     # -- answering -----------------------------------------------------------------------------------------------
+    def backend(self, loaded: LoadedModel) -> Backend:
+        """The backend generating with ``loaded`` (made again when another model was loaded in its place)."""
+        with self._backend_lock:
+            if self._backend is None or self._backend.loaded is not loaded:
+                self._backend = LocalBackend(loaded, STOP_TEXTS)
+            return self._backend
+
     def stream(
         self,
         question: str,
         history: Sequence[Turn] = (),
         params: GenerationParams | None = None,
-        cancel: threading.Event | None = None,
         use_adapter: bool = True,
+        cancel: threading.Event | None = None,
     ) -> Iterator[StreamEvent]:
-        """Yield reasoning/answer events, then Finished with the stats. Closing the iterator stops generation."""
+        """Yield reasoning/answer events, then Finished with the stats (a StreamFn). Closing the iterator or
+        setting ``cancel`` stops generation."""
         loaded = self.require_model()
         question = clean_question(question)
         params = (params or self.settings.generation_defaults).validated()
+        if not use_adapter and loaded.kind != "base" and not self.can_compare:  # the base alone is its own base
+            raise InputError(self.compare_unavailable() or "The base model is not available.")
         prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens)
         started = time.monotonic()
         parser = ThinkParser()
@@ -316,25 +210,20 @@ class Engine:
         tokens = 0
         reasoning_tokens: int | None = None  # fixed when </think> arrives
         cancel = cancel if cancel is not None else threading.Event()
-        with self._adapter_state(loaded, use_adapter, cancel) as holding:
-            if not holding:  # stopped while another request had the model in the other adapter state
-                waited = time.monotonic() - started
-                nothing = Stats(len(prompt.input_ids), 0, 0, 0, None, waited, False, False, True, prompt.turns_dropped)
-                yield Finished(nothing)
-                return
-            chunks = stream_generate(loaded.model, loaded.tokenizer, prompt.input_ids, params, cancel)
-            try:
-                for chunk in chunks:
-                    if first is None and chunk.text:  # a last empty chunk only carries the token count
-                        first = time.monotonic() - started
-                        first_tokens = chunk.tokens
-                    tokens = chunk.tokens
-                    events = parser.feed(chunk.text)
-                    if any(isinstance(e, ReasoningDone) for e in events):
-                        reasoning_tokens = tokens
-                    yield from events
-            finally:
-                chunks.close()
+        # No chunk at all when stopped while another request held the model in the other adapter state.
+        chunks = self.backend(loaded).stream(prompt.input_ids, params, cancel, use_adapter)
+        try:
+            for chunk in chunks:
+                if first is None and chunk.text:  # a last empty chunk only carries the token count
+                    first = time.monotonic() - started
+                    first_tokens = chunk.tokens
+                tokens = chunk.tokens
+                events = parser.feed(chunk.text)
+                if any(isinstance(e, ReasoningDone) for e in events):
+                    reasoning_tokens = tokens
+                yield from events
+        finally:
+            chunks.close()
         events = parser.close()
         yield from events
         cut_off = any(isinstance(e, ReasoningDone) and e.cut_off for e in events)
@@ -356,22 +245,6 @@ class Engine:
             )
         )
 
-    @contextlib.contextmanager
-    def _adapter_state(self, loaded: LoadedModel, use_adapter: bool, cancel: threading.Event) -> Iterator[bool]:
-        """The model with the adapter on or off for one whole generation; yields False when stopped while waiting."""
-        switchable = loaded.has_adapter and (not loaded.merged or loaded.base_delta is not None)
-        if not switchable:
-            if not use_adapter and loaded.kind != "base":  # the base alone is its own base model
-                raise InputError(self.compare_unavailable() or "The base model is not available.")
-            yield True  # nothing switches: any number of requests share the model at once
-            return
-        with self._switch_lock:
-            if self._switch is None or self._switch.model is not loaded.model:
-                self._switch = AdapterSwitch(loaded.model, loaded.base_delta if loaded.merged else None)
-            switch = self._switch
-        with switch.use(use_adapter, cancel) as holding:
-            yield holding
-
     def ask(
         self,
         question: str,
@@ -380,7 +253,7 @@ class Engine:
         use_adapter: bool = True,
     ) -> Answer:
         """Run a whole request; the final answer, the reasoning and the stats."""
-        events = list(self.stream(question, history, params, use_adapter=use_adapter))
+        events = list(self.stream(question, history, params, use_adapter))
         reasoning = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
         answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
         stats = next((e.stats for e in events if isinstance(e, Finished)), None)

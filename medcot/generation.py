@@ -13,21 +13,14 @@ import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from medcot.config import GenerationParams
-from medcot.prompt import USER_TEMPLATE
+from medcot.errors import GenerationError
 from medcot.sampling import TopKSampler
 
 log = logging.getLogger(__name__)
 
-# The pretrained base has no chat tuning: after its answer it writes the card's next user turn itself
-# ("### Question:\n\n…"). Generation stops there and the marker is never shown.
-STOP_TEXTS: tuple[str, ...] = (USER_TEMPLATE.split("{question}")[0].strip(),)
 
 # A thread that has been told to stop ends after the token in flight; waiting longer means something is wrong.
 _JOIN_TIMEOUT_S = 30.0
-
-
-class GenerationError(RuntimeError):
-    """generate() failed in its thread; raised in the caller's thread with the original as __cause__."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +50,7 @@ class StopTextCriteria(StoppingCriteria):
     marker completed by the newest token; the prompt, which contains the marker itself, is never looked at.
     """
 
-    def __init__(self, tokenizer: Any, prompt_length: int, texts: Sequence[str] = STOP_TEXTS) -> None:
+    def __init__(self, tokenizer: Any, prompt_length: int, texts: Sequence[str]) -> None:
         self.tokenizer = tokenizer
         self.prompt_length = prompt_length
         self.texts = tuple(texts)
@@ -77,7 +70,7 @@ class StopTextFilter:
     tail of the text that is a prefix of a marker is held back, and released as soon as it stops matching.
     """
 
-    def __init__(self, texts: Sequence[str] = STOP_TEXTS) -> None:
+    def __init__(self, texts: Sequence[str]) -> None:
         self.texts = tuple(text for text in texts if text)
         self.pending = ""
         self.stopped = False
@@ -169,7 +162,8 @@ def stream_generate(
     input_ids: list[int],
     params: GenerationParams,
     cancel: threading.Event | None = None,
-    stop_texts: Sequence[str] = STOP_TEXTS,
+    *,
+    stop_texts: Sequence[str],
     **generate_kwargs: Any,
 ) -> Iterator[Chunk]:
     """Yield decoded text chunks as the model produces them (a last one with no text may carry the final count).

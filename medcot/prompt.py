@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from medcot.errors import PromptTooLongError
 from medcot.reasoning import split_reasoning
 
 # The card's "Training prompt style": the system block goes in the system turn, the question in the user turn.
@@ -29,6 +30,9 @@ SYSTEM_PROMPT = (
     "Please answer the following medical question."
 )
 USER_TEMPLATE = "### Question:\n\n{question}\n\n### Response:"
+# The pretrained base has no chat tuning: after its answer it writes the card's next user turn itself
+# ("### Question:\n\n…"). Generation stops there (the engine hands these to the backend); the marker is never shown.
+STOP_TEXTS: tuple[str, ...] = (USER_TEMPLATE.split("{question}")[0].strip(),)
 # transformers' fast tokenizer applies split_special_tokens by flipping a switch on the shared Rust tokenizer, so two
 # threads tokenizing at once could flip it for each other (template control tokens split into text, user-typed ones
 # made real). Prompts are therefore tokenized one at a time; it takes milliseconds.
@@ -77,10 +81,6 @@ GEMMA3_CHAT_TEMPLATE = (
     "    {{'<start_of_turn>model\\n'}}\n"
     "{%- endif -%}\n"
 )
-
-
-class PromptTooLongError(ValueError):
-    """The newest question alone does not fit the prompt budget."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+
+from medcot.events import AnswerDelta, Event, ReasoningDelta, ReasoningDone
 
 OPEN_TAG = "<think>"
 CLOSE_TAG = "</think>"
@@ -16,24 +17,6 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 def _fold(text: str) -> str:
     return text.translate(_ASCII_LOWER)
 
-
-@dataclass(frozen=True)
-class ReasoningDelta:
-    text: str
-
-
-@dataclass(frozen=True)
-class ReasoningDone:
-    duration: float  # seconds from the opening tag (or the start, when prefilled) to the closing one
-    cut_off: bool = False  # True when the output ended with no closing tag (token limit or stop)
-
-
-@dataclass(frozen=True)
-class AnswerDelta:
-    text: str
-
-
-Event = ReasoningDelta | ReasoningDone | AnswerDelta
 
 _START, _REASONING, _ANSWER, _CLOSED = range(4)
 

@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import spaces
 from spaces.config import Config as SpacesConfig
 
 from medcot.config import GenerationParams
-from medcot.engine import Engine, StreamEvent
+from medcot.engine import Engine
+from medcot.events import StreamEvent, StreamFn
 from medcot.prompt import Turn
 
 log = logging.getLogger(__name__)
-
-# (question, earlier turns, params, use_adapter, cancel event) -> events
-StreamFn = Callable[[str, Sequence[Turn], GenerationParams, bool, threading.Event | None], Iterator[StreamEvent]]
 
 # Seconds of GPU a request may hold: start-up plus a pessimistic decode rate for the 270M on a ZeroGPU slice.
 GPU_BASE_SECONDS = 15
@@ -31,26 +29,29 @@ def on_zero_gpu() -> bool:
     return bool(SpacesConfig.zero_gpu)
 
 
-def gpu_seconds(question: str, history: Sequence[Turn], params: GenerationParams, use_adapter: bool = True) -> int:
+def gpu_seconds(
+    question: str, history: Sequence[Turn] = (), params: GenerationParams | None = None, use_adapter: bool = True
+) -> int:
     """ZeroGPU duration for one request, from its token budget (shorter requests get better queue priority)."""
-    return int(min(GPU_MAX_SECONDS, GPU_BASE_SECONDS + params.max_new_tokens * GPU_SECONDS_PER_TOKEN))
+    max_new_tokens = (params or GenerationParams()).max_new_tokens
+    return int(min(GPU_MAX_SECONDS, GPU_BASE_SECONDS + max_new_tokens * GPU_SECONDS_PER_TOKEN))
 
 
 def gpu_stream(engine: Engine) -> StreamFn:
     """engine.stream wrapped in @spaces.GPU with a per-request duration (engine.stream itself off ZeroGPU)."""
     if not on_zero_gpu():
-        return lambda q, h, p, use_adapter=True, cancel=None: engine.stream(q, h, p, cancel, use_adapter)
+        return engine.stream
 
     @spaces.GPU(duration=gpu_seconds)
     def on_gpu(
-        question: str, history: Sequence[Turn], params: GenerationParams, use_adapter: bool = True
+        question: str, history: Sequence[Turn] = (), params: GenerationParams | None = None, use_adapter: bool = True
     ) -> Iterator[StreamEvent]:
-        yield from engine.stream(question, history, params, use_adapter=use_adapter)
+        yield from engine.stream(question, history, params, use_adapter)
 
     def stream(
         question: str,
-        history: Sequence[Turn],
-        params: GenerationParams,
+        history: Sequence[Turn] = (),
+        params: GenerationParams | None = None,
         use_adapter: bool = True,
         cancel: threading.Event | None = None,
     ) -> Iterator[StreamEvent]:

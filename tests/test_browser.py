@@ -26,7 +26,9 @@ from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 from medcot import DISCLAIMER
 from medcot.config import Settings
 from medcot.engine import Engine
-from medcot.ui import ADAPTER_LABEL, BASE_LABEL, COMPARE_LABEL, EXAMPLES
+from medcot.ui.compare import COMPARE_LABEL
+from medcot.ui.layout import EXAMPLES
+from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL
 
 pytestmark = pytest.mark.browser
 

@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from medcot.config import (
-    DEFAULT_ADAPTER,
-    DEFAULT_BASE_MODEL,
-    ConfigError,
-    GenerationParams,
-    Settings,
-    is_embedded,
-)
+from medcot.config import DEFAULT_ADAPTER, DEFAULT_BASE_MODEL, GenerationParams, Settings, is_embedded
+from medcot.errors import ConfigError
 
 
 def test_defaults_follow_the_card() -> None:

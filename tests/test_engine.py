@@ -18,19 +18,12 @@ from polling import wait_until
 from tiny import ADAPTER_ANSWER, ADAPTER_OUTPUT, ADAPTER_REASONING, BASE_OUTPUT
 
 from medcot.config import GenerationParams, Settings
-from medcot.engine import (
-    MAX_QUESTION_CHARS,
-    AdapterSwitch,
-    Engine,
-    Finished,
-    InputError,
-    Stats,
-    _in_passing_thread,
-    clean_question,
-)
-from medcot.loading import ModelLoadError, load_model
-from medcot.prompt import PromptTooLongError, Turn, encode_prompt
-from medcot.reasoning import AnswerDelta, ReasoningDelta, ReasoningDone
+from medcot.engine import MAX_QUESTION_CHARS, Engine, _in_passing_thread, clean_question
+from medcot.errors import InputError, ModelLoadError, PromptTooLongError
+from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats
+from medcot.model.adapter_switch import AdapterSwitch
+from medcot.model.loading import load_model
+from medcot.prompt import Turn, encode_prompt
 
 QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"
 GREEDY = GenerationParams(temperature=0, max_new_tokens=64)
@@ -367,7 +360,7 @@ def test_compare_availability_says_why(engine: Engine, unmerged_engine: Engine, 
 def test_comparison_works_with_the_cpu_speed_modes(tiny_settings: Settings, merge: bool) -> None:
     """optimize_for_cpu swaps Linear layers for float16 ones (inside peft's LoRA layers too, unmerged); the base
     model is still reached, by name for the merged model's subtraction hooks."""
-    pytest.importorskip("medcot.cpu_speed")
+    pytest.importorskip("medcot.model.cpu_speed")
     fast = Engine(replace(tiny_settings, merge_adapter=merge, dtype="auto", cpu_mode="f16")).load()
     assert fast.ready, fast.error
     assert fast.loaded.dtype == "f16" and fast.can_compare

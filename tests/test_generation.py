@@ -15,18 +15,17 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from medcot.config import GenerationParams
 from medcot.engine import Engine
+from medcot.errors import GenerationError
 from medcot.generation import (
-    STOP_TEXTS,
     CancelCriteria,
     Chunk,
-    GenerationError,
     StopTextCriteria,
     StopTextFilter,
     sampling_kwargs,
     stop_token_ids,
     stream_generate,
 )
-from medcot.prompt import encode_prompt
+from medcot.prompt import STOP_TEXTS, encode_prompt
 
 QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"
 GREEDY = GenerationParams(temperature=0, max_new_tokens=64)
@@ -92,7 +91,7 @@ def test_cancel_criteria() -> None:
 
 def test_stream_matches_plain_greedy_generate(engine: Engine, prompt_ids: list[int]) -> None:
     model, tokenizer = engine.loaded.model, engine.loaded.tokenizer
-    chunks = list(stream_generate(model, tokenizer, prompt_ids, GREEDY))
+    chunks = list(stream_generate(model, tokenizer, prompt_ids, GREEDY, stop_texts=STOP_TEXTS))
     assert "".join(c.text for c in chunks) == ADAPTER_OUTPUT
     counts = [c.tokens for c in chunks]
     assert counts == sorted(counts) and counts[0] >= 1
@@ -113,7 +112,9 @@ def test_stream_matches_plain_greedy_generate(engine: Engine, prompt_ids: list[i
 
 def test_closing_the_iterator_ends_the_thread(engine: Engine, prompt_ids: list[int]) -> None:
     model, tokenizer = engine.loaded.model, engine.loaded.tokenizer
-    stream = stream_generate(model, tokenizer, prompt_ids, ENDLESS, suppress_tokens=stop_token_ids(tokenizer, model))
+    stream = stream_generate(
+        model, tokenizer, prompt_ids, ENDLESS, suppress_tokens=stop_token_ids(tokenizer, model), stop_texts=STOP_TEXTS
+    )
     chunks = [next(stream) for _ in range(3)]
     assert generation_threads(), "generation should still be running"
     stream.close()
@@ -125,7 +126,13 @@ def test_cancel_event_ends_the_stream_and_the_thread(engine: Engine, prompt_ids:
     model, tokenizer = engine.loaded.model, engine.loaded.tokenizer
     cancel = threading.Event()
     stream = stream_generate(
-        model, tokenizer, prompt_ids, ENDLESS, cancel, suppress_tokens=stop_token_ids(tokenizer, model)
+        model,
+        tokenizer,
+        prompt_ids,
+        ENDLESS,
+        cancel,
+        suppress_tokens=stop_token_ids(tokenizer, model),
+        stop_texts=STOP_TEXTS,
     )
     last = None
     for index, chunk in enumerate(stream):
@@ -140,7 +147,7 @@ def test_cancel_event_ends_the_stream_and_the_thread(engine: Engine, prompt_ids:
 def test_error_in_generate_surfaces_with_its_cause(engine: Engine, prompt_ids: list[int]) -> None:
     model, tokenizer = engine.loaded.model, engine.loaded.tokenizer
     with pytest.raises(GenerationError) as caught:
-        list(stream_generate(model, tokenizer, prompt_ids, GREEDY, no_such_generate_argument=1))
+        list(stream_generate(model, tokenizer, prompt_ids, GREEDY, no_such_generate_argument=1, stop_texts=STOP_TEXTS))
     assert isinstance(caught.value.__cause__, ValueError)
     assert "no_such_generate_argument" in str(caught.value)
     assert wait_for_no_generation_thread(1.0) == []
@@ -174,7 +181,7 @@ def test_error_after_some_chunks_keeps_the_chunks_then_raises(engine: Engine) ->
     model = ScriptedModel(tokenizer("Rest and fluids ", add_special_tokens=False)["input_ids"], error=boom)
     seen: list[Chunk] = []
     with pytest.raises(GenerationError, match="boom in generate") as caught:
-        seen.extend(stream_generate(model, tokenizer, [1, 2, 3], GREEDY))
+        seen.extend(stream_generate(model, tokenizer, [1, 2, 3], GREEDY, stop_texts=STOP_TEXTS))
     assert caught.value.__cause__ is boom
     assert "".join(c.text for c in seen) == "Rest and fluids "
     assert wait_for_no_generation_thread(1.0) == []
@@ -185,7 +192,7 @@ def test_trailing_tokens_that_print_nothing_are_counted(engine: Engine) -> None:
     text_ids = tokenizer("Rest and fluids.\n", add_special_tokens=False)["input_ids"]
     end_of_turn = tokenizer.convert_tokens_to_ids("<end_of_turn>")
     model = ScriptedModel([*text_ids, end_of_turn])
-    chunks = list(stream_generate(model, tokenizer, [1, 2, 3], GREEDY))
+    chunks = list(stream_generate(model, tokenizer, [1, 2, 3], GREEDY, stop_texts=STOP_TEXTS))
     assert "".join(c.text for c in chunks) == "Rest and fluids.\n"
     assert chunks[-1].tokens == len(text_ids) + 1
 
@@ -243,7 +250,7 @@ def test_filter_keeps_other_headings_and_partial_markers(text: str) -> None:
 
 
 def test_filter_holds_only_a_possible_marker() -> None:
-    shown = StopTextFilter()
+    shown = StopTextFilter(STOP_TEXTS)
     assert shown.feed("Heart failure.\n\n##") == "Heart failure.\n\n"  # held: may become the marker
     assert shown.feed("# Diagnosis") == "### Diagnosis"  # released as soon as it cannot
     assert shown.feed(" ### Question") == " "
@@ -269,7 +276,7 @@ def test_criteria_checks_only_the_generated_tail(engine: Engine) -> None:
     prompt = tokenizer(f"{MARKER}\n\nA question?\n\n### Response:", add_special_tokens=False)["input_ids"]
     answer = tokenizer("Rest and fluids. " * 30, add_special_tokens=False)["input_ids"]
     marker = tokenizer(f"\n\n{MARKER}", add_special_tokens=False)["input_ids"]
-    criteria = StopTextCriteria(tokenizer, len(prompt))
+    criteria = StopTextCriteria(tokenizer, len(prompt), STOP_TEXTS)
     decoded: list[list[int]] = []
     decode = tokenizer.batch_decode
 
@@ -310,7 +317,7 @@ def test_generation_stops_at_the_marker_and_never_shows_it(engine: Engine, promp
     assert tokenizer.decode(script[:through_marker]) == ANSWER + MARKER  # the marker ends on a token boundary
     force = LogitsProcessorList([ForceTokens(script, len(prompt_ids))])
 
-    chunks = list(stream_generate(model, tokenizer, prompt_ids, GREEDY, logits_processor=force))
+    chunks = list(stream_generate(model, tokenizer, prompt_ids, GREEDY, logits_processor=force, stop_texts=STOP_TEXTS))
 
     assert "".join(c.text for c in chunks) == ANSWER
     assert not any("#" in c.text for c in chunks)
@@ -326,7 +333,7 @@ def test_marker_is_cut_from_a_stream_that_does_not_stop(engine: Engine) -> None:
     # ScriptedModel ignores stopping criteria: the consumer side alone must keep the marker out.
     tokenizer = engine.loaded.tokenizer
     model = ScriptedModel(tokenizer(RUN_ON, add_special_tokens=False)["input_ids"])
-    chunks = list(stream_generate(model, tokenizer, [1, 2, 3], GREEDY))
+    chunks = list(stream_generate(model, tokenizer, [1, 2, 3], GREEDY, stop_texts=STOP_TEXTS))
     assert "".join(c.text for c in chunks) == ANSWER
     assert chunks[-1].tokens == len(tokenizer(RUN_ON, add_special_tokens=False)["input_ids"])
 
@@ -335,4 +342,4 @@ def test_held_text_is_released_at_the_end(engine: Engine) -> None:
     tokenizer = engine.loaded.tokenizer
     text = "<think>\n### Step 1\n</think>\nRest and fluids. ###"
     model = ScriptedModel(tokenizer(text, add_special_tokens=False)["input_ids"])
-    assert "".join(c.text for c in stream_generate(model, tokenizer, [1, 2, 3], GREEDY)) == text
+    assert "".join(c.text for c in stream_generate(model, tokenizer, [1, 2, 3], GREEDY, stop_texts=STOP_TEXTS)) == text

@@ -1,4 +1,4 @@
-"""medcot.loading: adapter vs merged weights, tokenizer fallback, chat template supply and readable errors."""
+"""medcot.model.loading: adapter vs merged weights, tokenizer fallback, chat template supply and readable errors."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
 
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
-from medcot.loading import (
+from medcot.errors import ModelLoadError
+from medcot.model.loading import (
     LoadedModel,
-    ModelLoadError,
     fetch,
     is_adapter_folder,
     is_hub_unreachable,
@@ -224,7 +224,7 @@ def test_download_errors_never_show_the_token(monkeypatch: pytest.MonkeyPatch) -
     def failing_download(*args: object, **kwargs: object) -> str:
         raise RuntimeError(f"server said no to token {kwargs['token']}")
 
-    monkeypatch.setattr("medcot.loading.snapshot_download", failing_download)
+    monkeypatch.setattr("medcot.model.loading.snapshot_download", failing_download)
     settings = Settings(hf_token="hf_secret_value")
     with pytest.raises(ModelLoadError) as caught:
         fetch("some-org/some-repo", settings, lambda message, fraction: None, "adapter")

@@ -1,4 +1,4 @@
-"""medcot.lora_delta: the base model's outputs from merged LoRA weights, and the adapters it declines."""
+"""medcot.model.lora_delta: the base model's outputs from merged LoRA weights, and the adapters it declines."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from tiny import TinyRepos, build_model, build_tokenizer
 from transformers import AutoModelForCausalLM
 
-from medcot.lora_delta import LoraDelta
+from medcot.model.lora_delta import LoraDelta
 
 IDS = torch.tensor([[2, 40, 41, 42, 43, 44, 45, 46]])
 

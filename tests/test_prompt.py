@@ -10,11 +10,11 @@ import pytest
 from tiny import TinyRepos
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from medcot.errors import PromptTooLongError
 from medcot.prompt import (
     GEMMA3_CHAT_TEMPLATE,
     SYSTEM_PROMPT,
     USER_TEMPLATE,
-    PromptTooLongError,
     Turn,
     build_messages,
     encode_prompt,

@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medcot.reasoning import AnswerDelta, Event, ReasoningDelta, ReasoningDone, ThinkParser, split_reasoning
+from medcot.events import AnswerDelta, Event, ReasoningDelta, ReasoningDone
+from medcot.reasoning import ThinkParser, split_reasoning
 
 TAG = re.compile(r"</?think>", re.I)
 

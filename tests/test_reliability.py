@@ -40,7 +40,7 @@ from serving import launched
 from tiny import ADAPTER_ANSWER, QUESTIONS
 
 import medcot.engine
-import medcot.loading
+import medcot.model.loading
 from medcot.cli import main as cli_main
 from medcot.config import Settings
 from medcot.engine import Engine
@@ -75,7 +75,7 @@ def paced(engine: Engine, delay: float) -> Callable[..., Iterator[Any]]:
     """engine.stream with a pause before each event: a slower model, so that concurrent users overlap."""
 
     def stream(question: str, turns: Any, params: Any, use_adapter: bool = True, cancel: Any = None) -> Iterator[Any]:
-        events = engine.stream(question, turns, params, cancel, use_adapter)
+        events = engine.stream(question, turns, params, use_adapter, cancel)
         try:
             for event in events:
                 time.sleep(delay)
@@ -539,7 +539,7 @@ def test_hf_token_appears_in_no_log_message_page_or_output(
     def leaky_download(repo_id: str, **kwargs: Any) -> str:
         raise RuntimeError(f"401 Unauthorized for {repo_id}: header Authorization: Bearer {kwargs.get('token')}")
 
-    monkeypatch.setattr(medcot.loading, "snapshot_download", leaky_download)
+    monkeypatch.setattr(medcot.model.loading, "snapshot_download", leaky_download)
     failed = Engine(Settings(base_model="acme/private-base", adapter=None, hf_token=TOKEN)).load()
     assert failed.error and "***" in failed.error  # the message keeps its detail, less the token
     seen += [failed.error, failed.status()]

@@ -17,26 +17,27 @@ from serving import free_port
 from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 
 from medcot.config import GenerationParams, Settings
-from medcot.engine import Engine, Finished, Stats
-from medcot.reasoning import AnswerDelta, ReasoningDelta, ReasoningDone
-from medcot.ui import (
-    BASE_LABEL,
+from medcot.engine import Engine
+from medcot.events import (
     CUT_OFF_NOTICE,
-    EXAMPLES,
     STATS_PREFIX,
-    WAITING_FOR_ADAPTER,
-    BaseRelay,
-    ChatRenderer,
-    build_demo,
-    compare_controls,
-    conversation_from,
-    deep_link,
-    exchanges_from_history,
+    AnswerDelta,
+    Finished,
+    ReasoningDelta,
+    ReasoningDone,
+    Stats,
     format_stats,
-    launch_kwargs,
+)
+from medcot.ui.compare import BaseRelay, compare_controls
+from medcot.ui.history import conversation_from, exchanges_from_history
+from medcot.ui.layout import EXAMPLES, build_demo, launch_kwargs, queue
+from medcot.ui.links import deep_link
+from medcot.ui.rendering import (
+    BASE_LABEL,
+    WAITING_FOR_ADAPTER,
+    ChatRenderer,
     mark_stopped,
     params_from,
-    queue,
     turns_from_history,
 )
 
@@ -267,7 +268,7 @@ def test_closing_the_reply_before_the_first_token_cancels_the_generation(engine:
 
 def test_idle_queue_polls_every_10_ms(engine: Engine) -> None:
     """The idle queue's poll interval is a private attribute of Gradio's queue: fail loudly if it is renamed."""
-    from medcot.ui import QUEUE_POLL_S
+    from medcot.ui.layout import QUEUE_POLL_S
 
     assert queue(build_demo(engine), engine)._queue.sleep_when_free == QUEUE_POLL_S == 0.01
 
@@ -337,8 +338,8 @@ def test_ui_module_is_the_only_gradio_user() -> None:
     from pathlib import Path
 
     library = Path(__file__).parents[1] / "medcot"
-    for path in library.glob("*.py"):
-        if path.name in ("ui.py", "zerogpu.py"):
+    for path in library.rglob("*.py"):
+        if path.parent.name == "ui" or path.name == "zerogpu.py":
             continue
         imported = {
             alias.name.split(".")[0]
@@ -560,7 +561,7 @@ def test_readme_links_and_snippets_match_the_app() -> None:
     import re
     from urllib.parse import parse_qs, urlsplit
 
-    from medcot.ui import QUERY_COMPARE, QUERY_QUESTION, QUERY_RUN
+    from medcot.ui.links import QUERY_COMPARE, QUERY_QUESTION, QUERY_RUN
 
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     links = re.findall(r"https://[^\s)\"']+\?q=[^\s)\"']+", readme)

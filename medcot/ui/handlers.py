@@ -1,0 +1,302 @@
+"""The app's event handlers, one named method each, over one engine, its stream function and the compare relay.
+
+medcot.ui.layout wires them to the page; tests call them directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import anyio
+import gradio as gr
+
+from medcot.config import GenerationParams
+from medcot.engine import Engine, clean_question
+from medcot.errors import InputError, UserError
+from medcot.events import AnswerDelta, Finished, ReasoningDelta, StreamFn
+from medcot.export import write_files
+from medcot.prompt import Turn
+from medcot.ui.compare import RELAY_WAIT_S, BaseRelay, compare_controls
+from medcot.ui.history import EXPORT_ROOT, conversation_from
+from medcot.ui.links import deep_link
+from medcot.ui.rendering import (
+    NOT_RUN_MARK,
+    STOPPED_MARK,
+    WAITING_FOR_ADAPTER,
+    ChatRenderer,
+    as_dict,
+    mark_stopped,
+    params_from,
+    turns_from_history,
+)
+from medcot.ui.streaming import UPDATE_INTERVAL_S, CoalescedEvents, iterate_in_thread
+
+log = logging.getLogger(__name__)
+_DEFAULTS = GenerationParams()
+
+
+def model_status_markdown(engine: Engine) -> str:
+    if engine.ready:
+        return f"**Model:** {engine.status()}"
+    if engine.error:
+        return f"**The model is not available.** {engine.error}"
+    return f"**Loading the model:** {engine.status()}"
+
+
+def _session(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None)
+
+
+def _with_defaults(method: Callable[..., Any], **defaults: Any) -> Callable[..., Any]:
+    """``method`` with other parameter defaults in its signature, which Gradio reads for the API and MCP schema
+    (the engine's MEDCOT_MAX_NEW_TOKENS is not known when the class is defined)."""
+    signature = inspect.signature(method)
+    signature = signature.replace(
+        parameters=[p.replace(default=defaults.get(p.name, p.default)) for p in signature.parameters.values()]
+    )
+
+    @functools.wraps(method)
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return await method(*bound.args, **bound.kwargs)
+
+    call.__signature__ = signature  # type: ignore[attr-defined]
+    return call
+
+
+class ChatHandlers:
+    """Every handler of the page for one engine. ``stream`` is the engine's stream (ZeroGPU-wrapped on a Space)."""
+
+    def __init__(self, engine: Engine, stream: StreamFn, relay: BaseRelay | None = None) -> None:
+        self.engine = engine
+        self.stream = stream
+        self.relay = relay or BaseRelay()
+        self.defaults = engine.settings.generation_defaults
+        self.ask = _with_defaults(self.ask, max_new_tokens=self.defaults.max_new_tokens)
+
+    # -- the chat (ChatInterface's /chat) and the base column ----------------------------------------------------
+    async def respond(
+        self,
+        message: str,
+        history: list[dict[str, Any]],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        top_k: int,
+        repetition_penalty: float,
+        request: gr.Request | None = None,  # Gradio fills it in; not an API input
+    ) -> AsyncIterator[list[gr.ChatMessage]]:
+        """The fine-tuned answer, streamed; then, with the comparison on, the base model's (to the relay)."""
+        cancel = threading.Event()
+        session = _session(request)
+        relay = self.relay
+        channel = relay.open(session) if session in relay.comparing and self.engine.can_compare else None
+        events: CoalescedEvents | None = None
+        try:
+            params = params_from(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
+            turns = turns_from_history(history)
+            if channel is not None:
+                channel.put_nowait(("question", clean_question(message)))
+            view = ChatRenderer()
+            events = CoalescedEvents(
+                iterate_in_thread(self.stream(message, turns, params, True, cancel), cancel), UPDATE_INTERVAL_S
+            )
+            yield view.messages()
+            async for batch in events:
+                for event in batch:
+                    view.apply(event)
+                yield view.messages()
+            if channel is not None:
+                await self.run_base(channel, message, turns, params)
+        except UserError as exc:
+            if channel is not None:
+                channel.put_nowait(("error", str(exc)))
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception as exc:
+            log.exception("generation failed")
+            raise gr.Error(f"Something went wrong while answering ({type(exc).__name__}). Please try again.") from None
+        finally:
+            if events is not None:
+                await events.aclose()
+            if channel is not None and session:
+                relay.close(session, channel)
+
+    async def run_base(
+        self, channel: asyncio.Queue[Any], message: str, turns: list[Turn], params: GenerationParams
+    ) -> None:
+        """The same prompt through the base model (adapter off); its events go to the base column."""
+        cancel = threading.Event()  # its own: the adapter stream's event is set once that stream ends
+        channel.put_nowait(("start", None))
+        try:
+            async for event in iterate_in_thread(self.stream(message, turns, params, False, cancel), cancel):
+                channel.put_nowait(event)
+        except UserError as exc:
+            channel.put_nowait(("error", str(exc)))
+        except Exception as exc:  # the fine-tuned answer is already shown: report this one in its column only
+            log.exception("base-model generation failed")
+            channel.put_nowait(("error", f"Something went wrong while answering ({type(exc).__name__})."))
+
+    async def show_base(
+        self, base_history: list[dict[str, Any]] | None, compare: bool, request: gr.Request
+    ) -> AsyncIterator[Any]:
+        """The base column: the compared question, then the base model's answer as the chat handler relays it."""
+        session = _session(request)
+        if not compare or not session or not self.engine.can_compare:
+            yield gr.skip()
+            return
+        channel = await self.relay.take(session)
+        if channel is None:
+            yield gr.skip()
+            return
+        self.relay.set_compare(session, True)  # the checkbox said so at submit, whatever its change event's timing
+        shown = list(base_history or [])
+        view: ChatRenderer | None = None
+        asked = finished = False
+        tail: list[Any] = []
+        items = CoalescedEvents(self.relay.items(channel), UPDATE_INTERVAL_S)
+        try:
+            async for batch in items:
+                for item in batch:
+                    kind = item[0] if isinstance(item, tuple) else None
+                    if kind == "question":
+                        asked = True
+                        shown.append(gr.ChatMessage(role="user", content=item[1]))
+                        tail = [gr.ChatMessage(content=WAITING_FOR_ADAPTER)]
+                    elif not asked:
+                        continue  # the question was refused: the fine-tuned column says why, this one stays as it was
+                    elif kind == "start":
+                        view = ChatRenderer()
+                        tail = view.messages()
+                    elif kind == "error":
+                        tail = [*(view.messages() if view else []), gr.ChatMessage(content=f"⚠️ {item[1]}")]
+                        view = None
+                    elif view is not None:
+                        view.apply(item)
+                        finished = finished or isinstance(item, Finished)
+                        tail = view.messages()
+                if asked:
+                    yield [*shown, *tail]
+        finally:
+            await items.aclose()
+        if not asked:
+            yield gr.skip()
+            return
+        if tail and tail[-1].content == WAITING_FOR_ADAPTER:
+            tail = [gr.ChatMessage(content=NOT_RUN_MARK)]
+        elif view is not None and not finished:
+            tail = [*view.messages(), gr.ChatMessage(content=STOPPED_MARK)]
+        yield mark_stopped([as_dict(m) for m in [*shown, *tail]])
+
+    # -- the /ask API and MCP tool -------------------------------------------------------------------------------
+    async def ask(
+        self,
+        question: str,
+        max_new_tokens: int = _DEFAULTS.max_new_tokens,
+        temperature: float = _DEFAULTS.temperature,
+        top_p: float = _DEFAULTS.top_p,
+        top_k: int = _DEFAULTS.top_k,
+        repetition_penalty: float = _DEFAULTS.repetition_penalty,
+        include_reasoning: bool = False,
+    ) -> str:
+        """Answer a medical question with Medical-Diagnosis-COT-Gemma3-270M. Research demo, NOT for clinical use.
+
+        Args:
+            question: The medical question, in English.
+            max_new_tokens: Most tokens to generate, reasoning included (1-4096).
+            temperature: Sampling temperature (0 for greedy decoding, up to 2).
+            top_p: Nucleus sampling probability mass (0.01-1).
+            top_k: Sample from the k most likely tokens (0 disables).
+            repetition_penalty: Penalty for repeated tokens (1 = none, up to 2).
+            include_reasoning: Also return the model's step-by-step reasoning before the answer.
+
+        Returns:
+            The final answer; with include_reasoning, "Reasoning:" and "Answer:" sections.
+        """
+        try:
+            params = params_from(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
+            if not isinstance(include_reasoning, bool):
+                raise InputError("include_reasoning must be true or false.")
+            reasoning, answer = [], []
+            cancel = threading.Event()
+            async for event in iterate_in_thread(self.stream(question, [], params, True, cancel), cancel):
+                if isinstance(event, ReasoningDelta):
+                    reasoning.append(event.text)
+                elif isinstance(event, AnswerDelta):
+                    answer.append(event.text)
+        except UserError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        final = "".join(answer).strip()
+        if include_reasoning:
+            return f"Reasoning:\n{''.join(reasoning).strip()}\n\nAnswer:\n{final}"
+        return final
+
+    # -- the page's other controls -------------------------------------------------------------------------------
+    def export_files(
+        self, history: Any, base_history: Any, *sliders: Any
+    ) -> tuple[gr.DownloadButton, gr.DownloadButton]:
+        """Both download buttons pointed at fresh files of the conversation (disabled while there is none)."""
+        try:
+            params = params_from(*sliders)
+        except ValueError:
+            params = self.defaults
+        try:
+            conversation = conversation_from(history, base_history, self.engine, params)
+            if not conversation.exchanges:
+                raise LookupError("nothing to export yet")
+            markdown, document = write_files(conversation, EXPORT_ROOT)
+        except Exception as exc:  # an export must never break the chat
+            if not isinstance(exc, LookupError):
+                log.exception("export failed")
+            return gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False)
+        return gr.DownloadButton(value=str(markdown), interactive=True), gr.DownloadButton(
+            value=str(document), interactive=True
+        )
+
+    def set_compare(self, on: bool, request: gr.Request) -> tuple[Any, Any]:
+        """The compare checkbox: show or hide the base column, and remember the session's choice for the relay."""
+        # While loading only a ?compare=1 link can tick it: kept, and unticked by refresh() if unavailable.
+        engine = self.engine
+        on = bool(on) and (engine.can_compare or (engine.loaded is None and engine.error is None))
+        self.relay.set_compare(_session(request), on)
+        return gr.Column(visible=on), gr.Chatbot(show_label=on)
+
+    def refresh(self) -> tuple[str, gr.Timer, gr.Checkbox, str]:
+        """The model's status line, the timer that polls it while loading, and the compare controls."""
+        state, text = compare_controls(self.engine)
+        return (
+            model_status_markdown(self.engine),
+            gr.Timer(active=not self.engine.wait_until_loaded(0)),
+            gr.Checkbox(**state),
+            text,
+        )
+
+    def open_link(self, request: gr.Request) -> tuple[Any, Any, bool]:
+        """A deep link's question and comparison filled in; True when it should also be asked."""
+        question, run, want_compare, warning = deep_link(dict(getattr(request, "query_params", {}) or {}))
+        if warning:
+            gr.Warning(warning)
+        if self.engine.ready:
+            want_compare = want_compare and self.engine.can_compare
+        return (
+            gr.Textbox(value=question) if question else gr.skip(),
+            gr.Checkbox(value=True) if want_compare else gr.skip(),
+            bool(question and run),
+        )
+
+    async def wait_for_model(self, run: bool) -> bool:
+        """For a ?run=1 link: wait for the model, then say whether it can be asked."""
+        if not run:
+            return False
+        await anyio.to_thread.run_sync(self.engine.wait_until_loaded, RELAY_WAIT_S)
+        return self.engine.ready
+
+    def forget(self, request: gr.Request) -> None:
+        """A closed page: drop its session from the relay."""
+        self.relay.forget(_session(request))

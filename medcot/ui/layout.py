@@ -1,0 +1,212 @@
+"""The page: its layout and the wiring of its events to ChatHandlers, and the app's launch and queue settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from medcot import DISCLAIMER
+from medcot.engine import Engine
+from medcot.events import StreamFn
+from medcot.ui.compare import COMPARE_LABEL, compare_controls
+from medcot.ui.handlers import ChatHandlers, model_status_markdown
+from medcot.ui.links import AUTORUN_JS
+from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL, mark_stopped
+
+TITLE = "MedCoT · Medical chain-of-thought demo"
+CARD_URL = "https://huggingface.co/alphaaico/Medical-Diagnosis-COT-Gemma3-270M"
+# The model card's two questions first, then two in the same style.
+EXAMPLES = [
+    "A 65-year-old with exertional dyspnea and orthopnea presents with bilateral pitting edema and raised JVP. "
+    "What initial pharmacologic therapy is indicated?",
+    "Elderly patient with new ankle swelling on thiazolidinedione—likely cause?",
+    "A 24-year-old has fever, neck stiffness and a petechial rash. What is the most urgent next step?",
+    "Which electrolyte abnormality is most typical of refeeding syndrome?",
+]
+QUEUE_POLL_S = 0.01
+CSS = """
+#disclaimer { border-left: 4px solid #d97706; padding: 0.4rem 0.8rem; background: rgba(217, 119, 6, 0.08); }
+#model-status { font-size: 0.85rem; opacity: 0.85; }
+#compare-note, #export-row { font-size: 0.85rem; opacity: 0.85; }
+"""
+
+
+def _chatbot(elem_id: str, label: str, placeholder: str, show_label: bool) -> gr.Chatbot:
+    """A chat column (the fine-tuned one shows its label only beside the base one: set_compare)."""
+    return gr.Chatbot(
+        elem_id=elem_id,
+        label=label,
+        show_label=show_label,
+        placeholder=placeholder,
+        buttons=["copy", "copy_all"],
+        scale=1,
+    )
+
+
+def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
+    """The whole app for one engine: layout and wiring only (the handlers are ChatHandlers' methods).
+
+    ``stream`` is what answers (app.py passes the ZeroGPU-wrapped one); engine.stream when left out.
+    """
+    handlers = ChatHandlers(engine, stream or engine.stream)
+    defaults = handlers.defaults
+    with gr.Blocks(title=TITLE, fill_height=True, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(f"# 🩺 {TITLE}")
+        gr.Markdown(f"⚠️ **{DISCLAIMER}**", elem_id="disclaimer")
+        status = gr.Markdown(model_status_markdown(engine), elem_id="model-status")
+        checkbox_state, note = compare_controls(engine)
+        with gr.Row(equal_height=True):
+            compare = gr.Checkbox(
+                **{"value": False, **checkbox_state},
+                label=COMPARE_LABEL,
+                elem_id="compare",
+                scale=0,
+                min_width=260,
+            )
+            compare_note = gr.Markdown(note, elem_id="compare-note")
+        sliders = [
+            gr.Slider(1, 4096, value=defaults.max_new_tokens, step=1, label="Max new tokens", render=False),
+            gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="Temperature (0 = greedy)", render=False),
+            gr.Slider(0.01, 1.0, value=defaults.top_p, step=0.01, label="Top-p", render=False),
+            gr.Slider(0, 1000, value=defaults.top_k, step=1, label="Top-k (0 = off)", render=False),
+            gr.Slider(
+                1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty", render=False
+            ),
+        ]
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                chat = gr.ChatInterface(
+                    handlers.respond,
+                    chatbot=_chatbot(
+                        "chat",
+                        ADAPTER_LABEL,
+                        "Ask a medical question. The model reasons step by step before it answers.",
+                        show_label=False,
+                    ),
+                    # stop_btn=True: a custom Textbox's own stop_btn (default False) decides whether Stop is shown.
+                    textbox=gr.Textbox(
+                        placeholder="Ask a medical question…",
+                        elem_id="question",
+                        label="Your question",
+                        show_label=False,
+                        submit_btn=True,
+                        stop_btn=True,
+                    ),
+                    additional_inputs=sliders,
+                    # render=False: ChatInterface renders its own copy of this accordion under the chat; rendered
+                    # here too, an empty duplicate would appear above the chat.
+                    additional_inputs_accordion=gr.Accordion("Generation settings", open=False, render=False),
+                    examples=[[question] for question in EXAMPLES],
+                    run_examples_on_click=True,
+                    api_name="chat",
+                    api_description="Chat; streams the message list (reasoning, answer, stats). Not for clinical use.",
+                    fill_height=True,
+                )
+            with gr.Column(scale=1, visible=False) as base_column:
+                base_chat = _chatbot(
+                    "base-chat", BASE_LABEL, "The base model's answers (adapter off) appear here.", show_label=True
+                )
+        with gr.Row(elem_id="export-row"):
+            gr.Markdown("Download the conversation (reasoning marked as such, with the models and settings):")
+            export_md = gr.DownloadButton(
+                "Markdown", value=None, interactive=False, size="sm", elem_id="export-md", scale=0, min_width=140
+            )
+            export_json = gr.DownloadButton(
+                "JSON", value=None, interactive=False, size="sm", elem_id="export-json", scale=0, min_width=140
+            )
+
+        # Stop cancels the stream; this settles the accordion it left pending. The chat's state is set from the
+        # visible chat too: Gradio syncs it only after a stream that completes, and the next reply is drawn from
+        # the state, so a stale one would wipe the stopped exchange from the page.
+        stopped = chat.textbox.stop(
+            mark_stopped, [chat.chatbot], [chat.chatbot], queue=False, api_visibility="undocumented"
+        )
+        chat.textbox.stop(
+            mark_stopped, [chat.chatbot], [chat.chatbot_state], queue=False, api_visibility="undocumented"
+        )
+        # The base column follows every way the chat handler starts; its handler only relays, so no concurrency
+        # limit (the model work is counted in the chat handler's).
+        base_shown = gr.on(
+            [chat.textbox.submit, chat.chatbot.example_select, chat.chatbot.retry],
+            handlers.show_base,
+            [base_chat, compare],
+            [base_chat],
+            api_visibility="undocumented",
+            concurrency_limit=None,
+            show_progress="hidden",
+        )
+        chat.chatbot.clear(lambda: [], None, [base_chat], queue=False, api_visibility="undocumented")
+
+        compare.change(
+            handlers.set_compare, [compare], [base_column, chat.chatbot], queue=False, api_visibility="undocumented"
+        )
+        export_inputs = [chat.chatbot, base_chat, *sliders]
+        for settled in (chat.chatbot_value.change, base_shown.then, stopped.then, chat.chatbot.clear):
+            settled(
+                handlers.export_files,
+                export_inputs,
+                [export_md, export_json],
+                queue=False,
+                api_visibility="undocumented",
+                show_progress="hidden",
+            )
+        gr.api(handlers.ask, api_name="ask")
+        gr.Markdown(
+            f"Model: [Medical-Diagnosis-COT-Gemma3-270M]({CARD_URL}) (also published as "
+            "`alpha-ai/Medical-Diagnosis-COT-Gemma3-270M`), a LoRA fine-tune of Gemma 3 270M. "
+            "Gemma is provided under Google's Gemma terms of use. API and MCP: see *Use via API* below."
+        )
+
+        timer = gr.Timer(1.0, active=not engine.wait_until_loaded(0))
+
+        timer.tick(
+            handlers.refresh,
+            outputs=[status, timer, compare, compare_note],
+            queue=False,
+            api_visibility="undocumented",
+        )
+        demo.load(
+            handlers.refresh,
+            outputs=[status, timer, compare, compare_note],
+            queue=False,
+            api_visibility="undocumented",
+        )
+
+        # Deep links (?q=…&run=1&compare=1): pre-fill, then ask once the model is ready.
+        # A hidden checkbox, not a gr.State: the browser-side script reads it, and State values stay on the server.
+        autorun = gr.Checkbox(False, visible=False, elem_id="autorun")
+
+        demo.load(
+            # Queued, not queue=False: only queued events show gr.Warning in the page.
+            handlers.open_link,
+            outputs=[chat.textbox, compare, autorun],
+            api_visibility="undocumented",
+            concurrency_limit=None,
+        ).then(
+            handlers.wait_for_model, [autorun], [autorun], api_visibility="undocumented", concurrency_limit=None
+        ).then(None, [autorun], None, js=AUTORUN_JS, api_visibility="undocumented")
+
+        demo.unload(handlers.forget)
+    return demo
+
+
+def launch_kwargs() -> dict[str, Any]:
+    """Arguments for demo.launch(): theme and CSS go here in Gradio 6; MCP on; server name/port from GRADIO_*."""
+    return {
+        "theme": gr.themes.Soft(primary_hue="teal", secondary_hue="amber"),
+        "css": CSS,
+        "mcp_server": True,
+        "show_error": True,
+        "footer_links": ["api", "settings"],
+    }
+
+
+def queue(demo: gr.Blocks, engine: Engine) -> gr.Blocks:
+    """A bounded queue: a few generations at once, the rest wait; past ``queue_size`` a clear refusal."""
+    demo = demo.queue(default_concurrency_limit=engine.settings.concurrency, max_size=engine.settings.queue_size)
+    # Gradio's queue looks for new events every 1 ms while idle, which took 6% of a core from a 2-core CPU's
+    # decoding; every 10 ms costs a request at most 10 ms and measured 2%. No public setting exists (Gradio 6.31).
+    if hasattr(demo._queue, "sleep_when_free"):
+        demo._queue.sleep_when_free = QUEUE_POLL_S
+    return demo
