@@ -16,7 +16,7 @@ from medcot.errors import ConfigError, InputError, ModelLoadError
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, StreamEvent
 from medcot.model.loading import LoadedModel, load_model
 from medcot.model.progress import Progress, log_progress
-from medcot.prompt import STOP_TEXTS, Turn, encode_prompt
+from medcot.prompt import STOP_TEXTS, EncodedPrompt, Turn, encode_prompt
 from medcot.reasoning import ThinkParser
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,16 @@ def _in_passing_thread(function: Callable[..., T], *args: Any) -> T:
     if failure:
         raise failure[0]
     return result[0]
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request that passed Engine.prepare's checks: what generation needs, and nothing that cannot be pickled
+    (a ZeroGPU worker receives it from another process)."""
+
+    prompt: EncodedPrompt
+    params: GenerationParams
+    use_adapter: bool = True
 
 
 @dataclass
@@ -102,8 +112,12 @@ class Engine:
             return engine
 
     # -- loading -------------------------------------------------------------------------------------------------
-    def load(self, on_progress: Progress | None = None) -> Engine:
-        """Load synchronously; a failure is kept as a readable message instead of raised."""
+    def load(self, on_progress: Progress | None = None, *, in_this_thread: bool = False) -> Engine:
+        """Load synchronously; a failure is kept as a readable message instead of raised.
+
+        The load runs in a passing thread (see _in_passing_thread) unless ``in_this_thread``: ZeroGPU's CUDA
+        emulation covers the importing thread only, so there the model must load in it.
+        """
 
         def report(message: str, fraction: float | None) -> None:
             self.progress = (message, fraction)
@@ -114,7 +128,10 @@ class Engine:
         if self.error:  # a configuration error: nothing to load
             return self
         try:
-            self.loaded = _in_passing_thread(load_model, self.settings, report)
+            if in_this_thread:
+                self.loaded = load_model(self.settings, report)
+            else:
+                self.loaded = _in_passing_thread(load_model, self.settings, report)
         except ModelLoadError as exc:
             self.error = str(exc)
             log.error("model load failed: %s", exc)
@@ -197,12 +214,35 @@ class Engine:
     ) -> Iterator[StreamEvent]:
         """Yield reasoning/answer events, then Finished with the stats (a StreamFn). Closing the iterator or
         setting ``cancel`` stops generation."""
+        request = self.prepare(question, history, params, use_adapter)
+        yield from self.generate(request, cancel)
+
+    def prepare(
+        self,
+        question: str,
+        history: Sequence[Turn] = (),
+        params: GenerationParams | None = None,
+        use_adapter: bool = True,
+    ) -> Request:
+        """Every check a request gets before the model runs (model ready, question, settings, base model available,
+        prompt length), raising its user error; what passes is the request generate() runs.
+
+        Split from generation so that a caller running the model elsewhere (a ZeroGPU worker) refuses bad requests
+        before it asks for a GPU, with the readable message.
+        """
         loaded = self.require_model()
         question = clean_question(question)
         params = (params or self.settings.generation_defaults).validated()
         if not use_adapter and loaded.kind != "base" and not self.can_compare:  # the base alone is its own base
             raise InputError(self.compare_unavailable() or "The base model is not available.")
         prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens)
+        return Request(prompt, params, use_adapter)
+
+    def generate(self, request: Request, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
+        """A prepared request's events, then Finished with the stats. Closing the iterator or setting ``cancel``
+        stops generation."""
+        loaded = self.require_model()
+        prompt, params, use_adapter = request.prompt, request.params, request.use_adapter
         started = time.monotonic()
         parser = ThinkParser()
         first: float | None = None

@@ -1,8 +1,16 @@
-"""ZeroGPU glue: durations, the decorated stream's cancellation, and where the model loads."""
+"""ZeroGPU glue: durations, where the model loads, and GpuEvents' contract with a GPU generator.
+
+spaces itself runs in tests/test_zerogpu_space.py (app.py under the real runtime); here only the glue's own logic,
+with plain generators standing in for the one spaces returns.
+"""
 
 from __future__ import annotations
 
+import ast
 import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from tiny import ADAPTER_ANSWER, QUESTIONS
@@ -12,12 +20,13 @@ from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.events import AnswerDelta
 
+APP = Path(__file__).resolve().parents[1] / "app.py"
+
 
 def test_gpu_duration_grows_with_the_token_budget_and_is_capped() -> None:
-    short = zerogpu.gpu_seconds("q", [], GenerationParams(max_new_tokens=64))
-    long = zerogpu.gpu_seconds("q", [], GenerationParams(max_new_tokens=2048))
+    short, long = zerogpu.gpu_seconds(64), zerogpu.gpu_seconds(2048)
     assert zerogpu.GPU_BASE_SECONDS < short < long <= zerogpu.GPU_MAX_SECONDS
-    assert zerogpu.gpu_seconds("q", [], GenerationParams(max_new_tokens=4096)) == zerogpu.GPU_MAX_SECONDS
+    assert zerogpu.gpu_seconds(4096) == zerogpu.GPU_MAX_SECONDS
 
 
 def test_off_zerogpu_the_stream_is_the_engines(engine: Engine) -> None:
@@ -26,34 +35,153 @@ def test_off_zerogpu_the_stream_is_the_engines(engine: Engine) -> None:
     assert "".join(e.text for e in events if isinstance(e, AnswerDelta)).strip() == ADAPTER_ANSWER
 
 
-def test_on_zerogpu_the_decorated_stream_stops_between_events(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    # ZeroGPU itself cannot run here: pretend to be on it, with spaces.GPU as the identity (its behaviour off
-    # ZeroGPU), so the path that checks the cancel event between events is the one exercised.
-    monkeypatch.setattr(zerogpu, "on_zero_gpu", lambda: True)
-    durations: list[object] = []
-
-    def fake_gpu(duration: object):
-        durations.append(duration)
-        return lambda fn: fn
-
-    monkeypatch.setattr(zerogpu.spaces, "GPU", fake_gpu)
-    cancel = threading.Event()
-    stream = zerogpu.gpu_stream(engine)
-    assert durations == [zerogpu.gpu_seconds]
-    seen = []
-    for event in stream(QUESTIONS[0], [], GenerationParams(temperature=0, max_new_tokens=64), True, cancel):
-        seen.append(event)
-        cancel.set()
-    assert len(seen) == 1  # stopped right after the event that saw the cancel
-    assert not any(t.name == "medcot-generate" for t in threading.enumerate())
-
-
-def test_model_loads_at_import_on_zerogpu_and_in_the_background_elsewhere(
+def test_model_loads_in_the_importing_thread_on_zerogpu_and_in_the_background_elsewhere(
     tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import medcot.engine as engine_module
+
+    threads: list[str] = []
+    real_load = engine_module.load_model
+
+    def load_model(*args: object) -> object:
+        threads.append(threading.current_thread().name)
+        return real_load(*args)
+
+    monkeypatch.setattr(engine_module, "load_model", load_model)
     monkeypatch.setattr(zerogpu, "on_zero_gpu", lambda: True)
     eager = zerogpu.start_engine(Engine(tiny_settings))
-    assert eager.ready  # loaded before start_engine returned
+    assert eager.ready and threads == [threading.current_thread().name]  # spaces emulates CUDA in this thread only
     monkeypatch.setattr(zerogpu, "on_zero_gpu", lambda: False)
     lazy = zerogpu.start_engine(Engine(tiny_settings))
-    assert lazy.wait_until_loaded(60) and lazy.ready
+    assert lazy.wait_until_loaded(60) and lazy.ready and threads[1] != threads[0]
+
+
+def test_app_imports_spaces_before_anything_that_imports_torch() -> None:
+    imports = [node for node in ast.parse(APP.read_text()).body if isinstance(node, ast.Import | ast.ImportFrom)]
+    first = imports[0]
+    assert isinstance(first, ast.Import) and first.names[0].name == "spaces"
+
+
+def test_user_errors_inside_the_worker_become_picklable_gr_errors_with_their_message() -> None:
+    import pickle
+
+    import gradio as gr
+
+    from medcot.errors import GenerationError
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise GenerationError("Generation failed: CUDA out of memory.")
+
+    events = zerogpu.readable_errors(failing())  # type: ignore[arg-type]
+    assert next(events) == 1
+    with pytest.raises(gr.Error) as raised:
+        next(events)
+    # spaces pickles the worker's gr.Error back to this process
+    assert pickle.loads(pickle.dumps(raised.value)).message == "Generation failed: CUDA out of memory."
+
+
+# -- GpuEvents -------------------------------------------------------------------------------------------------------
+
+
+class SlowGpu:
+    """A GPU generator as spaces' behaves: each event after `delay`; its close waits for the worker (`close_delay`)."""
+
+    def __init__(self, events: int = 3, delay: float = 0.0, close_delay: float = 0.0) -> None:
+        self.events, self.delay, self.close_delay = events, delay, close_delay
+        self.started = threading.Event()
+        self.closed_in: list[str] = []
+        self.slots: list[int] = []
+
+    def __call__(self, slot: int) -> Iterator[int]:
+        self.slots.append(slot)
+        self.started.set()
+        try:
+            for i in range(self.events):
+                time.sleep(self.delay)
+                yield i
+        finally:
+            time.sleep(self.close_delay)
+            self.closed_in.append(threading.current_thread().name)
+
+
+def test_events_pass_through_in_order_and_the_slot_is_given_back() -> None:
+    flags = zerogpu.StopFlags(size=1)
+    gpu = SlowGpu()
+    assert list(zerogpu.GpuEvents(gpu, threading.Event(), flags)) == [0, 1, 2]
+    deadline = time.monotonic() + 5
+    while flags.take() == -1 and time.monotonic() < deadline:  # given back once the driving thread is done too
+        time.sleep(0.01)
+    assert gpu.slots == [0]
+
+
+def test_a_request_stopped_before_its_turn_never_asks_for_a_gpu() -> None:
+    cancel = threading.Event()
+    cancel.set()
+    gpu = SlowGpu()
+    assert list(zerogpu.GpuEvents(gpu, cancel, zerogpu.StopFlags())) == []
+    time.sleep(0.1)
+    assert not gpu.started.is_set()
+
+
+def test_stop_while_waiting_ends_the_reader_at_once_and_the_close_runs_in_the_driving_thread() -> None:
+    flags = zerogpu.StopFlags()
+    cancel = threading.Event()
+    gpu = SlowGpu(events=2, delay=2.0, close_delay=0.5)  # the GPU is still being waited for
+    events = zerogpu.GpuEvents(gpu, cancel, flags)
+    reader = iter(events)
+    threading.Timer(0.2, cancel.set).start()
+    started = time.monotonic()
+    assert list(reader) == []
+    assert time.monotonic() - started < 0.2 + 3 * zerogpu.POLL_S
+    assert flags.is_set(gpu.slots[0])  # the worker's generation would stop at its next token
+    deadline = time.monotonic() + 10
+    while not gpu.closed_in and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gpu.closed_in == ["medcot-gpu"]
+
+
+def test_closing_the_reader_early_stops_the_gpu_generator() -> None:
+    gpu = SlowGpu(events=1000, delay=0.01)
+    cancel = threading.Event()
+    reader = iter(zerogpu.GpuEvents(gpu, cancel, zerogpu.StopFlags()))
+    assert next(reader) == 0
+    started = time.monotonic()
+    reader.close()  # what a garbage-collected or closed stream does: returns at once
+    assert time.monotonic() - started < 0.1 and cancel.is_set()
+    deadline = time.monotonic() + 5
+    while not gpu.closed_in and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gpu.closed_in == ["medcot-gpu"]
+
+
+def test_a_failure_of_the_gpu_generator_reaches_the_reader() -> None:
+    def failing(slot: int) -> Iterator[int]:
+        yield 1
+        raise RuntimeError("worker error")
+
+    reader = iter(zerogpu.GpuEvents(failing, threading.Event(), zerogpu.StopFlags()))
+    assert next(reader) == 1
+    with pytest.raises(RuntimeError, match="worker error"):
+        next(reader)
+
+
+def test_stop_flags_are_seen_by_a_forked_process() -> None:
+    import multiprocessing
+
+    flags = zerogpu.StopFlags(size=4)
+    slot = flags.take()
+    seen = multiprocessing.get_context("fork").Value("b", 0)
+
+    def child() -> None:  # the worker's side: a request's cancel event set by the watch over its slot
+        cancel, done = threading.Event(), threading.Event()
+        threading.Timer(5, done.set).start()
+        flags.watch(slot, cancel, done)
+        seen.value = 1 if cancel.is_set() else 2
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()  # forked after the flags were made, as spaces forks its workers
+    time.sleep(0.2)
+    flags.set(slot)
+    process.join(10)
+    assert seen.value == 1

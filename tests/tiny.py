@@ -111,10 +111,13 @@ class TinyRepos:
     bare_base: Path  # same weights, tokenizer saved without a chat template
 
 
-def build_repos(root: Path) -> TinyRepos:
+def build_repos(root: Path, train_base: bool = True) -> TinyRepos:
+    """The tiny repos; ``train_base=False`` leaves the base's weights random: greedy, it then writes newlines without
+    end (to the token limit), a base answer long enough for a test to stop it."""
     tokenizer = build_tokenizer()
     model = build_model(tokenizer)
-    train(model, tokenizer, BASE_OUTPUT, steps=60, lr=3e-3)
+    if train_base:
+        train(model, tokenizer, BASE_OUTPUT, steps=60, lr=3e-3)
     repos = TinyRepos(root / "base", root / "adapter", root / "merged", root / "bare-base")
     model.save_pretrained(repos.base)
     tokenizer.save_pretrained(repos.base)

@@ -177,13 +177,13 @@ def pick_cpu_mode(settings: Settings, device: str) -> str | None:
         raise ModelLoadError(f"MEDCOT_CPU_MODE: {exc}") from None
 
 
-def _load_causal_lm(path: Path, dtype: torch.dtype, device: str, cpu_mode: str | None = None) -> Any:
+def _load_causal_lm(path: Path, dtype: torch.dtype, cpu_mode: str | None = None) -> Any:
+    """The weights on the CPU; _finish moves the finished model to its device once (see there)."""
     if cpu_mode is not None and cpu_mode.startswith("f16"):
         model = load_half(path)  # reads float32 checkpoints without the full-size float32 copy in memory
         if model is not None:
             return model
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    return model.to(device).eval()
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
 
 
 def _explain_load_failure(exc: Exception, what: str, token: str | None) -> ModelLoadError:
@@ -230,7 +230,7 @@ def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
         progress(f"Loading merged weights `{settings.adapter}`", None)
         try:
             tokenizer, model = _tokenizer_beside(
-                adapter_dir, None, lambda: _load_causal_lm(adapter_dir, dtype, device, cpu_mode)
+                adapter_dir, None, lambda: _load_causal_lm(adapter_dir, dtype, cpu_mode)
             )
         except Exception as exc:
             raise _explain_load_failure(exc, f"`{settings.adapter}`", settings.hf_token) from None
@@ -243,7 +243,7 @@ def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
         tokenizer, model = _tokenizer_beside(
             adapter_dir or base_dir,
             base_dir if adapter_dir else None,
-            lambda: _load_causal_lm(base_dir, dtype, device, cpu_mode),
+            lambda: _load_causal_lm(base_dir, dtype, cpu_mode),
         )
     except Exception as exc:
         raise _explain_load_failure(exc, f"the base model `{settings.base_model}`", settings.hf_token) from None
@@ -265,7 +265,8 @@ def apply_adapter(loaded: LoadedModel, adapter_dir: Path, settings: Settings, pr
             "incomplete or the location is not a LoRA adapter."
         )
     try:
-        model = PeftModel.from_pretrained(loaded.model, adapter_dir)
+        # On the CPU, whatever torch.cuda.is_available() says: the model moves to its device once, in _finish.
+        model = PeftModel.from_pretrained(loaded.model, adapter_dir, torch_device="cpu")
     except Exception as exc:
         raise _explain_load_failure(exc, f"`{settings.adapter}`", settings.hf_token) from None
     if settings.merge_adapter:
@@ -281,6 +282,17 @@ def apply_adapter(loaded: LoadedModel, adapter_dir: Path, settings: Settings, pr
 
 
 def _finish(loaded: LoadedModel, settings: Settings, progress: Progress) -> LoadedModel:
+    """The loaded (and merged) model ready to serve: moved to its device, or prepared for the CPU.
+
+    Everything before this runs on the CPU and the move is the last step, once, for the model and the LoRA factors
+    together. On ZeroGPU that matters: spaces emulates CUDA in the main process and intercepts tensor moves, but not
+    what loading straight onto "cuda" also does (safetensors' pinned host memory, which starts real CUDA there).
+    """
+    if loaded.device != "cpu":
+        progress(f"Moving the model to {loaded.device}", None)
+        loaded.model = loaded.model.to(loaded.device)
+        if loaded.base_delta is not None:
+            loaded.base_delta.to(loaded.device)
     cpu_mode = pick_cpu_mode(settings, loaded.device)
     if cpu_mode is not None:
         progress(f"Preparing the model for CPU ({cpu_mode})", None)
@@ -309,7 +321,7 @@ def _load_embedded(settings: Settings, progress: Progress, reason: str) -> Loade
     device = pick_device(settings)
     progress("Loading the embedded Gemma 3 270M base", None)
     dtype, cpu_mode = pick_dtype(settings, device), pick_cpu_mode(settings, device)
-    tokenizer, model = _tokenizer_beside(folder, None, lambda: _load_causal_lm(folder, dtype, device, cpu_mode))
+    tokenizer, model = _tokenizer_beside(folder, None, lambda: _load_causal_lm(folder, dtype, cpu_mode))
     note = f"Running the embedded Gemma 3 270M base model without the medical adapter ({reason})."
     loaded = LoadedModel(
         model,

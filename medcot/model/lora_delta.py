@@ -74,6 +74,11 @@ class LoraDelta:
             )
         return cls(factors) if factors else None
 
+    def to(self, device: str | torch.device) -> LoraDelta:
+        """The factors moved to where the model runs (in place)."""
+        self.factors = {name: _Factors(f.a.to(device), f.b.to(device), f.scaling) for name, f in self.factors.items()}
+        return self
+
     @property
     def attached(self) -> bool:
         return bool(self._handles)
@@ -86,8 +91,7 @@ class LoraDelta:
             for name, factors in list(self.factors.items()):
                 layer = model.get_submodule(name)
                 device = layer.weight.device
-                if factors.a.device != device:
-                    # Moved once, where the model now runs: on ZeroGPU the weights reach the GPU only in its worker.
+                if factors.a.device != device:  # the model was moved after loading (normally they move with it)
                     factors = self.factors[name] = _Factors(
                         factors.a.to(device), factors.b.to(device), factors.scaling
                     )

@@ -115,10 +115,10 @@ class ChatHandlers:
                 yield view.messages()
             if channel is not None:
                 await self.run_base(channel, message, turns, params)
-        except UserError as exc:
+        except (UserError, gr.Error) as exc:  # gr.Error: already readable (the ZeroGPU glue's, or spaces' own)
             if channel is not None:
-                channel.put_nowait(("error", str(exc)))
-            raise gr.Error(str(exc), print_exception=False) from None
+                channel.put_nowait(("error", _message(exc)))
+            raise _as_gr_error(exc) from None
         except Exception as exc:
             log.exception("generation failed")
             raise gr.Error(f"Something went wrong while answering ({type(exc).__name__}). Please try again.") from None
@@ -137,8 +137,8 @@ class ChatHandlers:
         try:
             async for event in iterate_in_thread(self.stream(message, turns, params, False, cancel), cancel):
                 channel.put_nowait(event)
-        except UserError as exc:
-            channel.put_nowait(("error", str(exc)))
+        except (UserError, gr.Error) as exc:
+            channel.put_nowait(("error", _message(exc)))
         except Exception as exc:  # the fine-tuned answer is already shown: report this one in its column only
             log.exception("base-model generation failed")
             channel.put_nowait(("error", f"Something went wrong while answering ({type(exc).__name__})."))
@@ -300,3 +300,11 @@ class ChatHandlers:
     def forget(self, request: gr.Request) -> None:
         """A closed page: drop its session from the relay."""
         self.relay.forget(_session(request))
+
+
+def _message(exc: Exception) -> str:
+    return str(exc.message) if isinstance(exc, gr.Error) else str(exc)
+
+
+def _as_gr_error(exc: Exception) -> gr.Error:
+    return exc if isinstance(exc, gr.Error) else gr.Error(str(exc), print_exception=False)

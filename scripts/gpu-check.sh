@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The check for a CUDA machine: the tiny test model and the embedded Gemma 3 270M on CUDA in bf16, answers streamed
+# through the app, and decode tok/s + time to first token for eager, static-cache and compiled generation, written
+# to docs/bench/gpu.json (benchmarks/gpu_check.py says how each figure is measured).
+#
+# Usage: bash scripts/gpu-check.sh [--new-tokens N] [--rounds N] [--skip-embedded] [--out FILE]
+# Needs a CUDA build of torch in the active environment (or .venv): the CPU wheel the tests use cannot run it.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [[ -z "${VIRTUAL_ENV:-}" && -x .venv/bin/python ]]; then
+    # shellcheck source=/dev/null
+    . .venv/bin/activate
+fi
+
+if ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
+    echo "gpu-check: torch sees no CUDA device; install a CUDA build of torch on a GPU machine" >&2
+    exit 2
+fi
+
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}"  # the embedded base needs no Hub; nothing else is fetched
+exec python -m benchmarks.gpu_check "$@"
