@@ -32,7 +32,7 @@ import torch
 from benchmarks.bench_cpu import BENCH_QUESTION
 from benchmarks.machine import machine_info
 from medcot.config import EMBEDDED_MODEL, GenerationParams, Settings
-from medcot.generation import stream_generate
+from medcot.generation import sampling_kwargs, stream_generate
 from medcot.model.loading import LoadedModel, load_model
 from medcot.prompt import encode_prompt
 
@@ -98,22 +98,29 @@ def embedded_gguf(folder: Path) -> Path:
 
 
 def profile_tokens(loaded: LoadedModel, prompt: list[int], top: int = 12) -> dict[str, Any]:
-    """Where a sampled token's time goes: torch's per-op self CPU time over a generation, decode steps included."""
+    """Where a sampled token's time goes: torch's per-op self CPU time over a generation at the card's defaults.
+
+    generate() runs in this thread here (the profiler records the thread it is started in; stream_generate's
+    thread would be missed), with the same generation arguments; the prompt's prefill is one of the steps.
+    """
     from torch.profiler import ProfilerActivity, profile
 
-    measure_ours(loaded, prompt, CARD, 4)  # warm-up outside the profile
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        start = time.perf_counter()
-        measure_ours(loaded, prompt, CARD, _PROFILE_TOKENS)
-        wall = time.perf_counter() - start
-    events = prof.key_averages()
-    ops = sorted((e for e in events if e.self_cpu_time_total > 0), key=lambda e: -e.self_cpu_time_total)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    ids = torch.tensor([prompt])
+    arguments = {**sampling_kwargs(CARD), "max_new_tokens": _PROFILE_TOKENS, "min_new_tokens": _PROFILE_TOKENS}
+    with torch.inference_mode():
+        model.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=tokenizer.pad_token_id, **arguments)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            model.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=tokenizer.pad_token_id, **arguments)
+            wall = time.perf_counter() - start
+    ops = sorted((e for e in prof.key_averages() if e.self_cpu_time_total > 0), key=lambda e: -e.self_cpu_time_total)
     total_us = wall * 1e6
-    busy_us = sum(e.self_cpu_time_total for e in ops)
     return {
         "tokens": _PROFILE_TOKENS,
         "wall_ms_per_token": round(wall * 1e3 / _PROFILE_TOKENS, 2),
-        "ops_share_of_wall": round(busy_us / total_us, 3),  # the rest: Python, generate's loop, the streamer
+        # The rest of the wall time: Python (generate's loop, transformers' modules), waiting for a core.
+        "ops_share_of_wall": round(sum(e.self_cpu_time_total for e in ops) / total_us, 3),
         "top_ops": [
             {
                 "op": e.key,
@@ -186,10 +193,11 @@ def run(rounds: int, new_tokens: int, threads: int, profile: bool, report: Calla
             report("llama-cpp-python is not installed (pip install -e .[llama]): measuring ours alone")
         variants = _variants(loaded, llm)
         for measure in variants.values():
-            measure(prompt, 4)  # warm-up: first-call allocations, llama.cpp's graph
+            measure(prompt, 16)  # warm-up: first-call allocations, llama.cpp's graph
         runs: dict[str, list[dict]] = collections.defaultdict(list)
         for index in range(rounds):
-            for name, measure in variants.items():
+            order = list(variants.items())
+            for name, measure in order if index % 2 == 0 else order[::-1]:  # A B, B A, ...: drift hits both alike
                 runs[name].append(measure(prompt, new_tokens))
                 report(f"round {index + 1}/{rounds} {name}: {runs[name][-1]['decode_tok_s']:.1f} tok/s")
         del llm
