@@ -268,7 +268,8 @@ def draw_chart(result: dict[str, Any], path: Path) -> None:
     fig, (speed, ttft) = plt.subplots(1, 2, figsize=(12, 4.5))
     machine = result["machine"]
     fig.suptitle(
-        f"{result['settings']['model']} ({result['settings']['cpu_mode']}) vs llama.cpp, {machine['threads']} threads,"
+        f"{result['settings']['model']} ({result['settings']['cpu_mode']})"
+        f"{' vs llama.cpp' if any(n.startswith('llama') for n in names) else ''}, {machine['threads']} threads,"
         f" {machine['date'][:10]}, load {machine['load_average_start'][0]}→{machine['load_average_end'][0]}"
     )
     colors = ["tab:blue" if name.startswith("ours") else "tab:orange" for name in names]
