@@ -20,7 +20,6 @@ DIM, RESET = "\x1b[2m", "\x1b[0m"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = GenerationParams()
     parser = argparse.ArgumentParser(
         prog="python -m medcot",
         description=f"Ask Medical-Diagnosis-COT-Gemma3-270M a question. {DISCLAIMER}",
@@ -28,10 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("question", nargs="?", help="the question (read from stdin when left out)")
     parser.add_argument("--no-reasoning", action="store_true", help="do not print the reasoning")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: MEDCOT_MAX_NEW_TOKENS or 512")
-    parser.add_argument("--temperature", type=float, default=defaults.temperature, help="0 for greedy")
-    parser.add_argument("--top-p", type=float, default=defaults.top_p)
-    parser.add_argument("--top-k", type=int, default=defaults.top_k)
-    parser.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
+    # Decoding left unset takes the model's defaults: the card's sampling, or the primed base's (medcot.prompt_styles).
+    parser.add_argument("--temperature", type=float, help="0 for greedy; default: the model's")
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--repetition-penalty", type=float)
     parser.add_argument("--base-model", help="overrides MEDCOT_BASE_MODEL (hub id, local folder or 'embedded')")
     parser.add_argument("--adapter", help="overrides MEDCOT_ADAPTER (hub id or local folder; '' for none)")
     parser.add_argument("--stats", action="store_true", help="print generation stats to stderr at the end")
@@ -47,6 +47,12 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
+def _params(args: argparse.Namespace, defaults: GenerationParams) -> GenerationParams:
+    """The decoding asked for on the command line, the model's defaults where nothing was asked."""
+    names = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty")
+    return replace(defaults, **{name: getattr(args, name) for name in names if getattr(args, name) is not None})
+
+
 def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO, engine: Engine | None = None) -> int:
     try:
         question = clean_question(args.question if args.question is not None else stdin.read())  # before loading
@@ -56,15 +62,12 @@ def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO,
     engine = engine or Engine(_settings(args))
     if not engine.ready:
         engine.load(on_progress=lambda message, fraction: print(f"… {message}", file=stderr, flush=True))
-    params = GenerationParams(
-        max_new_tokens=engine.settings.max_new_tokens if args.max_new_tokens is None else args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty,
-    )
+    params = _params(args, engine.generation_defaults())
     for note in engine.require_model().notes:
         print(f"note: {note}", file=stderr)
+    style = engine.prompt_style()
+    if style.primed:
+        print(f"note: prompt: {style.label}.", file=stderr)
     wrote_answer = False
     for event in engine.stream(question, (), params):
         if isinstance(event, ReasoningDelta) and not args.no_reasoning:

@@ -33,6 +33,8 @@ def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# How a base model alone is prompted (medcot.prompt_styles): auto gives the embedded base the worked-example primer.
+BASE_PROMPT_CHOICES = ("auto", "card", "primer", "primer-chat")
 DEVICES = ("auto", "cpu", "cuda")
 _SWITCH = ("1", "0", "true", "false", "yes", "no")  # MEDCOT_MERGE
 
@@ -87,6 +89,7 @@ class Settings:
     cpu_mode: str = "auto"  # see medcot.model.cpu_speed
     concurrency: int = 2  # generations run at once (per event); more wait in the queue
     queue_size: int = 16  # waiting requests beyond this are refused with a "queue is full" message
+    base_prompt: str = "auto"  # a base model alone: see BASE_PROMPT_CHOICES
     cache_dir: Path | None = None  # where the embedded GGUF is converted; None: default_cache_dir()
     hub_offline: bool = False  # HF_HUB_OFFLINE: the Hub is not asked, so the defaults fall back to the embedded base
     hf_token: str | None = field(default=None, repr=False)  # never printed
@@ -131,6 +134,7 @@ class Settings:
             cpu_mode=env.get("MEDCOT_CPU_MODE", "").strip().lower() or "auto",  # checked by medcot.model.cpu_speed
             concurrency=integer("MEDCOT_CONCURRENCY", 2, 1),
             queue_size=integer("MEDCOT_QUEUE_SIZE", 16, 1),
+            base_prompt=choice("MEDCOT_BASE_PROMPT", BASE_PROMPT_CHOICES, "auto"),
             cache_dir=Path(cache).expanduser() if cache else None,
             hf_token=env.get("HF_TOKEN", "").strip() or None,
             hub_offline=env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"),

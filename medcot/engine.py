@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from medcot.backends import Backend
@@ -14,10 +14,12 @@ from medcot.backends.local import LocalBackend
 from medcot.config import GenerationParams, Settings
 from medcot.errors import ConfigError, InputError, ModelLoadError
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, StreamEvent
+from medcot.generation import Chunk
 from medcot.model.loading import LoadedModel, load_model
 from medcot.model.progress import Progress, log_progress
-from medcot.prompt import STOP_TEXTS, EncodedPrompt, Turn, encode_prompt
-from medcot.reasoning import ThinkParser
+from medcot.prompt import EncodedPrompt, Turn, encode_prompt, encode_text
+from medcot.prompt_styles import CARD, PromptStyle, base_prompt_style
+from medcot.reasoning import CLOSE_TAG, ThinkParser
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -51,6 +53,11 @@ def _in_passing_thread(function: Callable[..., T], *args: Any) -> T:
 
 
 @dataclass(frozen=True)
+class ClosingTag(Chunk):
+    """The ``</think>`` the engine wrote for a model that left its reasoning open (Engine._generate)."""
+
+
+@dataclass(frozen=True)
 class Request:
     """A request that passed Engine.prepare's checks: what generation needs, and nothing that cannot be pickled
     (a ZeroGPU worker receives it from another process)."""
@@ -58,6 +65,7 @@ class Request:
     prompt: EncodedPrompt
     params: GenerationParams
     use_adapter: bool = True
+    style: PromptStyle = CARD  # how the prompt was built: its stop texts and whether it opened the reasoning
 
 
 @dataclass
@@ -97,6 +105,7 @@ class Engine:
         self._ready = threading.Event()
         self._backend: LocalBackend | None = None
         self._backend_lock = threading.Lock()
+        self.base_style: PromptStyle | None = None  # set: overrides MEDCOT_BASE_PROMPT for a base alone (the eval)
         if loaded is not None:
             self._ready.set()
 
@@ -197,12 +206,34 @@ class Engine:
         raise ModelLoadError(f"The model is still loading ({self.status()}). Please try again in a moment.")
 
     # -- answering -----------------------------------------------------------------------------------------------
-    def backend(self, loaded: LoadedModel) -> Backend:
-        """The backend generating with ``loaded`` (made again when another model was loaded in its place)."""
+    def backend(self, loaded: LoadedModel, stop_texts: Sequence[str] = CARD.stop_texts) -> Backend:
+        """The backend generating with ``loaded`` (made again for another model, or other stop texts)."""
         with self._backend_lock:
-            if self._backend is None or self._backend.loaded is not loaded:
-                self._backend = LocalBackend(loaded, STOP_TEXTS)
+            backend = self._backend
+            if backend is None or backend.loaded is not loaded or backend.stop_texts != tuple(stop_texts):
+                self._backend = LocalBackend(loaded, stop_texts)
             return self._backend
+
+    def prompt_style(self, use_adapter: bool = True) -> PromptStyle:
+        """How the loaded model is prompted: the card's prompt unless a base model runs alone.
+
+        The comparison (adapter switched off) keeps the card's prompt, so the two columns differ by the adapter only.
+        """
+        loaded = self.loaded
+        if loaded is None or loaded.kind != "base":
+            return CARD
+        if self.base_style is not None:
+            return self.base_style
+        return base_prompt_style(self.settings.base_prompt, loaded.embedded)
+
+    def generation_defaults(self) -> GenerationParams:
+        """The decoding a request gets when it sets none: the style's for a primed base, else the card's.
+
+        MEDCOT_MAX_NEW_TOKENS still sets the budget.
+        """
+        decoding = self.prompt_style().decoding
+        defaults = self.settings.generation_defaults
+        return defaults if decoding is None else replace(decoding, max_new_tokens=defaults.max_new_tokens)
 
     def stream(
         self,
@@ -232,28 +263,31 @@ class Engine:
         """
         loaded = self.require_model()
         question = clean_question(question)
-        params = (params or self.settings.generation_defaults).validated()
+        params = (params or self.generation_defaults()).validated()
         if not use_adapter and loaded.kind != "base" and not self.can_compare:  # the base alone is its own base
             raise InputError(self.compare_unavailable() or "The base model is not available.")
-        prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens)
-        return Request(prompt, params, use_adapter)
+        style = self.prompt_style(use_adapter)
+        prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens, style)
+        return Request(prompt, params, use_adapter, style)
 
     def generate(self, request: Request, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
         """A prepared request's events, then Finished with the stats. Closing the iterator or setting ``cancel``
         stops generation."""
         loaded = self.require_model()
-        prompt, params, use_adapter = request.prompt, request.params, request.use_adapter
+        prompt, params, use_adapter, style = request.prompt, request.params, request.use_adapter, request.style
         started = time.monotonic()
-        parser = ThinkParser()
+        parser = ThinkParser(prefilled=style.opens_reasoning)
         first: float | None = None
         first_tokens = 1
         tokens = 0
         reasoning_tokens: int | None = None  # fixed when </think> arrives
+        closed_by_app = False
         cancel = cancel if cancel is not None else threading.Event()
         # No chunk at all when stopped while another request held the model in the other adapter state.
-        chunks = self.backend(loaded).stream(prompt.input_ids, params, cancel, use_adapter)
+        chunks = self._generate(loaded, prompt.input_ids, params, cancel, use_adapter, style)
         try:
             for chunk in chunks:
+                closed_by_app = closed_by_app or isinstance(chunk, ClosingTag)
                 if first is None and chunk.text:  # a last empty chunk only carries the token count
                     first = time.monotonic() - started
                     first_tokens = chunk.tokens
@@ -282,8 +316,50 @@ class Engine:
                 stopped=cancel.is_set() and tokens < params.max_new_tokens,
                 turns_dropped=prompt.turns_dropped,
                 tokens_at_first_text=first_tokens,
+                reasoning_closed_by_app=closed_by_app,
             )
         )
+
+    def _generate(
+        self,
+        loaded: LoadedModel,
+        input_ids: list[int],
+        params: GenerationParams,
+        cancel: threading.Event,
+        use_adapter: bool,
+        style: PromptStyle,
+    ) -> Iterator[Chunk]:
+        """The backend's chunks, and for a prompt that opened the reasoning, the answer after a reasoning left open.
+
+        The primed base sometimes ends its turn (a stop text, EOS) without writing ``</think>``: its reasoning then
+        stands with no answer (3 of 36 questions in the eval). As "budget forcing" does for reasoning models, its
+        text and the closing tag then go back in as prompt, and it writes the answer with the tokens left. The
+        tag arrives as a ClosingTag chunk, so the stats can say the app closed the reasoning.
+        """
+        backend = self.backend(loaded, style.stop_texts)
+        chunks = backend.stream(input_ids, params, cancel, use_adapter)
+        written: list[str] = []
+        tokens = 0
+        try:
+            for chunk in chunks:
+                written.append(chunk.text)
+                tokens = chunk.tokens
+                yield chunk
+        finally:
+            chunks.close()
+        text = "".join(written)
+        left = params.max_new_tokens - tokens
+        if not style.opens_reasoning or CLOSE_TAG in text.lower() or left <= 0 or cancel.is_set():
+            return
+        closing = f"\n{CLOSE_TAG}\n"
+        yield ClosingTag(closing, tokens)
+        ids = input_ids + encode_text(loaded.tokenizer, text.rstrip() + closing)
+        answer = backend.stream(ids, replace(params, max_new_tokens=left), cancel, use_adapter)
+        try:
+            for chunk in answer:
+                yield Chunk(chunk.text, tokens + chunk.tokens)
+        finally:
+            answer.close()
 
     def ask(
         self,

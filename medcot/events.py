@@ -51,6 +51,7 @@ class Stats:
     stopped: bool  # the client stopped it
     turns_dropped: int
     tokens_at_first_text: int = 1  # the streamer holds text back to word boundaries: tokens already made by then
+    reasoning_closed_by_app: bool = False  # the model left its reasoning open; the engine closed it (Engine._generate)
 
     @property
     def tokens_per_second(self) -> float:

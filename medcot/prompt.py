@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from transformers import PreTrainedTokenizerBase
 
 from medcot.errors import PromptTooLongError
+from medcot.prompt_styles import CARD, CARD_STOP_TEXTS, PromptStyle
 from medcot.reasoning import split_reasoning
 
 # The card's "Training prompt style": the system block goes in the system turn, the question in the user turn.
@@ -30,9 +31,8 @@ SYSTEM_PROMPT = (
     "Please answer the following medical question."
 )
 USER_TEMPLATE = "### Question:\n\n{question}\n\n### Response:"
-# The pretrained base has no chat tuning: after its answer it writes the card's next user turn itself
-# ("### Question:\n\n…"). Generation stops there (the engine hands these to the backend); the marker is never shown.
-STOP_TEXTS: tuple[str, ...] = (USER_TEMPLATE.split("{question}")[0].strip(),)
+# Where the card's prompt stops generation (medcot.prompt_styles says why); kept here under its old name.
+STOP_TEXTS = CARD_STOP_TEXTS
 # transformers' fast tokenizer applies split_special_tokens by flipping a switch on the shared Rust tokenizer, so two
 # threads tokenizing at once could flip it for each other (template control tokens split into text, user-typed ones
 # made real). Prompts are therefore tokenized one at a time; it takes milliseconds.
@@ -110,9 +110,12 @@ def answer_only(answer: str) -> str:
     return split_reasoning([answer])[1].strip()
 
 
-def build_messages(question: str, history: Sequence[Turn] = ()) -> list[dict[str, str]]:
-    """System turn, earlier exchanges (answers only), then the new question, in the card's format."""
+def build_messages(question: str, history: Sequence[Turn] = (), style: PromptStyle = CARD) -> list[dict[str, str]]:
+    """System turn, the style's worked examples, earlier exchanges (answers only), then the new question."""
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+    for example in style.examples:
+        messages.append({"role": "user", "content": USER_TEMPLATE.format(question=example.question)})
+        messages.append({"role": "assistant", "content": example.reply})
     for turn in history:
         messages.append({"role": "user", "content": USER_TEMPLATE.format(question=turn.question)})
         messages.append({"role": "assistant", "content": answer_only(turn.answer)})
@@ -120,14 +123,31 @@ def build_messages(question: str, history: Sequence[Turn] = ()) -> list[dict[str
     return messages
 
 
-def render_prompt(tokenizer: PreTrainedTokenizerBase, question: str, history: Sequence[Turn] = ()) -> str:
-    """The prompt string the model is given, byte for byte as in training (plus the generation prompt)."""
+def _render_plain(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], prefill: str) -> str:
+    """The same conversation as plain text in the card's layout, with no chat-template control tokens.
+
+    A pretrained base has seen "### Question: … ### Response:" documents, never Gemma's turn markers.
+    """
+    system, *turns = messages
+    parts = [tokenizer.bos_token or "", system["content"], "\n\n"]
+    for message in turns:
+        parts += [message["content"], "\n" if message["role"] == "user" else "\n\n"]
+    return "".join(parts) + prefill
+
+
+def render_prompt(
+    tokenizer: PreTrainedTokenizerBase, question: str, history: Sequence[Turn] = (), style: PromptStyle = CARD
+) -> str:
+    """The prompt string the model is given; with the card's style, byte for byte as in training."""
+    messages = build_messages(question, history, style)
+    if not style.chat_template:
+        return _render_plain(tokenizer, messages, style.prefill)
     ensure_chat_template(tokenizer)
-    return tokenizer.apply_chat_template(build_messages(question, history), tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + style.prefill
 
 
 def _tokenize_safely(
-    tokenizer: PreTrainedTokenizerBase, question: str, history: Sequence[Turn]
+    tokenizer: PreTrainedTokenizerBase, question: str, history: Sequence[Turn], style: PromptStyle
 ) -> tuple[str, list[int]]:
     """Render the prompt and tokenize it so that user-written text never becomes control tokens.
 
@@ -146,7 +166,7 @@ def _tokenize_safely(
 
     # The template trims whole message contents: an answer is one, so it is trimmed here the same way.
     masked_history = [Turn(hold(turn.question), hold(answer_only(turn.answer))) for turn in history]
-    masked = render_prompt(tokenizer, hold(question), masked_history)
+    masked = render_prompt(tokenizer, hold(question), masked_history, style)
 
     text_parts: list[str] = []
     ids: list[int] = []
@@ -164,16 +184,23 @@ def _tokenize_safely(
     return "".join(text_parts), ids
 
 
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of text that is not the template's (the model's own output fed back): never control tokens."""
+    with _SPLIT_SWITCH_LOCK:
+        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
 def encode_prompt(
     tokenizer: PreTrainedTokenizerBase,
     question: str,
     history: Sequence[Turn] = (),
     max_input_tokens: int | None = None,
+    style: PromptStyle = CARD,
 ) -> EncodedPrompt:
     """Tokenize the prompt, dropping whole oldest turns until it fits ``max_input_tokens``."""
     history = list(history)
     for start in range(len(history) + 1):
-        text, ids = _tokenize_safely(tokenizer, question, history[start:])
+        text, ids = _tokenize_safely(tokenizer, question, history[start:], style)
         if max_input_tokens is None or len(ids) <= max_input_tokens:
             return EncodedPrompt(text, ids, turns_used=len(history) - start, turns_dropped=start)
     raise PromptTooLongError(

@@ -50,6 +50,17 @@ def engine(tiny_settings: Settings) -> Engine:
 
 
 @pytest.fixture(scope="session")
+def base_alone(tiny_settings: Settings) -> Engine:
+    """The tiny base with no adapter, loaded as the embedded base is (``embedded`` set): primed by default."""
+    from medcot.model.loading import load_model
+
+    settings = replace(tiny_settings, adapter=None)
+    loaded = load_model(settings)
+    loaded.embedded = True
+    return Engine(settings, loaded)
+
+
+@pytest.fixture(scope="session")
 def unmerged_engine(tiny_settings: Settings) -> Engine:
     loaded = Engine(replace(tiny_settings, merge_adapter=False)).load()
     assert loaded.ready, loaded.error

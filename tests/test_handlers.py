@@ -16,6 +16,7 @@ from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 from medcot.engine import Engine
 from medcot.events import STATS_PREFIX
 from medcot.ui.handlers import ChatHandlers
+from medcot.ui.rendering import as_dict
 
 GREEDY = (64, 0.0, 0.95, 64, 1.0)  # max_new_tokens, temperature, top_p, top_k, repetition_penalty
 
@@ -102,5 +103,42 @@ def test_export_files_enable_the_downloads_only_with_a_conversation(engine: Engi
 
 
 def test_refresh_reports_the_loaded_model_and_stops_polling(engine: Engine) -> None:
-    status, timer, _, _ = ChatHandlers(engine, engine.stream).refresh()
+    status, timer, *_ = ChatHandlers(engine, engine.stream).refresh()
     assert status.startswith("**Model:**") and timer.active is False
+
+
+def test_a_primed_base_is_said_so_and_its_sliders_show_the_decoding_it_uses(base_alone: Engine) -> None:
+    from medcot.prompt_styles import PRIMER_TEXT
+
+    status, _, _, _, *sliders = ChatHandlers(base_alone, base_alone.stream).refresh()
+    defaults = base_alone.generation_defaults()
+    assert f"**Prompt:** {PRIMER_TEXT.label}" in status and "repetition penalty 1.15" in status
+    assert [slider.value for slider in sliders] == [
+        defaults.max_new_tokens,
+        defaults.temperature,
+        defaults.top_p,
+        defaults.top_k,
+        defaults.repetition_penalty,
+    ]
+
+
+def test_the_adapters_page_keeps_the_cards_sampling_and_says_nothing_of_a_primer(engine: Engine) -> None:
+    status, _, _, _, *sliders = ChatHandlers(engine, engine.stream).refresh()
+    assert "Prompt:" not in status
+    assert [slider.value for slider in sliders] == [64, 1.0, 0.95, 64, 1.0]
+
+
+def test_an_answer_whose_reasoning_the_app_closed_says_so_on_screen_and_in_the_export(base_alone: Engine) -> None:
+    import json
+
+    handlers = ChatHandlers(base_alone, base_alone.stream)
+    updates = asyncio.run(replies(handlers.respond(QUESTIONS[0], [], 64, 0.0, 0.95, 64, 1.15, request())))
+    reasoning = updates[-1][0]
+    assert reasoning.content == BASE_OUTPUT and reasoning.metadata["log"] == "closed by the app"
+    history = [{"role": "user", "content": QUESTIONS[0]}, *(as_dict(message) for message in updates[-1])]
+    markdown, document = handlers.export_files(history, [], 64, 0.0, 0.95, 64, 1.15)
+    paths = [
+        button.value["path"] if isinstance(button.value, dict) else button.value for button in (markdown, document)
+    ]
+    assert json.loads(Path(paths[1]).read_text())["models"]["prompt"] == base_alone.prompt_style().label
+    assert "the app closed it" in Path(paths[0]).read_text()

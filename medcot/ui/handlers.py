@@ -11,6 +11,7 @@ import inspect
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
+from dataclasses import astuple
 from typing import Any
 
 import anyio
@@ -43,10 +44,22 @@ _DEFAULTS = GenerationParams()
 
 def model_status_markdown(engine: Engine) -> str:
     if engine.ready:
-        return f"**Model:** {engine.status()}"
+        line = f"**Model:** {engine.status()}"
+        style = engine.prompt_style()
+        if style.primed:  # say plainly that the base was helped, and with which decoding
+            line += f"  \n**Prompt:** {style.label}; decoding: {decoding_text(engine.generation_defaults())}."
+        return line
     if engine.error:
         return f"**The model is not available.** {engine.error}"
     return f"**Loading the model:** {engine.status()}"
+
+
+def decoding_text(params: GenerationParams) -> str:
+    if params.temperature <= 0:
+        sampling = "greedy"
+    else:
+        sampling = f"temperature {params.temperature:g}, top-p {params.top_p:g}, top-k {params.top_k}"
+    return f"{sampling}, repetition penalty {params.repetition_penalty:g}, up to {params.max_new_tokens} tokens"
 
 
 def _session(request: gr.Request | None) -> str | None:
@@ -78,7 +91,7 @@ class ChatHandlers:
         self.engine = engine
         self.stream = stream
         self.relay = relay or BaseRelay()
-        self.defaults = engine.settings.generation_defaults
+        self.defaults = engine.generation_defaults()  # before loading: the card's; refresh() updates the sliders
         self.ask = _with_defaults(self.ask, max_new_tokens=self.defaults.max_new_tokens)
 
     # -- the chat (ChatInterface's /chat) and the base column ----------------------------------------------------
@@ -267,14 +280,20 @@ class ChatHandlers:
         self.relay.set_compare(_session(request), on)
         return gr.Column(visible=on), gr.Chatbot(show_label=on)
 
-    def refresh(self) -> tuple[str, gr.Timer, gr.Checkbox, str]:
-        """The model's status line, the timer that polls it while loading, and the compare controls."""
+    def refresh(self) -> tuple[Any, ...]:
+        """The model's status line, the timer that polls it while loading, the compare controls, and once loaded
+        the generation sliders at the loaded model's defaults (a primed base decodes differently from the card)."""
         state, text = compare_controls(self.engine)
+        sliders: tuple[Any, ...] = (gr.skip(),) * 5
+        if self.engine.ready:
+            self.defaults = self.engine.generation_defaults()
+            sliders = tuple(gr.Slider(value=value) for value in astuple(self.defaults))
         return (
             model_status_markdown(self.engine),
             gr.Timer(active=not self.engine.wait_until_loaded(0)),
             gr.Checkbox(**state),
             text,
+            *sliders,
         )
 
     def open_link(self, request: gr.Request) -> tuple[Any, Any, bool]:

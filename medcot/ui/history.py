@@ -11,7 +11,14 @@ from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.events import CUT_OFF_NOTICE, STATS_END, STATS_PREFIX, is_stats_line
 from medcot.export import Conversation, Exchange, Reply
-from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL, REASONING_TITLE, WAITING_FOR_ADAPTER, message_text
+from medcot.ui.rendering import (
+    ADAPTER_LABEL,
+    BASE_LABEL,
+    CLOSED_BY_APP,
+    REASONING_TITLE,
+    WAITING_FOR_ADAPTER,
+    message_text,
+)
 
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "medcot-exports"
 
@@ -31,6 +38,8 @@ def _reply_from(messages: list[dict[str, Any]]) -> Reply | None:
                 notes.append("Reasoning cut off by the token limit (no closing tag).")
             elif metadata.get("log") == "stopped":
                 notes.append("Stopped by the user.")
+            elif metadata.get("log") == CLOSED_BY_APP:
+                notes.append("The model left its reasoning open; the app closed it for the answer.")
         elif is_stats_line(text):
             line, _, notice = text.partition(STATS_END)
             stats = line.removeprefix(STATS_PREFIX).strip()
@@ -77,6 +86,7 @@ def conversation_from(history: Any, base_history: Any, engine: Engine, params: G
             "merged": loaded.merged,
             "device": loaded.device,
             "dtype": loaded.dtype,
+            "prompt": engine.prompt_style().label,  # a base alone may be shown worked examples first
         }
     served = ADAPTER_LABEL if loaded is not None and loaded.kind != "base" else "Base model"
     return Conversation(exchanges, models, asdict(params), reply_label=served, base_label=BASE_LABEL)

@@ -162,13 +162,13 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
 
         timer.tick(
             handlers.refresh,
-            outputs=[status, timer, compare, compare_note],
+            outputs=[status, timer, compare, compare_note, *sliders],
             queue=False,
             api_visibility="undocumented",
         )
         demo.load(
             handlers.refresh,
-            outputs=[status, timer, compare, compare_note],
+            outputs=[status, timer, compare, compare_note, *sliders],
             queue=False,
             api_visibility="undocumented",
         )

@@ -78,6 +78,9 @@ def params_from(
     ).validated()
 
 
+CLOSED_BY_APP = "closed by the app"  # the accordion's note when Engine._generate closed the reasoning
+
+
 class ChatRenderer:
     """Turns engine events into the assistant messages Gradio shows: reasoning accordion, answer, stats.
 
@@ -113,6 +116,8 @@ class ChatRenderer:
             if self.reasoning_meta.get("status") == "pending":
                 self.thinking = bool(self.reasoning.strip())
                 self.reasoning_meta = {"title": REASONING_TITLE, "status": "done"}
+            if event.stats.reasoning_closed_by_app:  # said on the accordion: the model did not close it itself
+                self.reasoning_meta["log"] = CLOSED_BY_APP
             self.answer = self.answer.strip()
             self.stats = format_stats(event.stats)
 
