@@ -22,6 +22,12 @@ def is_embedded(name: str) -> bool:
     return name == EMBEDDED_MODEL or name.startswith(EMBEDDED_MODEL + ":")
 
 
+DEFAULT_SERVER_MODEL = "medcot"
+# A server batches requests, so many more run at once than the two a local model serves well.
+SERVER_CONCURRENCY = 16
+SERVER_QUEUE_SIZE = 64
+
+
 def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
     """$MEDCOT_CACHE_DIR, else medcot/ under the user's cache folder ($XDG_CACHE_HOME or ~/.cache)."""
     env = os.environ if env is None else env
@@ -93,6 +99,16 @@ class Settings:
     cache_dir: Path | None = None  # where the embedded GGUF is converted; None: default_cache_dir()
     hub_offline: bool = False  # HF_HUB_OFFLINE: the Hub is not asked, so the defaults fall back to the embedded base
     hf_token: str | None = field(default=None, repr=False)  # never printed
+    # Server mode (medcot.backends.server): an OpenAI-compatible URL such as http://127.0.0.1:8000/v1. Set, no
+    # weights load here; the tokenizer still does, so that the prompt goes to the server as the card's token ids.
+    server_url: str | None = None
+    server_model: str = DEFAULT_SERVER_MODEL  # the fine-tuned model's served name (a vLLM --lora-modules name)
+    server_base_model: str | None = None  # the base's served name; None: the one /v1/models lists
+    server_api_key: str | None = field(default=None, repr=False)  # bearer token, never printed
+
+    @property
+    def server_mode(self) -> bool:
+        return self.server_url is not None
 
     @property
     def generation_defaults(self) -> GenerationParams:
@@ -122,6 +138,10 @@ class Settings:
 
         adapter = env.get("MEDCOT_ADAPTER", DEFAULT_ADAPTER).strip()
         cache = env.get("MEDCOT_CACHE_DIR", "").strip()
+        server_url = env.get("MEDCOT_SERVER_URL", "").strip() or None
+        if server_url is not None and not server_url.startswith(("http://", "https://")):
+            raise ConfigError(f"MEDCOT_SERVER_URL must start with http:// or https://, got {server_url!r}.")
+        serving = server_url is not None
 
         return cls(
             base_model=env.get("MEDCOT_BASE_MODEL", "").strip() or DEFAULT_BASE_MODEL,
@@ -132,10 +152,14 @@ class Settings:
             device=choice("MEDCOT_DEVICE", DEVICES, "auto"),
             merge_adapter=choice("MEDCOT_MERGE", _SWITCH, "1") in ("1", "true", "yes"),
             cpu_mode=env.get("MEDCOT_CPU_MODE", "").strip().lower() or "auto",  # checked by medcot.model.cpu_speed
-            concurrency=integer("MEDCOT_CONCURRENCY", 2, 1),
-            queue_size=integer("MEDCOT_QUEUE_SIZE", 16, 1),
+            concurrency=integer("MEDCOT_CONCURRENCY", SERVER_CONCURRENCY if serving else 2, 1),
+            queue_size=integer("MEDCOT_QUEUE_SIZE", SERVER_QUEUE_SIZE if serving else 16, 1),
             base_prompt=choice("MEDCOT_BASE_PROMPT", BASE_PROMPT_CHOICES, "auto"),
             cache_dir=Path(cache).expanduser() if cache else None,
             hf_token=env.get("HF_TOKEN", "").strip() or None,
+            server_url=server_url,
+            server_model=env.get("MEDCOT_SERVER_MODEL", "").strip() or DEFAULT_SERVER_MODEL,
+            server_base_model=env.get("MEDCOT_SERVER_BASE_MODEL", "").strip() or None,
+            server_api_key=env.get("MEDCOT_SERVER_API_KEY", "").strip() or None,
             hub_offline=env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"),
         )

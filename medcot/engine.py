@@ -17,6 +17,7 @@ from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, 
 from medcot.generation import Chunk
 from medcot.model.loading import LoadedModel, load_model
 from medcot.model.progress import Progress, log_progress
+from medcot.model.server_mode import load_for_server
 from medcot.prompt import EncodedPrompt, Turn, encode_prompt, encode_text
 from medcot.prompt_styles import CARD, PromptStyle, base_prompt_style
 from medcot.reasoning import CLOSE_TAG, ThinkParser
@@ -137,10 +138,11 @@ class Engine:
         if self.error:  # a configuration error: nothing to load
             return self
         try:
+            loader = load_for_server if self.settings.server_mode else load_model
             if in_this_thread:
-                self.loaded = load_model(self.settings, report)
+                self.loaded = loader(self.settings, report)
             else:
-                self.loaded = _in_passing_thread(load_model, self.settings, report)
+                self.loaded = _in_passing_thread(loader, self.settings, report)
         except ModelLoadError as exc:
             self.error = str(exc)
             log.error("model load failed: %s", exc)
@@ -165,6 +167,8 @@ class Engine:
 
     def status(self) -> str:
         """One line for banners: what is loaded, what is loading, or what went wrong."""
+        if self.loaded is not None and self.loaded.server is not None:
+            return self.loaded.server.describe()  # what it is connected to, or why it cannot answer
         if self.loaded is not None:
             notes = " ".join(self.loaded.notes)
             return f"{self.loaded.describe()}. {notes}".strip()
@@ -178,6 +182,8 @@ class Engine:
         loaded = self.loaded
         if loaded is None:
             return self.error or "The model is still loading."
+        if loaded.server is not None:
+            return loaded.server.compare_unavailable()
         if loaded.kind == "base":
             if loaded.embedded:
                 return "The embedded base model runs without the medical adapter: there is nothing to compare."
@@ -198,6 +204,11 @@ class Engine:
     def can_compare(self) -> bool:
         return self.compare_unavailable() is None
 
+    @property
+    def base_runs_beside(self) -> bool:
+        """True when a base answer can run at the same time as the fine-tuned one (a server holds both)."""
+        return self.loaded is not None and self.loaded.server is not None
+
     def require_model(self) -> LoadedModel:
         if self.loaded is not None:
             return self.loaded
@@ -208,6 +219,8 @@ class Engine:
     # -- answering -----------------------------------------------------------------------------------------------
     def backend(self, loaded: LoadedModel, stop_texts: Sequence[str] = CARD.stop_texts) -> Backend:
         """The backend generating with ``loaded`` (made again for another model, or other stop texts)."""
+        if loaded.server is not None:  # server mode prompts with the card's style, whose stop texts it sends
+            return loaded.server
         with self._backend_lock:
             backend = self._backend
             if backend is None or backend.loaded is not loaded or backend.stop_texts != tuple(stop_texts):

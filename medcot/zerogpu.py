@@ -184,8 +184,9 @@ def readable_errors(events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
 
 
 def gpu_stream(engine: Engine) -> StreamFn:
-    """engine.stream wrapped in @spaces.GPU with a per-request duration (engine.stream itself off ZeroGPU)."""
-    if not on_zero_gpu():
+    """engine.stream wrapped in @spaces.GPU with a per-request duration (engine.stream itself off ZeroGPU, and in
+    server mode, where the model server does the GPU work)."""
+    if not on_zero_gpu() or engine.settings.server_mode:
         return engine.stream
 
     flags = StopFlags()  # made before spaces forks any worker

@@ -45,6 +45,8 @@ class LoadedModel:
     # A merged adapter's LoRA factors (medcot.model.lora_delta), so that the base model can still answer; None when the
     # adapter is not merged (peft switches it off), or is of a kind whose merge cannot be undone.
     base_delta: Any = None
+    # Server mode: the backend that generates (medcot.backends.server.ServerBackend); the model is then None.
+    server: Any = None
 
     @property
     def has_adapter(self) -> bool:
@@ -84,7 +86,9 @@ def is_hub_unreachable(exc: BaseException) -> bool:
     return isinstance(exc, OSError | ConnectionError) or "Connect" in type(exc).__name__
 
 
-def fetch(location: str, settings: Settings, progress: Progress, role: str) -> Path:
+def fetch(
+    location: str, settings: Settings, progress: Progress, role: str, patterns: list[str] = _HUB_PATTERNS
+) -> Path:
     """A local folder as is, or a Hub repo downloaded (or found in the cache) through huggingface_hub."""
     path = Path(location).expanduser()
     if path.is_dir():
@@ -96,7 +100,7 @@ def fetch(location: str, settings: Settings, progress: Progress, role: str) -> P
     try:
         return Path(
             snapshot_download(
-                location, token=token, allow_patterns=_HUB_PATTERNS, tqdm_class=_progress_tqdm(progress, role)
+                location, token=token, allow_patterns=patterns, tqdm_class=_progress_tqdm(progress, role)
             )
         )
     except GatedRepoError:

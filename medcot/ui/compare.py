@@ -14,6 +14,9 @@ COMPARE_NOTE = (
     "The base model answers the same prompt with the adapter switched off, after the fine-tuned answer: one copy "
     "of the weights serves both, so the two never run at once."
 )
+SERVER_COMPARE_NOTE = (
+    "The model server answers the same prompt with its base model beside the fine-tuned answer, at the same time."
+)
 # How long the base column waits for its chat handler to start (it may queue behind other users' requests).
 RELAY_WAIT_S = 600.0
 
@@ -22,7 +25,7 @@ def compare_controls(engine: Engine) -> tuple[dict[str, Any], str]:
     """The compare checkbox's state and the note beside it, for what the engine has loaded (or not yet)."""
     reason = engine.compare_unavailable()
     if reason is None:
-        return {"interactive": True}, COMPARE_NOTE
+        return {"interactive": True}, SERVER_COMPARE_NOTE if engine.base_runs_beside else COMPARE_NOTE
     if engine.loaded is None and engine.error is None:
         return {"interactive": False, "value": False}, "Available once the model has loaded, if an adapter is loaded."
     return {"interactive": False, "value": False}, f"Not available: {reason}"

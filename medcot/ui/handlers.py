@@ -6,6 +6,7 @@ medcot.ui.layout wires them to the page; tests call them directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -106,17 +107,21 @@ class ChatHandlers:
         repetition_penalty: float,
         request: gr.Request | None = None,  # Gradio fills it in; not an API input
     ) -> AsyncIterator[list[gr.ChatMessage]]:
-        """The fine-tuned answer, streamed; then, with the comparison on, the base model's (to the relay)."""
+        """The fine-tuned answer, streamed; with the comparison on, the base model's too (to the relay): after it
+        locally (one copy of the weights), at the same time from a model server."""
         cancel = threading.Event()
         session = _session(request)
         relay = self.relay
         channel = relay.open(session) if session in relay.comparing and self.engine.can_compare else None
         events: CoalescedEvents | None = None
+        beside: asyncio.Task[None] | None = None
         try:
             params = params_from(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
             turns = turns_from_history(history)
             if channel is not None:
                 channel.put_nowait(("question", clean_question(message)))
+                if self.engine.base_runs_beside:
+                    beside = asyncio.ensure_future(self.run_base(channel, message, turns, params))
             view = ChatRenderer()
             events = CoalescedEvents(
                 iterate_in_thread(self.stream(message, turns, params, True, cancel), cancel), UPDATE_INTERVAL_S
@@ -126,7 +131,9 @@ class ChatHandlers:
                 for event in batch:
                     view.apply(event)
                 yield view.messages()
-            if channel is not None:
+            if beside is not None:
+                await beside
+            elif channel is not None:
                 await self.run_base(channel, message, turns, params)
         except (UserError, gr.Error) as exc:  # gr.Error: already readable (the ZeroGPU glue's, or spaces' own)
             if channel is not None:
@@ -138,6 +145,10 @@ class ChatHandlers:
         finally:
             if events is not None:
                 await events.aclose()
+            if beside is not None and not beside.done():  # Stop, or the fine-tuned answer failed: the base stops too
+                beside.cancel()
+                with contextlib.suppress(BaseException):
+                    await beside
             if channel is not None and session:
                 relay.close(session, channel)
 
@@ -290,11 +301,15 @@ class ChatHandlers:
             sliders = tuple(gr.Slider(value=value) for value in astuple(self.defaults))
         return (
             model_status_markdown(self.engine),
-            gr.Timer(active=not self.engine.wait_until_loaded(0)),
+            gr.Timer(active=self._keep_polling()),
             gr.Checkbox(**state),
             text,
             *sliders,
         )
+
+    def _keep_polling(self) -> bool:
+        """While loading; and in server mode always, since the server can come and go (its list is cached)."""
+        return not self.engine.wait_until_loaded(0) or self.engine.base_runs_beside
 
     def open_link(self, request: gr.Request) -> tuple[Any, Any, bool]:
         """A deep link's question and comparison filled in; True when it should also be asked."""

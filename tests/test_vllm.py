@@ -1,0 +1,297 @@
+"""Server mode against a real vLLM (no mock): the tiny base and its LoRA served by vLLM, the app in front of it.
+
+vLLM runs from its own venv (tests/vllm_server.py); without it these tests skip, saying where it was looked for.
+One server serves the whole module (it takes 25-100 s to start on 2 cores); the crash test kills and restarts it.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from gradio_client import Client
+from peft import LoraConfig, get_peft_model
+from serving import free_port, launched
+from tiny import QUESTIONS, TinyRepos
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from vllm_server import VllmServer, vllm_missing
+
+from medcot.config import GenerationParams, Settings
+from medcot.engine import Answer, Engine
+from medcot.prompt import SYSTEM_PROMPT, USER_TEMPLATE
+
+MISSING = vllm_missing()
+START_S = 420  # one vLLM start on a busy 2-core machine, with margin
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(MISSING is not None, reason=MISSING or ""),
+    pytest.mark.timeout(2 * START_S + 180),  # the first test starts the server; the crash test restarts it
+]
+
+BASE_NAME = "tiny-base"  # the base's served name (--served-model-name)
+RAMBLER = "ramble"  # a second LoRA that never stops, for Stop and the crash
+MAX_MODEL_LEN = 8192  # the tiny config's positions: room for the longest answer the app allows
+GREEDY = GenerationParams(max_new_tokens=64, temperature=0.0)
+LONG = 4096  # new tokens the rambler may make (the app's most): ~15 s on 2 cores, stopped long before
+
+
+def build_rambler(repos: TinyRepos, folder: Path) -> Path:
+    """A LoRA over the tiny base that answers "and then and then …" and never ends its turn."""
+    tokenizer = AutoTokenizer.from_pretrained(repos.base)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(repos.base, dtype=torch.float32),
+        LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"),
+    )
+    messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    target = tokenizer("and then " * 24, add_special_tokens=False)["input_ids"]  # no <end_of_turn>: it never ends
+    model.train()
+    for step in range(30):
+        question = USER_TEMPLATE.format(question=QUESTIONS[step % len(QUESTIONS)])
+        prompt = tokenizer.apply_chat_template(
+            [*messages, {"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+        )
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt_ids + target])
+        labels = ids.clone()
+        labels[:, : len(prompt_ids)] = -100
+        model(input_ids=ids, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vllm(tiny_repos: TinyRepos, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    folder = tmp_path_factory.mktemp("vllm")
+    rambler = build_rambler(tiny_repos, folder / "rambler")
+    server = VllmServer(
+        tiny_repos.base,
+        free_port(),
+        folder / "vllm.log",
+        lora_modules={"medcot": tiny_repos.adapter, RAMBLER: rambler},
+        max_lora_rank=16,
+        max_model_len=MAX_MODEL_LEN,
+        served_name=BASE_NAME,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def server_settings(repos: TinyRepos, server: VllmServer, **changes: object) -> Settings:
+    """Server mode for the tiny models: the tokenizer from the adapter/base folders, no weights loaded here.
+
+    The app's own prompt budget is set above the server's context so that the server's refusal is what shows.
+    """
+    settings = Settings(
+        base_model=str(repos.base),
+        adapter=str(repos.adapter),
+        max_new_tokens=64,
+        max_input_tokens=2 * MAX_MODEL_LEN,
+        server_url=server.url,
+    )
+    return replace(settings, **changes)
+
+
+@pytest.fixture(scope="module")
+def server_engine(tiny_repos: TinyRepos, vllm: VllmServer) -> Engine:
+    engine = Engine(server_settings(tiny_repos, vllm)).load()
+    assert engine.ready, engine.error
+    return engine
+
+
+@pytest.fixture(scope="module")
+def app(server_engine: Engine) -> Iterator[Client]:
+    with launched(server_engine) as (url, _):
+        client = Client(url, verbose=False)
+        try:
+            yield client
+        finally:
+            client.close()
+
+
+def chat(client: Client, question: str, max_new_tokens: int = 64) -> tuple[str, str]:
+    """/chat in a fresh conversation, greedy: (reasoning, answer) as the messages carry them."""
+    client.reset_session()
+    messages = client.predict(question, max_new_tokens, 0.0, api_name="/chat")
+    reasoning = "".join(m["content"] for m in messages if (m.get("metadata") or {}).get("title"))
+    answer = "".join(
+        m["content"]
+        for m in messages
+        if not (m.get("metadata") or {}).get("title") and not m["content"].startswith("<sub>")
+    )
+    return reasoning.strip(), answer.strip()
+
+
+def test_no_weights_load_and_the_status_names_the_server_and_models(server_engine: Engine, vllm: VllmServer) -> None:
+    assert server_engine.loaded is not None and server_engine.loaded.model is None  # the server holds the weights
+    status = server_engine.status()
+    assert vllm.url in status and "`medcot`" in status and f"`{BASE_NAME}`" in status
+    assert server_engine.can_compare  # the base, read from /v1/models as the adapter's parent
+
+
+def test_chat_and_ask_give_the_local_paths_greedy_answers(app: Client, engine: Engine) -> None:
+    for question in QUESTIONS[:2]:
+        local = engine.ask(question, params=GREEDY)
+        assert local.reasoning and local.answer  # the adapter's format: something to compare
+        assert chat(app, question) == (local.reasoning, local.answer)
+        asked = app.predict(question, 64, 0.0, api_name="/ask")
+        assert asked == local.answer
+        full = app.predict(question, 64, 0.0, 0.95, 64, 1.0, True, api_name="/ask")
+        assert full == f"Reasoning:\n{local.reasoning}\n\nAnswer:\n{local.answer}"
+
+
+def test_stats_come_from_the_stream(server_engine: Engine, engine: Engine) -> None:
+    served, local = server_engine.ask(QUESTIONS[0], params=GREEDY), engine.ask(QUESTIONS[0], params=GREEDY)
+    assert served.stats is not None and local.stats is not None
+    assert served.stats.prompt_tokens == local.stats.prompt_tokens
+    assert served.stats.new_tokens == local.stats.new_tokens  # vLLM's token ids and usage count what transformers did
+    # Where </think> fell: token-exact from the server's one-token chunks (the local streamer's chunks are words).
+    assert 0 < served.stats.reasoning_tokens < served.stats.new_tokens
+    assert served.stats.time_to_first_token is not None and served.stats.tokens_per_second > 0
+
+
+def both(server_engine: Engine) -> tuple[Answer, Answer, list[tuple[float, float]]]:
+    """An adapter and a base request sent at the same moment; their answers and (start, end) times."""
+    start = threading.Barrier(2)
+    spans: list[tuple[float, float]] = []
+
+    def one(use_adapter: bool) -> Answer:
+        start.wait(30)
+        began = time.monotonic()
+        answer = server_engine.ask(QUESTIONS[0], params=GREEDY, use_adapter=use_adapter)
+        spans.append((began, time.monotonic()))
+        return answer
+
+    with ThreadPoolExecutor(2) as pool:
+        adapter, base = pool.map(one, (True, False))
+    return adapter, base, spans
+
+
+def test_base_and_adapter_differ_and_run_at_once_both_right(server_engine: Engine, engine: Engine) -> None:
+    local_adapter = engine.ask(QUESTIONS[0], params=GREEDY)
+    local_base = engine.ask(QUESTIONS[0], params=GREEDY, use_adapter=False)
+    assert (local_base.reasoning, local_base.answer) != (local_adapter.reasoning, local_adapter.answer)
+    for _ in range(3):  # batched together on the server: with vLLM's default --max-loras this mix went wrong
+        adapter, base, spans = both(server_engine)
+        assert (adapter.reasoning, adapter.answer) == (local_adapter.reasoning, local_adapter.answer)
+        assert (base.reasoning, base.answer) == (local_base.reasoning, local_base.answer)
+        assert max(s for s, _ in spans) < min(e for _, e in spans)  # they overlapped: no switch serialises them
+
+
+@pytest.fixture(scope="module")
+def rambling_app(tiny_repos: TinyRepos, vllm: VllmServer) -> Iterator[tuple[Engine, Client]]:
+    engine = Engine(server_settings(tiny_repos, vllm, server_model=RAMBLER, max_new_tokens=LONG)).load()
+    assert engine.ready, engine.error
+    with launched(engine) as (url, _):
+        client = Client(url, verbose=False)
+        try:
+            yield engine, client
+        finally:
+            client.close()
+
+
+def wait_for(condition: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def logged(server: VllmServer, what: str) -> int:
+    """How often vLLM's log says ``what`` ("Added request", "Aborted request"): its metrics' gauges lag seconds."""
+    return server.log_text().count(what)
+
+
+def settled_counter(server: VllmServer, name: str, timeout: float = 30) -> float:
+    """A counter once it stopped moving (read 2 s apart), as vLLM's metrics catch up."""
+    value, deadline = server.counter(name), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        value, previous = server.counter(name), value
+        if value == previous:
+            break
+    return value
+
+
+def test_stop_aborts_the_request_on_the_server(rambling_app: tuple[Engine, Client], vllm: VllmServer) -> None:
+    _, client = rambling_app
+    for api in ("/chat", "/ask"):
+        added, aborted = logged(vllm, "Added request"), logged(vllm, "Aborted request")
+        tokens_before = settled_counter(vllm, "vllm:generation_tokens_total")
+        client.reset_session()
+        job = client.submit(QUESTIONS[0], LONG, 0.0, api_name=api)
+        assert wait_for(lambda n=added: logged(vllm, "Added request") > n, 60), "the request never reached vLLM"
+        time.sleep(0.3)  # into the answer
+        job.cancel()
+        # The server, not only the client: vLLM logs the abort and stops short of the token limit.
+        assert wait_for(lambda n=aborted: logged(vllm, "Aborted request") > n, 15), (api, vllm.log_text()[-3000:])
+        generated = settled_counter(vllm, "vllm:generation_tokens_total") - tokens_before
+        assert 0 < generated < LONG - 1, (api, generated)
+
+
+def test_server_killed_mid_stream_is_readable_and_served_after_restart(
+    rambling_app: tuple[Engine, Client], app: Client, server_engine: Engine, vllm: VllmServer
+) -> None:
+    _, rambling = rambling_app
+    rambling.reset_session()
+    added = logged(vllm, "Added request")
+    job = rambling.submit(QUESTIONS[0], LONG, 0.0, api_name="/ask")
+    assert wait_for(lambda: logged(vllm, "Added request") > added, 60)
+    time.sleep(0.5)
+    vllm.stop(hard=True)  # SIGKILL, as a crash or an OOM kill would
+    with pytest.raises(Exception, match="model server") as caught:
+        job.result(timeout=60)
+    assert re.search(r"broke mid-answer|before the answer was complete|failed mid-answer", str(caught.value))
+    # While it is down: a readable refusal, and the status line says why.
+    with pytest.raises(Exception, match="cannot be reached"):
+        app.predict(QUESTIONS[0], 64, 0.0, api_name="/ask")
+    time.sleep(server_engine_models_ttl())
+    assert "cannot be reached" in server_engine.status()
+    vllm.start()
+    local_answer = server_engine.ask(QUESTIONS[0], params=GREEDY).answer
+    assert app.predict(QUESTIONS[0], 64, 0.0, api_name="/ask") == local_answer
+    time.sleep(server_engine_models_ttl())
+    assert "cannot be reached" not in server_engine.status()
+
+
+def server_engine_models_ttl() -> float:
+    from medcot.backends.server import ServerBackend
+
+    return ServerBackend.MODELS_TTL_S + 0.5
+
+
+def test_prompt_over_the_servers_context_is_readable_and_the_next_is_served(app: Client, engine: Engine) -> None:
+    # 3,200 characters: ~9,800 byte-level tokens, over the server's 8,192 and under the app's own 16,384 budget
+    long_question = "浮腫" * 1600
+    with pytest.raises(Exception, match="longer than the model server's context"):
+        app.predict(long_question, 64, 0.0, api_name="/ask")
+    client_chat = chat(app, QUESTIONS[1])
+    local = engine.ask(QUESTIONS[1], params=GREEDY)
+    assert client_chat == (local.reasoning, local.answer)
+
+
+def test_unknown_model_is_readable_in_status_and_requests(tiny_repos: TinyRepos, vllm: VllmServer) -> None:
+    engine = Engine(server_settings(tiny_repos, vllm, server_model="no-such-model")).load()
+    assert engine.ready, engine.error  # the app still comes up
+    assert "does not serve `no-such-model`" in engine.status() and "`medcot`" in engine.status()
+    with launched(engine) as (url, _):
+        client = Client(url, verbose=False)
+        try:
+            with pytest.raises(Exception, match="does not serve `no-such-model`"):
+                client.predict(QUESTIONS[0], 64, 0.0, api_name="/ask")
+        finally:
+            client.close()

