@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from medcot.config import GenerationParams
 from medcot.errors import GenerationError
+from medcot.sampling import TopKSampler
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +138,21 @@ def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
 
 
 def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
-    """generate() arguments; temperature 0 means greedy (sampling arguments then left out, as transformers asks)."""
+    """generate() arguments; temperature 0 means greedy (sampling arguments then left out, as transformers asks).
+
+    With a top-k (the card's 64), TopKSampler draws from the top-k scores alone, as fast as greedy decoding;
+    only top-k 0 (no top-k) samples over the whole vocabulary with generate's own sampling.
+    """
     kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens}
     if params.repetition_penalty != 1.0:
         kwargs["repetition_penalty"] = params.repetition_penalty
     if params.temperature <= 0:
         kwargs["do_sample"] = False
+    elif params.top_k > 0:
+        sampler = TopKSampler(params.top_k, temperature=params.temperature, top_p=params.top_p)
+        kwargs.update(do_sample=False, logits_processor=LogitsProcessorList([sampler]))
     else:
-        kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+        kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=0)
     return kwargs
 
 
@@ -168,6 +176,10 @@ def stream_generate(
     streamer = _CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     failure: list[BaseException] = []
     ids = torch.tensor([input_ids], dtype=torch.long, device=model.device)
+    sampling = sampling_kwargs(params)
+    if "logits_processor" in generate_kwargs and "logits_processor" in sampling:  # the sampler must come last
+        processors = [*generate_kwargs.pop("logits_processor"), *sampling["logits_processor"]]
+        sampling["logits_processor"] = LogitsProcessorList(processors)
     kwargs = {
         "input_ids": ids,
         "attention_mask": torch.ones_like(ids),
@@ -180,7 +192,7 @@ def stream_generate(
         ),
         "eos_token_id": stop_token_ids(tokenizer, model),
         "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-        **sampling_kwargs(params),
+        **sampling,
         **generate_kwargs,
     }
 

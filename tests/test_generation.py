@@ -72,14 +72,12 @@ def test_sampling_kwargs() -> None:
         "do_sample": False,
     }
     sampled = sampling_kwargs(GenerationParams(temperature=0.7, top_p=0.9, top_k=20, repetition_penalty=1.1))
-    assert sampled == {
-        "max_new_tokens": 512,
-        "do_sample": True,
-        "temperature": 0.7,
-        "top_p": 0.9,
-        "top_k": 20,
-        "repetition_penalty": 1.1,
-    }
+    (sampler,) = sampled.pop("logits_processor")  # top-k sampling: tests/test_sampling.py
+    assert (sampler.top_k, [type(w).__name__ for w in sampler.warpers]) == (
+        20,
+        ["TemperatureLogitsWarper", "TopPLogitsWarper"],
+    )
+    assert sampled == {"max_new_tokens": 512, "do_sample": False, "repetition_penalty": 1.1}
 
 
 def test_cancel_criteria() -> None:

