@@ -18,7 +18,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 from browser import CHROMIUM, SlowStream, screenshot_path
 from playwright.sync_api import Browser, Locator, Page, expect
 from serving import serve
@@ -27,7 +26,6 @@ from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 from medcot import DISCLAIMER
 from medcot.config import Settings
 from medcot.engine import Engine
-from medcot.prompt import encode_prompt
 from medcot.ui.compare import COMPARE_LABEL
 from medcot.ui.layout import EXAMPLES
 from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL
@@ -499,15 +497,12 @@ def test_footer_names_the_fine_tune_when_the_adapter_runs(page: Page) -> None:
 
 @pytest.fixture(scope="module")
 def ends_at_once_url(tiny_settings: Settings) -> Iterator[str]:
-    """The tiny base alone, told that the first token it answers QUESTIONS[0] with ends its turn: a real model that
-    returns no answer at all."""
+    """The tiny base alone, its end-of-turn token biased far above every other: a real model that returns no
+    answer at all (a normal token declared an end token would still be shown as text)."""
     alone = Engine(replace(tiny_settings, adapter=None)).load()
     assert alone.ready, alone.error
-    model, tokenizer = alone.loaded.model, alone.loaded.tokenizer
-    prompt = encode_prompt(tokenizer, QUESTIONS[0], (), alone.settings.max_input_tokens)
-    first = model.generate(torch.tensor([prompt.input_ids]), max_new_tokens=1, do_sample=False)[0, -1].item()
-    eos = model.generation_config.eos_token_id
-    model.generation_config.eos_token_id = [*(eos if isinstance(eos, list) else [eos]), first]
+    eos = alone.loaded.model.generation_config.eos_token_id
+    alone.loaded.model.generation_config.sequence_bias = {((eos if isinstance(eos, list) else [eos])[0],): 1000.0}
     with serve(alone) as url:
         yield url
 
