@@ -227,22 +227,6 @@ def settled_counter(server: VllmServer, name: str, timeout: float = 30) -> float
     return value
 
 
-def test_stop_aborts_the_request_on_the_server(rambling_app: tuple[Engine, Client], vllm: VllmServer) -> None:
-    _, client = rambling_app
-    for api in ("/chat", "/ask"):
-        added, aborted = logged(vllm, "Added request"), logged(vllm, "Aborted request")
-        tokens_before = settled_counter(vllm, "vllm:generation_tokens_total")
-        client.reset_session()
-        job = client.submit(QUESTIONS[0], LONG, 0.0, api_name=api)
-        assert wait_for(lambda n=added: logged(vllm, "Added request") > n, 60), "the request never reached vLLM"
-        time.sleep(0.3)  # into the answer
-        job.cancel()
-        # The server, not only the client: vLLM logs the abort and stops short of the token limit.
-        assert wait_for(lambda n=aborted: logged(vllm, "Aborted request") > n, 15), (api, vllm.log_text()[-3000:])
-        generated = settled_counter(vllm, "vllm:generation_tokens_total") - tokens_before
-        assert 0 < generated < LONG - 1, (api, generated)
-
-
 def test_server_killed_mid_stream_is_readable_and_served_after_restart(
     rambling_app: tuple[Engine, Client], app: Client, server_engine: Engine, vllm: VllmServer
 ) -> None:
@@ -266,6 +250,26 @@ def test_server_killed_mid_stream_is_readable_and_served_after_restart(
     assert app.predict(QUESTIONS[0], 64, 0.0, api_name="/ask") == local_answer
     time.sleep(server_engine_models_ttl())
     assert "cannot be reached" not in server_engine.status()
+
+
+def test_stop_aborts_the_request_on_the_server(rambling_app: tuple[Engine, Client], vllm: VllmServer) -> None:
+    # The cancel event is what the UI's Stop sets (ui.streaming.iterate_in_thread): set here directly, since a
+    # gradio_client job.cancel() did not always reach the app's handler (see docs/benchmark.md, server mode).
+    engine, _ = rambling_app
+    for _ in range(3):
+        aborted = logged(vllm, "Aborted request")
+        tokens_before = settled_counter(vllm, "vllm:generation_tokens_total")
+        cancel = threading.Event()
+        params = GenerationParams(max_new_tokens=LONG, temperature=0.0)
+        started = time.monotonic()
+        for _event in engine.stream(QUESTIONS[0], (), params, True, cancel):
+            if time.monotonic() - started > 0.5:  # into the answer
+                cancel.set()
+        assert time.monotonic() - started < 5, "the stream did not end at Stop"
+        # The server, not only the client: vLLM logs the abort and stops short of the token limit.
+        assert wait_for(lambda n=aborted: logged(vllm, "Aborted request") > n, 15), vllm.log_text()[-3000:]
+        generated = settled_counter(vllm, "vllm:generation_tokens_total") - tokens_before
+        assert 0 < generated < LONG - 1, generated
 
 
 def server_engine_models_ttl() -> float:
