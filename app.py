@@ -1,8 +1,7 @@
 """Hugging Face Space entry point: build the MedCoT demo from the library and launch it."""
 
+import spaces  # noqa: F401, I001  (first: on ZeroGPU it must be imported before torch and anything that imports it)
 import sys
-
-import spaces  # noqa: F401  (first: on ZeroGPU it must be imported before torch and anything that imports it)
 
 from medcot.engine import Engine
 from medcot.model.progress import ProgressLines

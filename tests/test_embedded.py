@@ -725,7 +725,8 @@ def test_real_converted_folder_renders_gemma3_turns(real_dir: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_real_embedded_base_answers_and_stops_at_the_next_question(real_dir: Path) -> None:
-    settings = Settings(base_model="embedded", dtype="float32", cache_dir=real_dir.parent)
+    # The card's own prompt (not the primer the embedded base gets by default): this is about where it stops.
+    settings = Settings(base_model="embedded", dtype="float32", cache_dir=real_dir.parent, base_prompt="card")
     engine = Engine(settings).load()
     assert engine.ready, engine.error
     assert Path(engine.loaded.tokenizer.name_or_path) == real_dir  # found, not converted again
