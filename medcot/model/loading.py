@@ -218,11 +218,17 @@ def load_model(settings: Settings, progress: Progress | None = None) -> LoadedMo
         try:
             return _load_configured(settings, progress)
         except ModelLoadError as exc:
-            unreachable = "cannot be reached" in str(exc) or settings.hub_offline
-            if _uses_defaults(settings) and unreachable and _embedded_available():
+            if falls_back_to_embedded(settings, exc):
                 log.warning("%s Falling back to the embedded Gemma 3 270M base.", exc)
                 return _load_embedded(settings, progress, reason="the Hugging Face Hub cannot be reached")
             raise
+
+
+def falls_back_to_embedded(settings: Settings, exc: ModelLoadError) -> bool:
+    """Whether a failed load of the defaults should use the embedded base instead: the Hub is out of reach (or
+    offline by setting) and the embedded GGUF is installed. Never for a model the user named."""
+    unreachable = "cannot be reached" in str(exc) or settings.hub_offline
+    return _uses_defaults(settings) and unreachable and _embedded_available()
 
 
 def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:

@@ -18,9 +18,8 @@ from medcot.errors import ModelLoadError
 from medcot.generation import stop_token_ids
 from medcot.model.loading import (
     LoadedModel,
-    _embedded_available,
     _ships_tokenizer,
-    _uses_defaults,
+    falls_back_to_embedded,
     fetch,
     load_tokenizer,
 )
@@ -60,8 +59,7 @@ def load_tokenizer_for_server(settings: Settings, progress: Progress) -> PreTrai
     try:
         return _configured_tokenizer(settings, progress)
     except ModelLoadError as exc:
-        unreachable = "cannot be reached" in str(exc) or settings.hub_offline
-        if _uses_defaults(settings) and unreachable and _embedded_available():
+        if falls_back_to_embedded(settings, exc):
             log.warning("%s Using the embedded Gemma 3 270M's tokenizer.", exc)
             return _embedded_tokenizer(settings, progress)
         raise
