@@ -42,7 +42,7 @@ from medcot.ui.rendering import (
     turns_from_history,
 )
 from medcot.ui.stopping import FinishedAnswers
-from medcot.ui.streaming import UPDATE_INTERVAL_S, CoalescedEvents, iterate_in_thread
+from medcot.ui.streaming import UPDATE_INTERVAL_S, CoalescedEvents, iterate_in_thread, when_task_ends
 
 log = logging.getLogger(__name__)
 _DEFAULTS = GenerationParams()
@@ -116,6 +116,7 @@ class ChatHandlers:
         """The fine-tuned answer, streamed; with the comparison on, the base model's too (to the relay): after it
         locally (one copy of the weights), at the same time from a model server."""
         cancel = threading.Event()
+        when_task_ends(cancel.set)  # Stop, a closed tab: also when Gradio drops this generator unclosed
         session = _session(request)
         relay = self.relay
         channel = relay.open(session) if session in relay.comparing and self.engine.can_compare else None
@@ -131,6 +132,7 @@ class ChatHandlers:
                 channel.put_nowait(("question", clean_question(message)))
                 if self.engine.base_runs_beside:
                     beside = asyncio.ensure_future(self.run_base(channel, message, turns, params))
+                    when_task_ends(beside.cancel)
             view = ChatRenderer()
             stream = self.stream(message, turns, params, True, cancel)
             events = CoalescedEvents(

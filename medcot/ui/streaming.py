@@ -67,6 +67,21 @@ class _Fetcher:
                 pass
 
 
+def when_task_ends(callback: Callable[[], object]) -> None:
+    """Call ``callback`` once the asyncio task running the caller ends: finished, failed or cancelled.
+
+    Gradio runs every step of a streaming handler in one task (gradio 6.31 queueing.py, Queue.process_events) and
+    Stop cancels that task, which normally closes the handler's generator, whose cleanup stops its streams. But a
+    Stop that lands while Gradio post-processes a generator's first update drops the generator unclosed (route_utils
+    .call_process_api stores it in app.iterators only once process_api has returned), so its streams would run on
+    to the token limit until the garbage collector finds it: measured against vLLM, the request was never aborted.
+    The task's end comes whatever Gradio was doing; setting a stream's cancel event again later is harmless.
+    """
+    task = asyncio.current_task()
+    if task is not None:
+        task.add_done_callback(lambda _task: callback())
+
+
 async def iterate_in_thread(
     iterator: Iterator[StreamEvent],
     cancel: threading.Event,
