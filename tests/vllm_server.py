@@ -48,6 +48,7 @@ class VllmServer:
         kv_cache_gib: int = 1,
         dtype: str = "float32",
         max_loras: int | None = None,
+        niceness: int = 0,
     ) -> None:
         self.model = str(model)
         self.port = port
@@ -67,7 +68,8 @@ class VllmServer:
             args += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--max-loras", str(slots)]
             args += ["--lora-modules"]
             args += [f"{name}={path}" for name, path in lora_modules.items()]
-        self.args = [*args, *extra_args]
+        # niceness: on a shared machine the server's generation outruns an app starved of CPU (tests/test_vllm.py)
+        self.args = [*(["nice", "-n", str(niceness)] if niceness else []), *args, *extra_args]
         self.env = {
             **os.environ,
             "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
