@@ -15,8 +15,8 @@ from medcot.config import GenerationParams, Settings
 from medcot.errors import ConfigError, InputError, ModelLoadError
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, StreamEvent
 from medcot.generation import Chunk
-from medcot.model.cpu_speed import release_freed_memory
 from medcot.model.loading import LoadedModel, load_model
+from medcot.model.memory import release_freed_memory
 from medcot.model.progress import Progress, log_progress
 from medcot.model.server_mode import load_for_server
 from medcot.prompt import EncodedPrompt, Turn, encode_prompt, encode_text

@@ -19,7 +19,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from medcot.config import DEFAULT_ADAPTER, DEFAULT_BASE_MODEL, Settings, is_embedded
 from medcot.errors import ModelLoadError
-from medcot.model.cpu_speed import large_blocks_mapped, load_half, optimize_for_cpu, resolve_mode
+from medcot.model.cpu_speed import optimize_for_cpu, resolve_mode
+from medcot.model.half_loading import load_half
+from medcot.model.memory import drop_tokenizer_build_data, large_blocks_mapped
 from medcot.model.progress import Progress, log_progress
 from medcot.prompt import ensure_chat_template
 
@@ -152,7 +154,7 @@ def pick_dtype(settings: Settings, device: str) -> torch.dtype:
 def load_tokenizer(primary: Path, fallback: Path | None) -> PreTrainedTokenizerBase:
     """The adapter location's tokenizer when it ships one, else the base's; always with a chat template."""
     source = primary if _ships_tokenizer(primary) or fallback is None else fallback
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = drop_tokenizer_build_data(AutoTokenizer.from_pretrained(source))
     ensure_chat_template(tokenizer)
     return tokenizer
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gradio as gr
@@ -24,6 +25,16 @@ EXAMPLES = [
     "Which electrolyte abnormality is most typical of refeeding syndrome?",
 ]
 QUEUE_POLL_S = 0.01
+# At launch Gradio warns that ChatInterface's /chat, public and so an MCP tool, takes its history from a gr.State
+# that MCP calls cannot carry: each MCP call starts a new conversation, which is what MCP clients should get (/ask is
+# the tool meant for them). Gradio 6.31 has no way to keep one public endpoint out of MCP, so this one warning is
+# silenced, by its text and module, wherever this page is launched (pyproject.toml does the same for pytest).
+warnings.filterwarnings(
+    "ignore",
+    message="This MCP server includes a tool that has a gr.State input",
+    category=UserWarning,
+    module="gradio",
+)
 CSS = """
 #disclaimer { border-left: 4px solid #d97706; padding: 0.4rem 0.8rem; background: rgba(217, 119, 6, 0.08); }
 #model-status { font-size: 0.85rem; opacity: 0.85; }
