@@ -19,9 +19,7 @@ from ui_calls import GREEDY
 
 from medcot.config import Settings
 from medcot.engine import Engine
-from medcot.events import (
-    STATS_PREFIX,
-)
+from medcot.events import STATS_PREFIX
 from medcot.ui.layout import build_demo, launch_kwargs, queue
 
 

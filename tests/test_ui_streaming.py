@@ -12,13 +12,7 @@ from tiny import QUESTIONS
 from ui_calls import GREEDY, handler, replies
 
 from medcot.engine import Engine
-from medcot.events import (
-    AnswerDelta,
-    Finished,
-    ReasoningDelta,
-    ReasoningDone,
-    Stats,
-)
+from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats
 from medcot.request import Query
 from medcot.ui.layout import build_demo
 
