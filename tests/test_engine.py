@@ -1,4 +1,4 @@
-"""medcot.engine: answers as events, stats, cancellation, base comparison and input checks."""
+"""medcot.engine: answers through its backend, cancellation, the base comparison, the checks prepare runs, loading."""
 
 from __future__ import annotations
 

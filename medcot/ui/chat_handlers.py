@@ -74,7 +74,7 @@ class ChatHandlers:
         self.stream = stream
         self.relay = relay or BaseRelay()
         self.finished = FinishedAnswers()
-        # The API's budget default; before loading the card's, as the sliders' (PageHandlers.refresh updates those).
+        # /ask's default token budget: the engine's MEDCOT_MAX_NEW_TOKENS, in the signature Gradio reads.
         self.ask = _with_defaults(self.ask, max_new_tokens=engine.generation_defaults().max_new_tokens)
 
     # -- the chat (ChatInterface's /chat) and the base column ----------------------------------------------------
@@ -255,7 +255,7 @@ class ChatHandlers:
 
     def set_compare(self, on: bool, request: gr.Request) -> tuple[Any, Any]:
         """The compare checkbox: show or hide the base column, and remember the session's choice for the relay."""
-        # While loading only a ?compare=1 link can tick it: kept, and unticked by refresh() if unavailable.
+        # While loading only a ?compare=1 link can tick it: kept, and unticked by PageHandlers.refresh if unavailable.
         engine = self.engine
         on = bool(on) and (engine.can_compare or (engine.loaded is None and engine.error is None))
         self.relay.set_compare(_session(request), on)
