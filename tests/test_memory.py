@@ -13,7 +13,7 @@ import pytest
 from tiny import TinyRepos
 from transformers import AutoTokenizer
 
-from medcot.model.loading import load_tokenizer
+from medcot.model.hub import load_tokenizer
 from medcot.model.memory import drop_tokenizer_build_data
 
 _MMAP_CHECK = """
