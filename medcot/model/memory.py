@@ -1,9 +1,8 @@
 """Keeping the process's resident memory what it uses: glibc's heap settings and trimming, and the tokenizer's
 build data.
 
-A Space's memory (and a 2-core machine's 24 GiB shared by several processes) is counted in RSS, and on CPU the
-app's RSS is mostly the model (~0.8 GB in the f16 modes), the tokenizer and whatever the allocator keeps after
-freeing. Python has no portable calls for the allocator: these use glibc's through ctypes and do nothing elsewhere.
+On CPU the app's resident memory is mostly the model (~0.7 GB in the f16-int8head mode), the tokenizer and what
+the allocator keeps after freeing; the README's target for all of it is 1536 MiB. Python has no portable calls for the allocator: these use glibc's through ctypes and do nothing elsewhere.
 """
 
 from __future__ import annotations
