@@ -34,6 +34,7 @@ from medcot.config import EMBEDDED_MODEL, GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone
 from medcot.prompt_styles import BASE_DECODING, BASE_STOP_TEXTS, CARD, PRIMER_CHAT, PRIMER_TEXT, PromptStyle
+from medcot.request import Query
 
 MODELS = ("embedded", "adapter", "base")
 CARD_SAMPLING = GenerationParams()  # the card's Quick Start: temperature 1.0, top-p 0.95, top-k 64
@@ -88,7 +89,7 @@ def answer_one(
     saw = closed = False
     error = stats = None
     try:
-        for event in engine.stream(item.question, (), params, use_adapter=use_adapter):
+        for event in engine.stream(Query(item.question, (), params, use_adapter)):
             if isinstance(event, ReasoningDelta):
                 reasoning.append(event.text)
                 saw = True

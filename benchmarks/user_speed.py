@@ -8,9 +8,10 @@ stream_generate, the app's streaming path, with the card's defaults (temperature
 greedily. llama.cpp (the optional `llama` extra: `pip install -e .[llama]`, llama-cpp-python builds from source)
 runs the very GGUF the embedded model is converted from, with the same prompt tokens, `--threads` threads,
 streamed token by token, both ways too. Every variant produces exactly `--new-tokens` tokens (end of text is
-suppressed on our side and not checked on llama.cpp's), and the variants take turns round by round, so load from
-other processes hits them alike. Medians are reported with the same-run ratios, which survive a busy machine
-better than the absolute figures. A torch profile of a sampled generation says where a token's time goes.
+suppressed on our side, by NoEndTokens, and not checked on llama.cpp's), and the variants take turns round by
+round, so load from other processes hits them alike. Medians are reported with the same-run ratios, which
+survive a busy machine better than the absolute figures. A torch profile of a sampled generation says where a
+token's time goes.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from benchmarks.bench_cpu import BENCH_QUESTION
 from benchmarks.machine import machine_info
 from medcot.config import EMBEDDED_MODEL, GenerationParams, Settings
-from medcot.generation import sampling_kwargs, stream_generate
+from medcot.generation import sampling_kwargs, stop_token_ids, stream_generate
 from medcot.model.loading import LoadedModel, load_model
 from medcot.prompt import encode_prompt
 
@@ -52,12 +54,29 @@ def decode_figures(start: float, times: Sequence[float]) -> dict[str, float]:
     }
 
 
+class NoEndTokens(LogitsProcessor):
+    """Keeps the end tokens from being chosen, so a generation runs to max_new_tokens, at the cost of one indexing.
+
+    generate(min_new_tokens=) does the same through MinNewTokensLengthLogitsProcessor, which clones the scores and
+    builds an arange and an isin mask over the whole 262,144-token vocabulary at every token: ~2 ms a token here
+    (profiled), work that the served path never does, so it made the benchmark slower than what users get.
+    """
+
+    def __init__(self, token_ids: Sequence[int]) -> None:
+        self.token_ids = torch.tensor(list(token_ids), dtype=torch.long)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        scores[:, self.token_ids] = -float("inf")
+        return scores
+
+
 def measure_ours(loaded: LoadedModel, prompt: list[int], params: GenerationParams, new_tokens: int) -> dict:
     """One streamed generation of exactly `new_tokens` tokens through stream_generate, timed per chunk."""
     params = GenerationParams(**{**params.__dict__, "max_new_tokens": new_tokens})
     times: list[float] = []
     start = time.perf_counter()
-    chunks = stream_generate(loaded.model, loaded.tokenizer, prompt, params, stop_texts=(), min_new_tokens=new_tokens)
+    no_end = LogitsProcessorList([NoEndTokens(stop_token_ids(loaded.tokenizer, loaded.model))])
+    chunks = stream_generate(loaded.model, loaded.tokenizer, prompt, params, stop_texts=(), logits_processor=no_end)
     counted = 0
     for chunk in chunks:
         # A chunk may carry several tokens (text held until it decodes): each is counted at its arrival.
@@ -107,7 +126,10 @@ def profile_tokens(loaded: LoadedModel, prompt: list[int], top: int = 12) -> dic
 
     model, tokenizer = loaded.model, loaded.tokenizer
     ids = torch.tensor([prompt])
-    arguments = {**sampling_kwargs(CARD), "max_new_tokens": _PROFILE_TOKENS, "min_new_tokens": _PROFILE_TOKENS}
+    arguments = sampling_kwargs(CARD)
+    no_end = NoEndTokens(stop_token_ids(tokenizer, model))  # before the sampler, which must be the last processor
+    processors = LogitsProcessorList([no_end, *arguments["logits_processor"]])
+    arguments.update(max_new_tokens=_PROFILE_TOKENS, logits_processor=processors)
     with torch.inference_mode():
         model.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=tokenizer.pad_token_id, **arguments)
         with profile(activities=[ProfilerActivity.CPU]) as prof:

@@ -12,10 +12,11 @@ from typing import TextIO
 
 from medcot import DISCLAIMER
 from medcot.config import GenerationParams, Settings
-from medcot.engine import Engine, clean_question
+from medcot.engine import Engine
 from medcot.errors import InputError, UserError
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats
 from medcot.model.progress import ProgressLines
+from medcot.request import Query, clean_question
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO,
     if style.primed:
         print(f"note: prompt: {style.label}.", file=stderr)
     wrote_answer = False
-    for event in engine.stream(question, (), params):
+    for event in engine.stream(Query(question, (), params)):
         if isinstance(event, ReasoningDelta) and not args.no_reasoning:
             stderr.write(f"{DIM}{event.text}{RESET}" if dim else event.text)
             stderr.flush()

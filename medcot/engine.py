@@ -1,32 +1,36 @@
-"""The engine: one loaded model answering questions as a stream of reasoning/answer events with stats."""
+"""The engine: one loaded model answering questions as a stream of reasoning/answer events with stats.
+
+It holds the state (the model or why it could not load, the backend, the prompt style) and runs a request's steps,
+each in its own module: the checks (medcot.request), the backend's chunks with budget forcing
+(medcot.budget_forcing), the events and stats (medcot.answer_stream), the status text (medcot.availability).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
+from medcot.answer_stream import Answer, answer_events
+from medcot.availability import compare_unavailable, status_line
 from medcot.backends import Backend
 from medcot.backends.local import LocalBackend
+from medcot.budget_forcing import closing_open_reasoning
 from medcot.config import GenerationParams, Settings
 from medcot.errors import ConfigError, InputError, ModelLoadError
-from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, StreamEvent
-from medcot.generation import Chunk
-from medcot.model.cpu_speed import release_freed_memory
+from medcot.events import StreamEvent
 from medcot.model.loading import LoadedModel, load_model
+from medcot.model.memory import release_freed_memory
 from medcot.model.progress import Progress, log_progress
 from medcot.model.server_mode import load_for_server
-from medcot.prompt import EncodedPrompt, Turn, encode_prompt, encode_text
+from medcot.prompt import encode_prompt
 from medcot.prompt_styles import CARD, PromptStyle, base_prompt_style
-from medcot.reasoning import CLOSE_TAG, ThinkParser
+from medcot.request import Query, Request, clean_question
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-MAX_QUESTION_CHARS = 8000  # far above any real question; keeps tokenization of hostile input cheap
 
 
 def _in_passing_thread(function: Callable[..., T], *args: Any) -> T:
@@ -52,45 +56,6 @@ def _in_passing_thread(function: Callable[..., T], *args: Any) -> T:
     if failure:
         raise failure[0]
     return result[0]
-
-
-@dataclass(frozen=True)
-class ClosingTag(Chunk):
-    """The ``</think>`` the engine wrote for a model that left its reasoning open (Engine._generate)."""
-
-
-@dataclass(frozen=True)
-class Request:
-    """A request that passed Engine.prepare's checks: what generation needs, and nothing that cannot be pickled
-    (a ZeroGPU worker receives it from another process)."""
-
-    prompt: EncodedPrompt
-    params: GenerationParams
-    use_adapter: bool = True
-    style: PromptStyle = CARD  # how the prompt was built: its stop texts and whether it opened the reasoning
-
-
-@dataclass
-class Answer:
-    answer: str
-    reasoning: str
-    stats: Stats | None = None
-    events: list[StreamEvent] = field(default_factory=list)
-
-
-def clean_question(question: object) -> str:
-    """Validate a question from any client; raise InputError with a readable message."""
-    if not isinstance(question, str):
-        raise InputError(f"The question must be text, not {type(question).__name__}.")
-    # Lone surrogates cannot be encoded or tokenized; NUL and other C0 controls carry nothing for the model.
-    text = question.encode("utf-8", "replace").decode("utf-8")
-    text = "".join(ch for ch in text if ch in "\n\t" or ch.isprintable() or ch == " " or ord(ch) > 0x9F)
-    text = text.strip()
-    if not text:
-        raise InputError("Please type a question.")
-    if len(text) > MAX_QUESTION_CHARS:
-        raise InputError(f"The question is too long ({len(text):,} characters; the limit is {MAX_QUESTION_CHARS:,}).")
-    return text
 
 
 class Engine:
@@ -168,38 +133,11 @@ class Engine:
 
     def status(self) -> str:
         """One line for banners: what is loaded, what is loading, or what went wrong."""
-        if self.loaded is not None and self.loaded.server is not None:
-            return self.loaded.server.describe()  # what it is connected to, or why it cannot answer
-        if self.loaded is not None:
-            notes = " ".join(self.loaded.notes)
-            return f"{self.loaded.describe()}. {notes}".strip()
-        if self.error:
-            return self.error
-        message, fraction = self.progress
-        return f"{message}…" + ("" if fraction is None else f" {fraction:.0%}")
+        return status_line(self.loaded, self.error, self.progress)
 
     def compare_unavailable(self) -> str | None:
         """Why the base-model comparison cannot run (a sentence for users), or None when it can."""
-        loaded = self.loaded
-        if loaded is None:
-            return self.error or "The model is still loading."
-        if loaded.server is not None:
-            return loaded.server.compare_unavailable()
-        if loaded.kind == "base":
-            if loaded.embedded:
-                return "The embedded base model runs without the medical adapter: there is nothing to compare."
-            return "No adapter is configured (MEDCOT_ADAPTER is empty): the base model runs alone."
-        if loaded.kind == "merged":
-            return (
-                f"`{loaded.adapter_id}` holds merged weights, so the base model is not loaded beside it "
-                "(point MEDCOT_ADAPTER at the LoRA adapter to compare)."
-            )
-        if loaded.merged and loaded.base_delta is None:
-            return (
-                "This adapter is not plain LoRA (DoRA, biases or fully trained modules), so its merge cannot be "
-                "undone for the base model; set MEDCOT_MERGE=0 to keep it separate and compare."
-            )
-        return None
+        return compare_unavailable(self.loaded, self.error)
 
     @property
     def can_compare(self) -> bool:
@@ -249,26 +187,12 @@ class Engine:
         defaults = self.settings.generation_defaults
         return defaults if decoding is None else replace(decoding, max_new_tokens=defaults.max_new_tokens)
 
-    def stream(
-        self,
-        question: str,
-        history: Sequence[Turn] = (),
-        params: GenerationParams | None = None,
-        use_adapter: bool = True,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[StreamEvent]:
+    def stream(self, query: Query, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
         """Yield reasoning/answer events, then Finished with the stats (a StreamFn). Closing the iterator or
         setting ``cancel`` stops generation."""
-        request = self.prepare(question, history, params, use_adapter)
-        yield from self.generate(request, cancel)
+        yield from self.generate(self.prepare(query), cancel)
 
-    def prepare(
-        self,
-        question: str,
-        history: Sequence[Turn] = (),
-        params: GenerationParams | None = None,
-        use_adapter: bool = True,
-    ) -> Request:
+    def prepare(self, query: Query) -> Request:
         """Every check a request gets before the model runs (model ready, question, settings, base model available,
         prompt length), raising its user error; what passes is the request generate() runs.
 
@@ -276,117 +200,26 @@ class Engine:
         before it asks for a GPU, with the readable message.
         """
         loaded = self.require_model()
-        question = clean_question(question)
-        params = (params or self.generation_defaults()).validated()
+        question = clean_question(query.question)
+        params = (query.params or self.generation_defaults()).validated()
+        use_adapter = query.use_adapter
         if not use_adapter and loaded.kind != "base" and not self.can_compare:  # the base alone is its own base
             raise InputError(self.compare_unavailable() or "The base model is not available.")
         style = self.prompt_style(use_adapter)
-        prompt = encode_prompt(loaded.tokenizer, question, history, self.settings.max_input_tokens, style)
+        prompt = encode_prompt(loaded.tokenizer, question, query.history, self.settings.max_input_tokens, style)
         return Request(prompt, params, use_adapter, style)
 
     def generate(self, request: Request, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
         """A prepared request's events, then Finished with the stats. Closing the iterator or setting ``cancel``
         stops generation."""
         loaded = self.require_model()
-        prompt, params, use_adapter, style = request.prompt, request.params, request.use_adapter, request.style
-        started = time.monotonic()
-        parser = ThinkParser(prefilled=style.opens_reasoning)
-        first: float | None = None
-        first_tokens = 1
-        tokens = 0
-        reasoning_tokens: int | None = None  # fixed when </think> arrives
-        closed_by_app = False
         cancel = cancel if cancel is not None else threading.Event()
+        backend = self.backend(loaded, request.style.stop_texts)
         # No chunk at all when stopped while another request held the model in the other adapter state.
-        chunks = self._generate(loaded, prompt.input_ids, params, cancel, use_adapter, style)
-        try:
-            for chunk in chunks:
-                closed_by_app = closed_by_app or isinstance(chunk, ClosingTag)
-                if first is None and chunk.text:  # a last empty chunk only carries the token count
-                    first = time.monotonic() - started
-                    first_tokens = chunk.tokens
-                tokens = chunk.tokens
-                events = parser.feed(chunk.text)
-                if any(isinstance(e, ReasoningDone) for e in events):
-                    reasoning_tokens = tokens
-                yield from events
-        finally:
-            chunks.close()
-        events = parser.close()
-        yield from events
-        cut_off = any(isinstance(e, ReasoningDone) and e.cut_off for e in events)
-        if reasoning_tokens is None:
-            reasoning_tokens = tokens if cut_off else 0
-        yield Finished(
-            Stats(
-                prompt_tokens=len(prompt.input_ids),
-                new_tokens=tokens,
-                reasoning_tokens=reasoning_tokens,
-                answer_tokens=tokens - reasoning_tokens,
-                time_to_first_token=first,
-                seconds=time.monotonic() - started,
-                hit_token_limit=tokens >= params.max_new_tokens,
-                reasoning_cut_off=cut_off,
-                stopped=cancel.is_set() and tokens < params.max_new_tokens,
-                turns_dropped=prompt.turns_dropped,
-                tokens_at_first_text=first_tokens,
-                reasoning_closed_by_app=closed_by_app,
-            )
-        )
+        yield from answer_events(closing_open_reasoning(backend, loaded.tokenizer, request, cancel), request, cancel)
         if loaded.device == "cpu":  # after the answer is out: what its generation freed goes back to the OS
             release_freed_memory()
 
-    def _generate(
-        self,
-        loaded: LoadedModel,
-        input_ids: list[int],
-        params: GenerationParams,
-        cancel: threading.Event,
-        use_adapter: bool,
-        style: PromptStyle,
-    ) -> Iterator[Chunk]:
-        """The backend's chunks, and for a prompt that opened the reasoning, the answer after a reasoning left open.
-
-        The primed base sometimes ends its turn (a stop text, EOS) without writing ``</think>``: its reasoning then
-        stands with no answer (3 of 36 questions in the eval). As "budget forcing" does for reasoning models, its
-        text and the closing tag then go back in as prompt, and it writes the answer with the tokens left. The
-        tag arrives as a ClosingTag chunk, so the stats can say the app closed the reasoning.
-        """
-        backend = self.backend(loaded, style.stop_texts)
-        chunks = backend.stream(input_ids, params, cancel, use_adapter)
-        written: list[str] = []
-        tokens = 0
-        try:
-            for chunk in chunks:
-                written.append(chunk.text)
-                tokens = chunk.tokens
-                yield chunk
-        finally:
-            chunks.close()
-        text = "".join(written)
-        left = params.max_new_tokens - tokens
-        if not style.opens_reasoning or CLOSE_TAG in text.lower() or left <= 0 or cancel.is_set():
-            return
-        closing = f"\n{CLOSE_TAG}\n"
-        yield ClosingTag(closing, tokens)
-        ids = input_ids + encode_text(loaded.tokenizer, text.rstrip() + closing)
-        answer = backend.stream(ids, replace(params, max_new_tokens=left), cancel, use_adapter)
-        try:
-            for chunk in answer:
-                yield Chunk(chunk.text, tokens + chunk.tokens)
-        finally:
-            answer.close()
-
-    def ask(
-        self,
-        question: str,
-        history: Sequence[Turn] = (),
-        params: GenerationParams | None = None,
-        use_adapter: bool = True,
-    ) -> Answer:
+    def ask(self, query: Query) -> Answer:
         """Run a whole request; the final answer, the reasoning and the stats."""
-        events = list(self.stream(question, history, params, use_adapter))
-        reasoning = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
-        answer = "".join(e.text for e in events if isinstance(e, AnswerDelta))
-        stats = next((e.stats for e in events if isinstance(e, Finished)), None)
-        return Answer(answer.strip(), reasoning.strip(), stats, events)
+        return Answer.from_events(self.stream(query))

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from medcot.config import GenerationParams
-    from medcot.prompt import Turn
+    from medcot.request import Query
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class Stats:
     stopped: bool  # the client stopped it
     turns_dropped: int
     tokens_at_first_text: int = 1  # the streamer holds text back to word boundaries: tokens already made by then
-    reasoning_closed_by_app: bool = False  # the model left its reasoning open; the engine closed it (Engine._generate)
+    reasoning_closed_by_app: bool = False  # the model left its reasoning open; the app closed it (budget_forcing)
 
     @property
     def tokens_per_second(self) -> float:
@@ -72,16 +71,9 @@ StreamEvent = Event | Finished
 
 
 class StreamFn(Protocol):
-    """One request's events; setting ``cancel`` stops it within a token. Engine.stream has this signature."""
+    """One query's events; setting ``cancel`` stops it within a token. Engine.stream has this signature."""
 
-    def __call__(
-        self,
-        question: str,
-        history: Sequence[Turn] = (),
-        params: GenerationParams | None = None,
-        use_adapter: bool = True,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[StreamEvent]: ...
+    def __call__(self, query: Query, cancel: threading.Event | None = None) -> Iterator[StreamEvent]: ...
 
 
 # -- the stats line ----------------------------------------------------------------------------------------------

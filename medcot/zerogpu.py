@@ -20,19 +20,18 @@ import logging
 import multiprocessing
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gradio as gr
 import spaces
 from spaces.config import Config as SpacesConfig
 
-from medcot.config import GenerationParams
-from medcot.engine import Engine, Request
+from medcot.engine import Engine
 from medcot.errors import UserError
 from medcot.events import StreamEvent, StreamFn
 from medcot.model.progress import Progress
-from medcot.prompt import Turn
+from medcot.request import Query, Request
 
 log = logging.getLogger(__name__)
 
@@ -204,14 +203,8 @@ def gpu_stream(engine: Engine) -> StreamFn:
         finally:
             done.set()
 
-    def stream(
-        question: str,
-        history: Sequence[Turn] = (),
-        params: GenerationParams | None = None,
-        use_adapter: bool = True,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[StreamEvent]:
-        request = engine.prepare(question, history, params, use_adapter)  # a refusal costs no GPU
+    def stream(query: Query, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
+        request = engine.prepare(query)  # a refusal costs no GPU
         cancel = cancel if cancel is not None else threading.Event()
         yield from GpuEvents(lambda slot: on_gpu(request, slot), cancel, flags)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.events import Finished, ReasoningDelta, StreamEvent
 from medcot.prompt import Turn
+from medcot.request import Query
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -68,25 +69,19 @@ class SlowStream:
         self.turns: list[list[Turn]] = []
         self.cancels: list[threading.Event] = []
 
-    def __call__(
-        self,
-        question: str,
-        turns: Sequence[Turn],
-        params: GenerationParams,
-        use_adapter: bool = True,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[StreamEvent]:
+    def __call__(self, query: Query, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
         cancel = cancel if cancel is not None else threading.Event()
-        params = replace(params, **self.overrides)
-        self.questions.append(question)
+        query = replace(query, params=replace(query.params or GenerationParams(), **self.overrides))
+        use_adapter = query.use_adapter
+        self.questions.append(query.question)
         self.adapters.append(use_adapter)
-        self.params.append(params)
-        self.turns.append(list(turns))
+        self.params.append(query.params)
+        self.turns.append(list(query.history))
         self.cancels.append(cancel)
         self.served_by.append(0)
         request = len(self.served_by) - 1
         self.reasoning_served = ""
-        events = self.engine.stream(question, turns, params, use_adapter, cancel)
+        events = self.engine.stream(query, cancel)
         try:
             for count, event in enumerate(events):
                 time.sleep(self.delay)

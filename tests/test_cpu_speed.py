@@ -13,7 +13,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
 from medcot.model import cpu_speed
-from medcot.model.cpu_speed import CPU_MODES, HalfLinear, RescoredInt8Head, load_half, optimize_for_cpu, resolve_mode
+from medcot.model.cpu_speed import CPU_MODES, HalfLinear, RescoredInt8Head, optimize_for_cpu, resolve_mode
 
 FAST_MODES = [mode for mode in CPU_MODES if mode not in ("auto", "f32")]
 
@@ -165,140 +165,6 @@ def test_auto_resolves_by_cpu_capability_or_a_probe(
     assert resolve_mode("f32") == "f32"
     with pytest.raises(ValueError, match="Unknown CPU mode"):
         resolve_mode("fp8")
-
-
-@pytest.fixture
-def f32_folder(tmp_path: Path) -> Path:
-    model = tiny_model(seed=4)
-    with torch.no_grad():  # norms away from their init of zeros, so the test sees them read exactly
-        for name, parameter in model.named_parameters():
-            if "norm" in name:
-                parameter.normal_(0, 0.5)
-    model.generation_config.max_new_tokens = 7  # proves generation_config.json is read
-    model.save_pretrained(tmp_path)
-    return tmp_path
-
-
-def test_load_half_reads_the_f16_layout_directly(f32_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cpu_speed, "_CHUNK_BYTES", 1000)  # many chunks per tensor, and rows larger than a chunk
-    reference = AutoModelForCausalLM.from_pretrained(f32_folder, dtype=torch.float32).eval()
-    model = load_half(f32_folder)
-    assert model is not None and model.generation_config.max_new_tokens == 7
-    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
-    expected = dict(reference.named_parameters())
-    for name, parameter in model.named_parameters():
-        matmul = "proj" in name or "embed_tokens" in name
-        assert parameter.dtype == (torch.float16 if matmul else torch.float32), name
-        assert torch.equal(parameter, expected[name].to(parameter.dtype)), name
-
-    ids = torch.tensor([[2, 10, 11, 40, 41, 42]])
-    for mode in ("f16", "f16-int8head"):
-        via_f32, _ = optimize_for_cpu(AutoModelForCausalLM.from_pretrained(f32_folder, dtype=torch.float32), mode)
-        via_half, _ = optimize_for_cpu(load_half(f32_folder), mode)
-        got, want = logits(via_half, ids), logits(via_f32.eval(), ids)
-        if mode == "f16":
-            assert torch.equal(got, want)
-        assert torch.equal(got.argmax(-1), want.argmax(-1))
-
-
-def test_load_half_leaves_other_layouts_to_transformers(f32_folder: Path) -> None:
-    from safetensors.torch import load_file, save_file
-
-    weights = load_file(f32_folder / "model.safetensors")
-    renamed = {name.replace("model.", "language_model.", 1): tensor for name, tensor in weights.items()}
-    save_file(renamed, f32_folder / "model.safetensors", metadata={"format": "pt"})
-    assert load_half(f32_folder) is None, "names that do not match"
-    save_file({k: v for k, v in weights.items() if "layers.1." not in k}, f32_folder / "model.safetensors")
-    assert load_half(f32_folder) is None, "a missing tensor would leave uninitialized memory"
-    (f32_folder / "model.safetensors").rename(f32_folder / "model-00001-of-00002.safetensors")
-    assert load_half(f32_folder) is None, "sharded checkpoints"
-
-
-def test_load_half_refuses_a_truncated_file(f32_folder: Path) -> None:
-    file = f32_folder / "model.safetensors"
-    file.write_bytes(file.read_bytes()[:-100])
-    with pytest.raises(OSError, match="truncated"):
-        load_half(f32_folder)
-
-
-def test_loading_uses_the_half_loader_for_f16_modes(tiny_settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dataclasses import replace
-
-    from medcot.model import loading
-
-    calls = []
-    monkeypatch.setattr(loading, "load_half", lambda folder: calls.append(folder) or load_half(folder))
-    loaded = loading.load_model(replace(tiny_settings, dtype="auto", cpu_mode="f16-int8head"))
-    assert loaded.dtype == "f16-int8head" and calls == [Path(tiny_settings.base_model)]
-    assert isinstance(loaded.model.get_output_embeddings(), RescoredInt8Head)
-    f32 = loading.load_model(tiny_settings)
-    ids = torch.tensor([[2, 30, 31, 32]])
-    assert torch.equal(logits(loaded.model, ids).argmax(-1), logits(f32.model, ids).argmax(-1))
-    calls.clear()
-    assert loading.load_model(replace(tiny_settings, dtype="auto", cpu_mode="f32-int8head")).dtype == "f32-int8head"
-    assert calls == [], "f32 modes load with transformers"
-
-
-_MMAP_CHECK = """
-import ctypes
-import resource
-from medcot.model import cpu_speed
-
-libc = ctypes.CDLL("libc.so.6")
-
-class Mallinfo2(ctypes.Structure):  # struct mallinfo2: ten size_t fields, hblks (mmapped blocks) the fourth
-    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", *"abcdef")]
-
-libc.mallinfo2.restype = Mallinfo2
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
-
-def mmapped(size):
-    before = libc.mallinfo2().hblks
-    block = libc.malloc(size)
-    try:
-        return libc.mallinfo2().hblks > before
-    finally:
-        libc.free(block)
-
-def refaults(size, rounds=4):  # page faults of writing a block of `size` again after it was freed
-    total = 0
-    for index in range(rounds + 1):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        block = libc.malloc(size)
-        ctypes.memset(block, 1, size)
-        libc.free(block)
-        total += (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) if index else 0
-    return total
-
-with cpu_speed.large_blocks_mapped():
-    inside = mmapped(2 * 2**20), mmapped(256 * 2**10)
-print(*inside, mmapped(2 * 2**20), mmapped(40 * 2**20), refaults(4 * 2**20))
-"""
-
-
-def test_large_blocks_are_mapped_while_loading_and_heap_served_after() -> None:
-    """In a fresh process: a long-lived one's heap may hold a free chunk that serves a block before any mmap."""
-    import ctypes
-    import subprocess
-    import sys
-
-    try:
-        ctypes.CDLL("libc.so.6").mallinfo2  # noqa: B018 - glibc 2.33+
-    except (OSError, AttributeError):
-        pytest.skip("needs glibc")
-    out = subprocess.run([sys.executable, "-c", _MMAP_CHECK], capture_output=True, text=True, timeout=120, check=True)
-    *mapped, refaults = out.stdout.split()
-    inside_large, inside_small, after_large, after_huge = (word == "True" for word in mapped)
-    assert inside_large, "while loading, a 2 MiB block must come from mmap, so freeing it returns it to the OS"
-    assert not inside_small
-    assert not after_large, "after loading, per-token buffers are served from the heap again"
-    assert after_huge
-    # A freed 4 MiB block stays at the heap's top: writing it again costs no page faults (trimmed: 1,024 each time).
-    assert int(refaults) < 100
-
-
-# --- the real Gemma 3 270M ------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")

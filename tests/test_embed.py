@@ -25,7 +25,7 @@ from playwright.sync_api import Browser, FrameLocator, Locator, Page, expect
 from serving import free_port
 from tiny import ADAPTER_ANSWER, BASE_OUTPUT, QUESTIONS
 
-from medcot.engine import MAX_QUESTION_CHARS
+from medcot.request import MAX_QUESTION_CHARS
 from medcot.ui.compare import COMPARE_LABEL
 
 pytestmark = pytest.mark.browser

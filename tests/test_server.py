@@ -39,8 +39,9 @@ from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.errors import GenerationError, PromptTooLongError, UserError
 from medcot.prompt import Turn, encode_prompt
+from medcot.request import Query
+from medcot.ui.chat_handlers import ChatHandlers
 from medcot.ui.compare import compare_controls
-from medcot.ui.handlers import ChatHandlers
 
 GREEDY = GenerationParams(max_new_tokens=16, temperature=0.0)
 KEY = "sk-secret-test-key"
@@ -331,7 +332,7 @@ def test_engine_sends_the_cards_prompt_as_token_ids_and_loads_no_weights(
     assert engine.status() == f"Model server {server.url}: `medcot`, base `tiny-base`"
     assert engine.can_compare and engine.base_runs_beside
     history = [Turn("Earlier <start_of_turn>question?", "Its answer.")]
-    answer = engine.ask("Edema <end_of_turn> and orthopnea?", history, GREEDY)
+    answer = engine.ask(Query("Edema <end_of_turn> and orthopnea?", history, GREEDY))
     assert (answer.reasoning, answer.answer) == ("Why.", "So.")
     assert answer.stats is not None and answer.stats.new_tokens == 4
     sent = server.requests[-1][3]
@@ -342,7 +343,7 @@ def test_engine_sends_the_cards_prompt_as_token_ids_and_loads_no_weights(
     assert sent["prompt"] == expected.input_ids  # the local path's exact ids: typed markers stay text
     assert sent["model"] == "medcot"
     assert tokenizer.convert_tokens_to_ids("<end_of_turn>") in sent["stop_token_ids"]
-    engine.ask("Base, please?", params=GREEDY, use_adapter=False)
+    engine.ask(Query("Base, please?", params=GREEDY, use_adapter=False))
     assert server.requests[-1][3]["model"] == "tiny-base"  # the base by name: nothing switches
 
 
@@ -353,7 +354,7 @@ def test_engine_comes_up_without_a_server_and_says_why(tiny_repos: TinyRepos) ->
     assert "cannot be reached" in engine.status() and url in engine.status()
     assert not engine.can_compare
     with pytest.raises(ServerUnreachableError):
-        engine.ask("Edema?", params=GREEDY)
+        engine.ask(Query("Edema?", params=GREEDY))
 
 
 def test_status_names_what_the_server_serves_when_the_model_is_missing(

@@ -30,9 +30,11 @@ from tiny import QUESTIONS, TinyRepos
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from vllm_server import VllmServer, vllm_missing
 
+from medcot.answer_stream import Answer
 from medcot.config import GenerationParams, Settings
-from medcot.engine import Answer, Engine
+from medcot.engine import Engine
 from medcot.prompt import SYSTEM_PROMPT, USER_TEMPLATE
+from medcot.request import Query
 
 MISSING = vllm_missing()
 START_S = 420  # one vLLM start on a busy 2-core machine, with margin
@@ -161,7 +163,7 @@ def test_no_weights_load_and_the_status_names_the_server_and_models(server_engin
 
 def test_chat_and_ask_give_the_local_paths_greedy_answers(app: Client, engine: Engine) -> None:
     for question in QUESTIONS[:2]:
-        local = engine.ask(question, params=GREEDY)
+        local = engine.ask(Query(question, params=GREEDY))
         assert local.reasoning and local.answer  # the adapter's format: something to compare
         assert chat(app, question) == (local.reasoning, local.answer)
         asked = app.predict(question, 64, 0.0, api_name="/ask")
@@ -171,7 +173,10 @@ def test_chat_and_ask_give_the_local_paths_greedy_answers(app: Client, engine: E
 
 
 def test_stats_come_from_the_stream(server_engine: Engine, engine: Engine) -> None:
-    served, local = server_engine.ask(QUESTIONS[0], params=GREEDY), engine.ask(QUESTIONS[0], params=GREEDY)
+    served, local = (
+        server_engine.ask(Query(QUESTIONS[0], params=GREEDY)),
+        engine.ask(Query(QUESTIONS[0], params=GREEDY)),
+    )
     assert served.stats is not None and local.stats is not None
     assert served.stats.prompt_tokens == local.stats.prompt_tokens
     assert served.stats.new_tokens == local.stats.new_tokens  # vLLM's token ids and usage count what transformers did
@@ -188,7 +193,7 @@ def both(server_engine: Engine) -> tuple[Answer, Answer, list[tuple[float, float
     def one(use_adapter: bool) -> Answer:
         start.wait(30)
         began = time.monotonic()
-        answer = server_engine.ask(QUESTIONS[0], params=GREEDY, use_adapter=use_adapter)
+        answer = server_engine.ask(Query(QUESTIONS[0], params=GREEDY, use_adapter=use_adapter))
         spans.append((began, time.monotonic()))
         return answer
 
@@ -198,8 +203,8 @@ def both(server_engine: Engine) -> tuple[Answer, Answer, list[tuple[float, float
 
 
 def test_base_and_adapter_differ_and_run_at_once_both_right(server_engine: Engine, engine: Engine) -> None:
-    local_adapter = engine.ask(QUESTIONS[0], params=GREEDY)
-    local_base = engine.ask(QUESTIONS[0], params=GREEDY, use_adapter=False)
+    local_adapter = engine.ask(Query(QUESTIONS[0], params=GREEDY))
+    local_base = engine.ask(Query(QUESTIONS[0], params=GREEDY, use_adapter=False))
     assert (local_base.reasoning, local_base.answer) != (local_adapter.reasoning, local_adapter.answer)
     for _ in range(3):  # batched together on the server: with vLLM's default --max-loras this mix went wrong
         adapter, base, spans = both(server_engine)
@@ -269,7 +274,7 @@ def test_server_killed_mid_stream_is_readable_and_served_after_restart(
     time.sleep(server_engine_models_ttl())
     assert "cannot be reached" in server_engine.status()
     vllm.start()
-    local_answer = server_engine.ask(QUESTIONS[0], params=GREEDY).answer
+    local_answer = server_engine.ask(Query(QUESTIONS[0], params=GREEDY)).answer
     assert app.predict(QUESTIONS[0], 64, 0.0, api_name="/ask") == local_answer
     time.sleep(server_engine_models_ttl())
     assert "cannot be reached" not in server_engine.status()
@@ -337,7 +342,7 @@ def test_prompt_over_the_servers_context_is_readable_and_the_next_is_served(app:
     with pytest.raises(Exception, match="longer than the model server's context"):
         app.predict(long_question, 64, 0.0, api_name="/ask")
     client_chat = chat(app, QUESTIONS[1])
-    local = engine.ask(QUESTIONS[1], params=GREEDY)
+    local = engine.ask(Query(QUESTIONS[1], params=GREEDY))
     assert client_chat == (local.reasoning, local.answer)
 
 
@@ -408,7 +413,7 @@ def test_the_page_in_server_mode_streams_stops_and_shows_server_errors(
     chromium: Browser, app_url: str, rambling_url: str, engine: Engine, vllm: VllmServer
 ) -> None:
     expect.set_options(timeout=BROWSER_TIMEOUT_MS)  # as tests/test_browser.py does: a busy machine is slow
-    local = engine.ask(QUESTIONS[0], params=GREEDY)
+    local = engine.ask(Query(QUESTIONS[0], params=GREEDY))
     with opened(chromium, app_url) as page:
         # The status line names the server and both models.
         status = page.locator("#model-status")

@@ -19,6 +19,7 @@ from medcot import zerogpu
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.events import AnswerDelta
+from medcot.request import Query
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 
@@ -31,7 +32,8 @@ def test_gpu_duration_grows_with_the_token_budget_and_is_capped() -> None:
 
 def test_off_zerogpu_the_stream_is_the_engines(engine: Engine) -> None:
     assert not zerogpu.on_zero_gpu()
-    events = list(zerogpu.gpu_stream(engine)(QUESTIONS[0], [], GenerationParams(temperature=0, max_new_tokens=64)))
+    query = Query(QUESTIONS[0], [], GenerationParams(temperature=0, max_new_tokens=64))
+    events = list(zerogpu.gpu_stream(engine)(query))
     assert "".join(e.text for e in events if isinstance(e, AnswerDelta)).strip() == ADAPTER_ANSWER
 
 

@@ -10,8 +10,9 @@ greedy, 64 new tokens; `python -m benchmarks.bench_cpu`), and what it means for 
 * int8 output projection (dynamic quantization), with the top candidates rescored from the real weights: int8
   alone moves logits by up to ~6 and flips near-ties; recomputing its best `_CANDIDATES` logits exactly makes
   the greedy pick match the unquantized projection (the true best token ranked at most 6th among int8 logits).
-* Memory: load_half reads a checkpoint straight into this layout (f16 weights, f32 norms), so the 270M app peaks
-  at ~1.5 GB (the tokenizer alone takes ~0.3 GB) instead of the 2.3 GB of loading float32 and converting.
+* Memory: half_loading.load_half reads a checkpoint straight into this layout (f16 weights, f32 norms), so the
+  270M app peaks at ~1.5 GB instead of the 2.3 GB of loading float32 and converting (memory.py: what else keeps
+  the process small).
 * Not kept: dynamic int8 for the decoder layers (fastest, but Gemma's activation outliers wreck per-tensor
   activation scales: greedy output differed from f32 from the first token on every test prompt); whole-model
   bf16; static KV cache (no gain without compilation); torch.compile (minutes to compile on 2 cores, far over
@@ -20,21 +21,17 @@ greedy, 64 new tokens; `python -m benchmarks.bench_cpu`), and what it means for 
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
 import functools
-import json
 import logging
 import time
 import warnings
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from medcot.model.memory import release_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +46,6 @@ _CANDIDATES = 64
 _CHUNK_BYTES = 32 * 2**20
 # Rows of the output projection packed per int8 block (262144 rows: 8 blocks of 21 MB).
 _HEAD_BLOCK = 32768
-_SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
 class HalfLinear(nn.Module):
@@ -152,49 +148,6 @@ def optimize_for_cpu(model: Any, mode: str = "auto") -> tuple[Any, str]:
     return model, mode
 
 
-@functools.cache  # find_library runs ldconfig: once per process, not after every answer
-def _libc() -> Any:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-
-
-def release_freed_memory() -> None:
-    """Hand the memory the process freed back to the OS, so its RSS is what it uses.
-
-    glibc keeps freed blocks of up to 32 MB in its heaps (the quantization's temporaries, after loading, are of that
-    size: ~200 MB), and an answer's KV cache, grown a token at a time, leaves its freed copies as holes in the heap
-    of whichever thread generated it (one heap per thread, up to 8 per core): ~30-90 MB more after each long answer
-    of a conversation. Python has no portable call for it.
-    """
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-        _libc().malloc_trim(0)
-
-
-@contextlib.contextmanager
-def large_blocks_mapped() -> Iterator[None]:
-    """While loading, serve allocations of 1 MiB and more by mmap, so each goes back to the OS as it is freed.
-
-    glibc's default raises its mmap threshold up to 32 MiB as large blocks are freed, after which the tokenizer's
-    and the int8 quantization's temporaries pile up in the heap before malloc_trim can return them: the peak RSS
-    of loading the 270M was 1.8 GB with the default and 1.46 GB with this. After loading, both thresholds are the
-    ceilings glibc's own adjustment reaches (mmap 32 MiB, trim 64 MiB), which a fixed mmap threshold turns off:
-    with the default trim threshold (128 KiB) the heap gave back the KV cache's per-token copies after every
-    token and took them again as ~2,000 page faults, which cost decoding 8% (38 vs 41 tok/s on the 270M).
-    No-op where libc is not glibc.
-    """
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
-    try:
-        mallopt = _libc().mallopt
-        mallopt(m_mmap_threshold, 2**20)
-    except (OSError, AttributeError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        mallopt(m_mmap_threshold, 32 * 2**20)
-        mallopt(m_trim_threshold, 64 * 2**20)
-
-
 def resolve_mode(mode: str) -> str:
     """The concrete mode `mode` stands for on this machine ("auto" picks one); refuses unknown names."""
     if mode not in CPU_MODES:
@@ -231,74 +184,6 @@ def _f16_is_fast() -> bool:
     f32, f16 = best(weights, torch.float32), best(halves, torch.float16)
     log.info("f32 vs f16 matrix-vector probe: %.1f ms vs %.1f ms", f32 * 1e3, f16 * 1e3)
     return f16 < 1.25 * f32
-
-
-def load_half(folder: Path) -> Any | None:
-    """Load a checkpoint straight into the layout of the f16 modes, or None where this loader cannot.
-
-    transformers' loader maps the whole checkpoint and every page it reads stays resident until it returns: from a
-    float32 checkpoint that is the file's full size on top of the converted weights (a 1.9 GB peak for the 270M,
-    whose f16 weights take 0.5 GB). Here the model is allocated in float16 and each tensor is read with plain
-    file reads, in row chunks, so the peak stays near the final size. Norms and other small parameters stay in
-    float32, exactly as optimize_for_cpu keeps them; the result is then given to optimize_for_cpu. Only a single
-    model.safetensors whose names and shapes match the model is read; anything else returns None (the caller uses
-    transformers' loader).
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
-    from transformers.initialization import no_init_weights
-
-    file = folder / "model.safetensors"
-    if not file.is_file():
-        return None
-    with no_init_weights():  # every weight is read from the file below; random init would only cost time
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=torch.float16)
-    model.tie_weights()  # from_pretrained ties after loading; here the tie must exist before the reads
-    matmuls = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear | nn.Embedding)}
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if id(parameter) not in matmuls:
-                parameter.data = parameter.data.float()
-    targets = model.state_dict()
-    filled: set[int] = set()
-    buffer = torch.empty(_CHUNK_BYTES, dtype=torch.uint8)
-    with open(file, "rb") as stream, torch.no_grad():
-        header_size = int.from_bytes(stream.read(8), "little")
-        header = json.loads(stream.read(header_size))
-        header.pop("__metadata__", None)
-        for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
-            target, dtype = targets.get(name), _SAFETENSORS_DTYPES.get(info["dtype"])
-            if target is None or dtype is None or list(target.shape) != info["shape"]:
-                log.info("%s: %s does not match the model; using transformers' loader", file, name)
-                return None
-            stream.seek(8 + header_size + info["data_offsets"][0])
-            _read_rows(stream, target, dtype, buffer)
-            filled.add(target.data_ptr())
-    missing = [name for name, tensor in targets.items() if tensor.data_ptr() not in filled]  # tied ones are filled
-    if missing:
-        log.info("%s lacks %s; using transformers' loader", file, ", ".join(missing[:3]))
-        return None
-    if (folder / "generation_config.json").is_file():
-        model.generation_config = GenerationConfig.from_pretrained(folder)
-    return model.eval()
-
-
-def _read_rows(stream: BinaryIO, target: torch.Tensor, dtype: torch.dtype, buffer: torch.Tensor) -> None:
-    """Read a tensor stored as `dtype` into `target` (any dtype), through `buffer` (bytes) a chunk of rows at a time.
-
-    One buffer serves every read: a fresh one per chunk leaves the allocator's heap fragmented, holding on to
-    hundreds of MB it has freed.
-    """
-    rows = target.view(target.shape[0] if target.dim() > 1 else 1, -1)
-    row_bytes = rows.shape[1] * dtype.itemsize
-    per_chunk = max(1, len(buffer) // row_bytes)
-    if per_chunk * row_bytes > len(buffer):
-        buffer = torch.empty(row_bytes, dtype=torch.uint8)  # one row larger than the buffer
-    for start in range(0, rows.shape[0], per_chunk):
-        count = min(per_chunk, rows.shape[0] - start)
-        raw = buffer[: count * row_bytes]
-        if stream.readinto(memoryview(raw.numpy()).cast("B")) != len(raw):
-            raise OSError(f"{stream.name} ends early: it is truncated")
-        rows[start : start + count].copy_(raw.view(dtype).view(count, rows.shape[1]))
 
 
 def _quantize_head(model: Any) -> None:

@@ -1,4 +1,7 @@
-"""Load the served model: base + LoRA adapter (merged by default), merged weights alone, or the embedded base."""
+"""Load the served model: base + LoRA adapter (merged by default), merged weights alone, or the embedded base.
+
+Where the files come from is medcot.model.hub; when the embedded base stands in, medcot.model.embedded_fallback.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
-from medcot.config import DEFAULT_ADAPTER, DEFAULT_BASE_MODEL, Settings, is_embedded
+from medcot.config import Settings, is_embedded
 from medcot.errors import ModelLoadError
-from medcot.model.cpu_speed import large_blocks_mapped, load_half, optimize_for_cpu, resolve_mode
+from medcot.model.cpu_speed import optimize_for_cpu, resolve_mode
+from medcot.model.embedded_fallback import falls_back_to_embedded
+from medcot.model.half_loading import load_half
+from medcot.model.hub import fetch, is_adapter_folder, load_tokenizer, scrub_token
+from medcot.model.memory import large_blocks_mapped
 from medcot.model.progress import Progress, log_progress
-from medcot.prompt import ensure_chat_template
 
 log = logging.getLogger(__name__)
-
-# Hub files worth fetching: weights as safetensors, configs, tokenizer files; never .bin/.pt/.gguf duplicates.
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 
 
 @dataclass
@@ -62,80 +61,6 @@ class LoadedModel:
         return f"{what} on {self.device} ({self.dtype})"
 
 
-def _scrub(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
-
-
-def _progress_tqdm(progress: Progress, label: str) -> type[tqdm]:
-    """A tqdm class for snapshot_download that reports file counts to our progress callback."""
-
-    class ReportingTqdm(tqdm):
-        def update(self, n: float | None = 1) -> bool | None:
-            result = super().update(n)
-            if self.total:
-                progress(f"Downloading {label}: {self.n:.0f}/{self.total:.0f} files", self.n / self.total)
-            return result
-
-    return ReportingTqdm
-
-
-def is_hub_unreachable(exc: BaseException) -> bool:
-    """True for errors meaning "no network / offline mode", as opposed to "the repo says no"."""
-    if isinstance(exc, GatedRepoError | RepositoryNotFoundError | RevisionNotFoundError):
-        return False
-    return isinstance(exc, OSError | ConnectionError) or "Connect" in type(exc).__name__
-
-
-def fetch(
-    location: str, settings: Settings, progress: Progress, role: str, patterns: list[str] = _HUB_PATTERNS
-) -> Path:
-    """A local folder as is, or a Hub repo downloaded (or found in the cache) through huggingface_hub."""
-    path = Path(location).expanduser()
-    if path.is_dir():
-        return path
-    if location.startswith((".", "/", "~")) or location.count("/") > 1:
-        raise ModelLoadError(f"The {role} folder `{location}` does not exist. Check the path you configured.")
-    token = settings.hf_token
-    progress(f"Fetching the {role} `{location}` from the Hugging Face Hub", None)
-    try:
-        return Path(
-            snapshot_download(
-                location, token=token, allow_patterns=patterns, tqdm_class=_progress_tqdm(progress, role)
-            )
-        )
-    except GatedRepoError:
-        raise ModelLoadError(
-            f"The {role} `{location}` is gated. Accept its license on its Hugging Face page, then set HF_TOKEN "
-            "(a Space secret) to a read token of that account and restart."
-        ) from None
-    except (RepositoryNotFoundError, RevisionNotFoundError):
-        raise ModelLoadError(
-            f"The {role} `{location}` was not found on the Hugging Face Hub (or it is private). "
-            "Check the repo id you configured, or set HF_TOKEN if it is private."
-        ) from None
-    except Exception as exc:
-        if isinstance(exc, HfHubHTTPError) and exc.response.status_code == 401:  # the Hub answered: not unreachable
-            raise ModelLoadError(
-                f"The Hugging Face Hub refused the token while fetching the {role} `{location}`: HF_TOKEN is invalid "
-                "or expired. Set HF_TOKEN to a valid read token and restart."
-            ) from None
-        if is_hub_unreachable(exc):
-            raise ModelLoadError(
-                f"Could not download the {role} `{location}`: the Hugging Face Hub cannot be reached and it is not "
-                "in the local cache. Check the network, point the setting at a local folder, or run the embedded "
-                "model (MEDCOT_BASE_MODEL=embedded)."
-            ) from None
-        raise ModelLoadError(f"Could not download the {role} `{location}`: {_scrub(str(exc), token)}") from None
-
-
-def is_adapter_folder(path: Path) -> bool:
-    return (path / "adapter_config.json").is_file()
-
-
-def _ships_tokenizer(path: Path) -> bool:
-    return any((path / name).is_file() for name in _TOKENIZER_FILES)
-
-
 def pick_device(settings: Settings) -> str:
     if settings.device != "auto":
         return settings.device
@@ -147,14 +72,6 @@ def pick_dtype(settings: Settings, device: str) -> torch.dtype:
         return getattr(torch, settings.dtype)
     # bf16 is Gemma 3's training dtype and fast on GPUs; on CPU weights load in f32 and the CPU mode decides.
     return torch.bfloat16 if device == "cuda" else torch.float32
-
-
-def load_tokenizer(primary: Path, fallback: Path | None) -> PreTrainedTokenizerBase:
-    """The adapter location's tokenizer when it ships one, else the base's; always with a chat template."""
-    source = primary if _ships_tokenizer(primary) or fallback is None else fallback
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    ensure_chat_template(tokenizer)
-    return tokenizer
 
 
 def _tokenizer_beside(
@@ -191,7 +108,7 @@ def _load_causal_lm(path: Path, dtype: torch.dtype, cpu_mode: str | None = None)
 
 
 def _explain_load_failure(exc: Exception, what: str, token: str | None) -> ModelLoadError:
-    text = _scrub(str(exc), token)
+    text = scrub_token(str(exc), token)
     if "size mismatch" in text:
         return ModelLoadError(
             f"The adapter {what} does not fit the base model: its weight shapes differ, so it was trained for "
@@ -202,10 +119,6 @@ def _explain_load_failure(exc: Exception, what: str, token: str | None) -> Model
     ):
         return ModelLoadError(f"A file of {what} is corrupt or unreadable ({text.splitlines()[0][:200]}).")
     return ModelLoadError(f"Could not load {what}: {text.splitlines()[0][:300] if text else type(exc).__name__}")
-
-
-def _uses_defaults(settings: Settings) -> bool:
-    return settings.base_model == DEFAULT_BASE_MODEL and settings.adapter in (DEFAULT_ADAPTER, None)
 
 
 def load_model(settings: Settings, progress: Progress | None = None) -> LoadedModel:
@@ -222,13 +135,6 @@ def load_model(settings: Settings, progress: Progress | None = None) -> LoadedMo
                 log.warning("%s Falling back to the embedded Gemma 3 270M base.", exc)
                 return _load_embedded(settings, progress, reason="the Hugging Face Hub cannot be reached")
             raise
-
-
-def falls_back_to_embedded(settings: Settings, exc: ModelLoadError) -> bool:
-    """Whether a failed load of the defaults should use the embedded base instead: the Hub is out of reach (or
-    offline by setting) and the embedded GGUF is installed. Never for a model the user named."""
-    unreachable = "cannot be reached" in str(exc) or settings.hub_offline
-    return _uses_defaults(settings) and unreachable and _embedded_available()
 
 
 def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
@@ -311,14 +217,6 @@ def _finish(loaded: LoadedModel, settings: Settings, progress: Progress) -> Load
         loaded.dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
     progress("Model ready", 1.0)
     return loaded
-
-
-def _embedded_available() -> bool:
-    try:  # the module's PyPI model package is a local-only extra
-        from medcot.model.embedded import embedded_available
-    except ImportError:
-        return False
-    return embedded_available()
 
 
 def _load_embedded(settings: Settings, progress: Progress, reason: str) -> LoadedModel:

@@ -16,13 +16,9 @@ from medcot.backends.server import ServerBackend
 from medcot.config import Settings, is_embedded
 from medcot.errors import ModelLoadError
 from medcot.generation import stop_token_ids
-from medcot.model.loading import (
-    LoadedModel,
-    _ships_tokenizer,
-    falls_back_to_embedded,
-    fetch,
-    load_tokenizer,
-)
+from medcot.model.embedded_fallback import falls_back_to_embedded
+from medcot.model.hub import fetch, load_tokenizer, ships_tokenizer
+from medcot.model.loading import LoadedModel
 from medcot.model.progress import Progress, log_progress
 from medcot.prompt import STOP_TEXTS
 
@@ -45,7 +41,7 @@ def _embedded_tokenizer(settings: Settings, progress: Progress) -> PreTrainedTok
 def _configured_tokenizer(settings: Settings, progress: Progress) -> PreTrainedTokenizerBase:
     if settings.adapter:
         adapter_dir = fetch(settings.adapter, settings, progress, "adapter", TOKENIZER_PATTERNS)
-        if _ships_tokenizer(adapter_dir):
+        if ships_tokenizer(adapter_dir):
             return load_tokenizer(adapter_dir, None)
     base_dir = fetch(settings.base_model, settings, progress, "base model", TOKENIZER_PATTERNS)
     return load_tokenizer(base_dir, None)

@@ -1,7 +1,9 @@
-"""The page: its layout and the wiring of its events to ChatHandlers, and the app's launch and queue settings."""
+"""The page: its layout and the wiring of its events to ChatHandlers and PageHandlers, and the app's launch and queue
+settings."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import gradio as gr
@@ -9,9 +11,10 @@ import gradio as gr
 from medcot import DISCLAIMER
 from medcot.engine import Engine
 from medcot.events import StreamFn
+from medcot.ui.chat_handlers import ChatHandlers
 from medcot.ui.compare import COMPARE_LABEL, compare_controls
-from medcot.ui.handlers import ChatHandlers, model_status_markdown
 from medcot.ui.links import AUTORUN_JS
+from medcot.ui.page_handlers import PageHandlers, model_status_markdown
 from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL, footer_markdown
 
 TITLE = "MedCoT · Medical chain-of-thought demo"
@@ -24,6 +27,16 @@ EXAMPLES = [
     "Which electrolyte abnormality is most typical of refeeding syndrome?",
 ]
 QUEUE_POLL_S = 0.01
+# At launch Gradio warns that ChatInterface's /chat, public and so an MCP tool, takes its history from a gr.State
+# that MCP calls cannot carry: each MCP call starts a new conversation, which is what MCP clients should get (/ask is
+# the tool meant for them). Gradio 6.31 has no way to keep one public endpoint out of MCP, so this one warning is
+# silenced, by its text and module, wherever this page is launched (pyproject.toml does the same for pytest).
+warnings.filterwarnings(
+    "ignore",
+    message="This MCP server includes a tool that has a gr.State input",
+    category=UserWarning,
+    module="gradio",
+)
 CSS = """
 #disclaimer { border-left: 4px solid #d97706; padding: 0.4rem 0.8rem; background: rgba(217, 119, 6, 0.08); }
 #model-status { font-size: 0.85rem; opacity: 0.85; }
@@ -44,12 +57,13 @@ def _chatbot(elem_id: str, label: str, placeholder: str, show_label: bool) -> gr
 
 
 def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
-    """The whole app for one engine: layout and wiring only (the handlers are ChatHandlers' methods).
+    """The whole app for one engine: layout and wiring only (the handlers are ChatHandlers' and PageHandlers' methods).
 
     ``stream`` is what answers (app.py passes the ZeroGPU-wrapped one); engine.stream when left out.
     """
     handlers = ChatHandlers(engine, stream or engine.stream)
-    defaults = handlers.defaults
+    page = PageHandlers(engine)
+    defaults = page.defaults
     with gr.Blocks(title=TITLE, fill_height=True, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# 🩺 {TITLE}")
         gr.Markdown(f"⚠️ **{DISCLAIMER}**", elem_id="disclaimer")
@@ -143,7 +157,7 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
         export_inputs = [chat.chatbot, base_chat, *sliders]
         for shown in (chat.chatbot.change, base_chat.change):
             shown(
-                handlers.export_files,
+                page.export_files,
                 export_inputs,
                 [export_md, export_json],
                 queue=False,
@@ -157,13 +171,13 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
         timer = gr.Timer(1.0, active=not engine.wait_until_loaded(0))
 
         timer.tick(
-            handlers.refresh,
+            page.refresh,
             outputs=[status, timer, compare, compare_note, *sliders, footer],
             queue=False,
             api_visibility="undocumented",
         )
         demo.load(
-            handlers.refresh,
+            page.refresh,
             outputs=[status, timer, compare, compare_note, *sliders, footer],
             queue=False,
             api_visibility="undocumented",
@@ -175,13 +189,13 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
 
         demo.load(
             # Queued, not queue=False: only queued events show gr.Warning in the page.
-            handlers.open_link,
+            page.open_link,
             outputs=[chat.textbox, compare, autorun],
             api_visibility="undocumented",
             concurrency_limit=None,
-        ).then(
-            handlers.wait_for_model, [autorun], [autorun], api_visibility="undocumented", concurrency_limit=None
-        ).then(None, [autorun], None, js=AUTORUN_JS, api_visibility="undocumented")
+        ).then(page.wait_for_model, [autorun], [autorun], api_visibility="undocumented", concurrency_limit=None).then(
+            None, [autorun], None, js=AUTORUN_JS, api_visibility="undocumented"
+        )
 
         demo.unload(handlers.forget)
     return demo

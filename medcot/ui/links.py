@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from medcot.engine import clean_question
 from medcot.errors import InputError
+from medcot.request import clean_question
 
 QUERY_QUESTION, QUERY_RUN, QUERY_COMPARE = "q", "run", "compare"
 _YES = ("1", "true", "yes", "on")

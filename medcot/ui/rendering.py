@@ -95,7 +95,7 @@ def params_from(
     ).validated()
 
 
-CLOSED_BY_APP = "closed by the app"  # the accordion's note when Engine._generate closed the reasoning
+CLOSED_BY_APP = "closed by the app"  # the accordion's note when medcot.budget_forcing closed the reasoning
 
 
 class ChatRenderer:

@@ -1,6 +1,7 @@
-"""The app's event handlers, one named method each, over one engine, its stream function and the compare relay.
+"""The chat's event handlers, one named method each, over one engine, its stream function and the compare relay:
+the chat (/chat), the base column, the /ask API and MCP tool, Stop, the compare checkbox and a closed page.
 
-medcot.ui.layout wires them to the page; tests call them directly.
+The page's other controls are medcot.ui.page_handlers; medcot.ui.layout wires both to the page; tests call them.
 """
 
 from __future__ import annotations
@@ -12,21 +13,17 @@ import inspect
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import astuple
+from dataclasses import replace
 from typing import Any
 
-import anyio
 import gradio as gr
 
 from medcot.config import GenerationParams
-from medcot.engine import Engine, clean_question
+from medcot.engine import Engine
 from medcot.errors import InputError, UserError
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, StreamFn
-from medcot.export import write_files
-from medcot.prompt import Turn
-from medcot.ui.compare import RELAY_WAIT_S, BaseRelay, compare_controls
-from medcot.ui.history import EXPORT_ROOT, conversation_from, is_settled
-from medcot.ui.links import deep_link
+from medcot.request import Query, clean_question
+from medcot.ui.compare import BaseRelay
 from medcot.ui.model_wait import wait_for_model
 from medcot.ui.rendering import (
     NOT_RUN_MARK,
@@ -34,7 +31,6 @@ from medcot.ui.rendering import (
     WAITING_FOR_ADAPTER,
     ChatRenderer,
     as_dict,
-    footer_markdown,
     loading_notice,
     mark_stopped,
     params_from,
@@ -46,26 +42,6 @@ from medcot.ui.streaming import UPDATE_INTERVAL_S, CoalescedEvents, iterate_in_t
 
 log = logging.getLogger(__name__)
 _DEFAULTS = GenerationParams()
-
-
-def model_status_markdown(engine: Engine) -> str:
-    if engine.ready:
-        line = f"**Model:** {engine.status()}"
-        style = engine.prompt_style()
-        if style.primed:  # say plainly that the base was helped, and with which decoding
-            line += f"  \n**Prompt:** {style.label}; decoding: {decoding_text(engine.generation_defaults())}."
-        return line
-    if engine.error:
-        return f"**The model is not available.** {engine.error}"
-    return f"**Loading the model:** {engine.status()}"
-
-
-def decoding_text(params: GenerationParams) -> str:
-    if params.temperature <= 0:
-        sampling = "greedy"
-    else:
-        sampling = f"temperature {params.temperature:g}, top-p {params.top_p:g}, top-k {params.top_k}"
-    return f"{sampling}, repetition penalty {params.repetition_penalty:g}, up to {params.max_new_tokens} tokens"
 
 
 def _session(request: gr.Request | None) -> str | None:
@@ -98,8 +74,8 @@ class ChatHandlers:
         self.stream = stream
         self.relay = relay or BaseRelay()
         self.finished = FinishedAnswers()
-        self.defaults = engine.generation_defaults()  # before loading: the card's; refresh() updates the sliders
-        self.ask = _with_defaults(self.ask, max_new_tokens=self.defaults.max_new_tokens)
+        # /ask's default token budget: the engine's MEDCOT_MAX_NEW_TOKENS, in the signature Gradio reads.
+        self.ask = _with_defaults(self.ask, max_new_tokens=engine.generation_defaults().max_new_tokens)
 
     # -- the chat (ChatInterface's /chat) and the base column ----------------------------------------------------
     async def respond(
@@ -124,17 +100,17 @@ class ChatHandlers:
         beside: asyncio.Task[None] | None = None
         try:
             params = params_from(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
-            turns = turns_from_history(history)
+            query = Query(message, turns_from_history(history), params)
             self.finished.clear(session)
             async for _ in wait_for_model(self.engine, self.engine.settings.load_wait_s):
                 yield [gr.ChatMessage(content=loading_notice(self.engine))]  # the question stays; answered next
             if channel is not None:
                 channel.put_nowait(("question", clean_question(message)))
                 if self.engine.base_runs_beside:
-                    beside = asyncio.ensure_future(self.run_base(channel, message, turns, params))
+                    beside = asyncio.ensure_future(self.run_base(channel, query))
                     when_task_ends(beside.cancel)
             view = ChatRenderer()
-            stream = self.stream(message, turns, params, True, cancel)
+            stream = self.stream(query, cancel)
             events = CoalescedEvents(
                 iterate_in_thread(stream, cancel, self.finished.begin(session)), UPDATE_INTERVAL_S
             )
@@ -146,7 +122,7 @@ class ChatHandlers:
             if beside is not None:
                 await beside
             elif channel is not None:
-                await self.run_base(channel, message, turns, params)
+                await self.run_base(channel, query)
         except (UserError, gr.Error) as exc:  # gr.Error: already readable (the ZeroGPU glue's, or spaces' own)
             if channel is not None:
                 channel.put_nowait(("error", _message(exc)))
@@ -164,14 +140,13 @@ class ChatHandlers:
             if channel is not None and session:
                 relay.close(session, channel)
 
-    async def run_base(
-        self, channel: asyncio.Queue[Any], message: str, turns: list[Turn], params: GenerationParams
-    ) -> None:
-        """The same prompt through the base model (adapter off); its events go to the base column."""
+    async def run_base(self, channel: asyncio.Queue[Any], query: Query) -> None:
+        """The same query through the base model (adapter off); its events go to the base column."""
         cancel = threading.Event()  # its own: the adapter stream's event is set once that stream ends
         channel.put_nowait(("start", None))
+        base = replace(query, use_adapter=False)
         try:
-            async for event in iterate_in_thread(self.stream(message, turns, params, False, cancel), cancel):
+            async for event in iterate_in_thread(self.stream(base, cancel), cancel):
                 channel.put_nowait(event)
         except (UserError, gr.Error) as exc:
             channel.put_nowait(("error", _message(exc)))
@@ -263,7 +238,7 @@ class ChatHandlers:
             cancel = threading.Event()
             async for _ in wait_for_model(self.engine, self.engine.settings.load_wait_s):
                 pass  # an API client waits for a loading model, up to MEDCOT_LOAD_WAIT_S
-            async for event in iterate_in_thread(self.stream(question, [], params, True, cancel), cancel):
+            async for event in iterate_in_thread(self.stream(Query(question, (), params), cancel), cancel):
                 if isinstance(event, ReasoningDelta):
                     reasoning.append(event.text)
                 elif isinstance(event, AnswerDelta):
@@ -275,83 +250,18 @@ class ChatHandlers:
             return f"Reasoning:\n{''.join(reasoning).strip()}\n\nAnswer:\n{final}"
         return final
 
-    # -- the page's other controls -------------------------------------------------------------------------------
-    def export_files(
-        self, history: Any, base_history: Any, *sliders: Any
-    ) -> tuple[gr.DownloadButton, gr.DownloadButton]:
-        """Both download buttons pointed at fresh files of the conversation (disabled while there is none); left as
-        they are while an answer streams (its export comes when it is done or stopped)."""
-        if not (is_settled(history) and is_settled(base_history)):
-            return gr.skip(), gr.skip()
-        try:
-            params = params_from(*sliders)
-        except ValueError:
-            params = self.defaults
-        try:
-            conversation = conversation_from(history, base_history, self.engine, params)
-            if not conversation.exchanges:
-                raise LookupError("nothing to export yet")
-            markdown, document = write_files(conversation, EXPORT_ROOT)
-        except Exception as exc:  # an export must never break the chat
-            if not isinstance(exc, LookupError):
-                log.exception("export failed")
-            return gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False)
-        return gr.DownloadButton(value=str(markdown), interactive=True), gr.DownloadButton(
-            value=str(document), interactive=True
-        )
-
+    # -- Stop, the compare checkbox and a closed page ------------------------------------------------------------
     def stop(self, history: list[dict[str, Any]] | None, request: gr.Request) -> list[dict[str, Any]]:
         """Stop: the stopped answer settled (no spinner) with its stats and a "stopped" notice."""
         return stopped_history(history, self.finished.wait(_session(request)))
 
     def set_compare(self, on: bool, request: gr.Request) -> tuple[Any, Any]:
         """The compare checkbox: show or hide the base column, and remember the session's choice for the relay."""
-        # While loading only a ?compare=1 link can tick it: kept, and unticked by refresh() if unavailable.
+        # While loading only a ?compare=1 link can tick it: kept, and unticked by PageHandlers.refresh if unavailable.
         engine = self.engine
         on = bool(on) and (engine.can_compare or (engine.loaded is None and engine.error is None))
         self.relay.set_compare(_session(request), on)
         return gr.Column(visible=on), gr.Chatbot(show_label=on)
-
-    def refresh(self) -> tuple[Any, ...]:
-        """The model's status line, the timer that polls it while loading, the compare controls, once loaded the
-        generation sliders at the loaded model's defaults (a primed base decodes differently), and the footer."""
-        state, text = compare_controls(self.engine)
-        sliders: tuple[Any, ...] = (gr.skip(),) * 5
-        if self.engine.ready:
-            self.defaults = self.engine.generation_defaults()
-            sliders = tuple(gr.Slider(value=value) for value in astuple(self.defaults))
-        return (
-            model_status_markdown(self.engine),
-            gr.Timer(active=self._keep_polling()),
-            gr.Checkbox(**state),
-            text,
-            *sliders,
-            footer_markdown(self.engine),
-        )
-
-    def _keep_polling(self) -> bool:
-        """While loading; and in server mode always, since the server can come and go (its list is cached)."""
-        return not self.engine.wait_until_loaded(0) or self.engine.base_runs_beside
-
-    def open_link(self, request: gr.Request) -> tuple[Any, Any, bool]:
-        """A deep link's question and comparison filled in; True when it should also be asked."""
-        question, run, want_compare, warning = deep_link(dict(getattr(request, "query_params", {}) or {}))
-        if warning:
-            gr.Warning(warning)
-        if self.engine.ready:
-            want_compare = want_compare and self.engine.can_compare
-        return (
-            gr.Textbox(value=question) if question else gr.skip(),
-            gr.Checkbox(value=True) if want_compare else gr.skip(),
-            bool(question and run),
-        )
-
-    async def wait_for_model(self, run: bool) -> bool:
-        """For a ?run=1 link: wait for the model, then say whether it can be asked."""
-        if not run:
-            return False
-        await anyio.to_thread.run_sync(self.engine.wait_until_loaded, RELAY_WAIT_S)
-        return self.engine.ready
 
     def forget(self, request: gr.Request) -> None:
         """A closed page: drop its session from the relay and its last answer's stats."""

@@ -1,0 +1,120 @@
+"""The page's controls beside the chat, one named method each: the model's status line and the generation sliders
+(refreshed while the model loads), the conversation's downloads, and deep links.
+
+medcot.ui.layout wires them to the page; the chat's own handlers are medcot.ui.chat_handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import astuple
+from typing import Any
+
+import anyio
+import gradio as gr
+
+from medcot.config import GenerationParams
+from medcot.engine import Engine
+from medcot.export import write_files
+from medcot.ui.compare import RELAY_WAIT_S, compare_controls
+from medcot.ui.history import EXPORT_ROOT, conversation_from, is_settled
+from medcot.ui.links import deep_link
+from medcot.ui.rendering import footer_markdown, params_from
+
+log = logging.getLogger(__name__)
+
+
+def model_status_markdown(engine: Engine) -> str:
+    if engine.ready:
+        line = f"**Model:** {engine.status()}"
+        style = engine.prompt_style()
+        if style.primed:  # say plainly that the base was helped, and with which decoding
+            line += f"  \n**Prompt:** {style.label}; decoding: {decoding_text(engine.generation_defaults())}."
+        return line
+    if engine.error:
+        return f"**The model is not available.** {engine.error}"
+    return f"**Loading the model:** {engine.status()}"
+
+
+def decoding_text(params: GenerationParams) -> str:
+    if params.temperature <= 0:
+        sampling = "greedy"
+    else:
+        sampling = f"temperature {params.temperature:g}, top-p {params.top_p:g}, top-k {params.top_k}"
+    return f"{sampling}, repetition penalty {params.repetition_penalty:g}, up to {params.max_new_tokens} tokens"
+
+
+class PageHandlers:
+    """The page's handlers for one engine, apart from the chat's (ChatHandlers)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.defaults = engine.generation_defaults()  # before loading: the card's; refresh() updates the sliders
+
+    # -- the status line and the sliders, while loading and once loaded ------------------------------------------
+    def refresh(self) -> tuple[Any, ...]:
+        """The model's status line, the timer that polls it while loading, the compare controls, once loaded the
+        generation sliders at the loaded model's defaults (a primed base decodes differently), and the footer."""
+        state, text = compare_controls(self.engine)
+        sliders: tuple[Any, ...] = (gr.skip(),) * 5
+        if self.engine.ready:
+            self.defaults = self.engine.generation_defaults()
+            sliders = tuple(gr.Slider(value=value) for value in astuple(self.defaults))
+        return (
+            model_status_markdown(self.engine),
+            gr.Timer(active=self._keep_polling()),
+            gr.Checkbox(**state),
+            text,
+            *sliders,
+            footer_markdown(self.engine),
+        )
+
+    def _keep_polling(self) -> bool:
+        """While loading; and in server mode always, since the server can come and go (its list is cached)."""
+        return not self.engine.wait_until_loaded(0) or self.engine.base_runs_beside
+
+    # -- deep links ------------------------------------------------------------------------------------------------
+    def open_link(self, request: gr.Request) -> tuple[Any, Any, bool]:
+        """A deep link's question and comparison filled in; True when it should also be asked."""
+        question, run, want_compare, warning = deep_link(dict(getattr(request, "query_params", {}) or {}))
+        if warning:
+            gr.Warning(warning)
+        if self.engine.ready:
+            want_compare = want_compare and self.engine.can_compare
+        return (
+            gr.Textbox(value=question) if question else gr.skip(),
+            gr.Checkbox(value=True) if want_compare else gr.skip(),
+            bool(question and run),
+        )
+
+    async def wait_for_model(self, run: bool) -> bool:
+        """For a ?run=1 link: wait for the model, then say whether it can be asked."""
+        if not run:
+            return False
+        await anyio.to_thread.run_sync(self.engine.wait_until_loaded, RELAY_WAIT_S)
+        return self.engine.ready
+
+    # -- the downloads --------------------------------------------------------------------------------------------
+    def export_files(
+        self, history: Any, base_history: Any, *sliders: Any
+    ) -> tuple[gr.DownloadButton, gr.DownloadButton]:
+        """Both download buttons pointed at fresh files of the conversation (disabled while there is none); left as
+        they are while an answer streams (its export comes when it is done or stopped)."""
+        if not (is_settled(history) and is_settled(base_history)):
+            return gr.skip(), gr.skip()
+        try:
+            params = params_from(*sliders)
+        except ValueError:
+            params = self.defaults
+        try:
+            conversation = conversation_from(history, base_history, self.engine, params)
+            if not conversation.exchanges:
+                raise LookupError("nothing to export yet")
+            markdown, document = write_files(conversation, EXPORT_ROOT)
+        except Exception as exc:  # an export must never break the chat
+            if not isinstance(exc, LookupError):
+                log.exception("export failed")
+            return gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False)
+        return gr.DownloadButton(value=str(markdown), interactive=True), gr.DownloadButton(
+            value=str(document), interactive=True
+        )

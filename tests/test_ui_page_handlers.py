@@ -1,0 +1,86 @@
+"""medcot.ui.page_handlers: PageHandlers' methods called directly, over the tiny real engine (no server)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import gradio as gr
+from tiny import ADAPTER_ANSWER, BASE_OUTPUT, QUESTIONS
+from ui_calls import GREEDY, replies, request
+
+from medcot.engine import Engine
+from medcot.events import Stats, format_stats
+from medcot.ui.chat_handlers import ChatHandlers
+from medcot.ui.page_handlers import PageHandlers
+from medcot.ui.rendering import as_dict
+
+
+def test_open_link_fills_in_a_checked_question_and_runs_it(engine: Engine) -> None:
+    handlers = PageHandlers(engine)
+    textbox, _, run = handlers.open_link(request(q=f"  {QUESTIONS[1]} ", run="1"))
+    assert textbox.value == QUESTIONS[1] and run is True
+    assert asyncio.run(handlers.wait_for_model(run)) is True
+    assert asyncio.run(handlers.wait_for_model(False)) is False
+
+
+def test_export_files_enable_the_downloads_only_with_a_conversation(engine: Engine) -> None:
+    handlers = PageHandlers(engine)
+    empty_md, empty_json = handlers.export_files([], [], *GREEDY)
+    assert (empty_md.value, empty_md.interactive, empty_json.interactive) == (None, False, False)
+    history = [{"role": "user", "content": QUESTIONS[0]}, {"role": "assistant", "content": ADAPTER_ANSWER}]
+    streaming = handlers.export_files(history, None, *GREEDY)
+    assert streaming == (gr.skip(), gr.skip())  # the answer is not over yet: the buttons stay as they were
+    stats = format_stats(Stats(12, 3, 0, 3, 0.2, 0.5, False, False, False, 0))
+    history.append({"role": "assistant", "content": stats})
+    markdown, document = handlers.export_files(history, None, *GREEDY)
+    assert markdown.interactive and document.interactive
+    path = markdown.value["path"] if isinstance(markdown.value, dict) else markdown.value
+    assert ADAPTER_ANSWER in Path(path).read_text(encoding="utf-8")
+
+
+def test_refresh_reports_the_loaded_model_and_stops_polling(engine: Engine) -> None:
+    status, timer, *_ = PageHandlers(engine).refresh()
+    assert status.startswith("**Model:**") and timer.active is False
+
+
+def test_a_primed_base_is_said_so_and_its_sliders_show_the_decoding_it_uses(base_alone: Engine) -> None:
+    from medcot.prompt_styles import PRIMER_TEXT
+
+    status, _, _, _, *sliders, _ = PageHandlers(base_alone).refresh()  # then the footer
+    defaults = base_alone.generation_defaults()
+    assert f"**Prompt:** {PRIMER_TEXT.label}" in status and "repetition penalty 1.15" in status
+    assert [slider.value for slider in sliders] == [
+        defaults.max_new_tokens,
+        defaults.temperature,
+        defaults.top_p,
+        defaults.top_k,
+        defaults.repetition_penalty,
+    ]
+
+
+def test_the_adapters_page_keeps_the_cards_sampling_and_says_nothing_of_a_primer(engine: Engine) -> None:
+    status, _, _, _, *sliders, _ = PageHandlers(engine).refresh()  # then the footer
+    assert "Prompt:" not in status
+    assert [slider.value for slider in sliders] == [64, 1.0, 0.95, 64, 1.0]
+
+
+def test_an_answer_whose_reasoning_the_app_closed_says_so_on_screen_and_in_the_export(base_alone: Engine) -> None:
+    import json
+
+    chat = ChatHandlers(base_alone, base_alone.stream)
+    updates = asyncio.run(replies(chat.respond(QUESTIONS[0], [], 64, 0.0, 0.95, 64, 1.15, request())))
+    reasoning = updates[-1][0]
+    assert reasoning.content == BASE_OUTPUT and reasoning.metadata["log"] == "closed by the app"
+    history = [{"role": "user", "content": QUESTIONS[0]}, *(as_dict(message) for message in updates[-1])]
+    markdown, document = PageHandlers(base_alone).export_files(history, [], 64, 0.0, 0.95, 64, 1.15)
+    paths = [
+        button.value["path"] if isinstance(button.value, dict) else button.value for button in (markdown, document)
+    ]
+    assert json.loads(Path(paths[1]).read_text())["models"]["prompt"] == base_alone.prompt_style().label
+    assert "the app closed it" in Path(paths[0]).read_text()
+
+
+def test_refresh_names_what_answers_in_the_footer(engine: Engine) -> None:
+    footer = PageHandlers(engine).refresh()[-1]
+    assert footer.startswith("Answering now:") and engine.loaded.adapter_id in footer  # the fine-tune answers
