@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from browser import CHROMIUM, screenshot_path
@@ -265,15 +266,21 @@ def test_server_killed_mid_stream_is_readable_and_served_after_restart(
     assert wait_for(lambda: logged(vllm, "Added request") > added, 60)
     time.sleep(0.5)
     vllm.stop(hard=True)  # SIGKILL, as a crash or an OOM kill would
-    with pytest.raises(Exception, match="model server") as caught:
-        job.result(timeout=60)
-    assert re.search(r"broke mid-answer|before the answer was complete|failed mid-answer", str(caught.value))
-    # While it is down: a readable refusal, and the status line says why.
-    with pytest.raises(Exception, match="cannot be reached"):
-        app.predict(QUESTIONS[0], 64, 0.0, api_name="/ask")
-    time.sleep(server_engine_models_ttl())
-    assert "cannot be reached" in server_engine.status()
-    vllm.start()
+    try:
+        try:
+            outcome = job.result(timeout=60)
+        except Exception as exc:
+            assert "model server" in str(exc), exc
+            assert re.search(r"broke mid-answer|before the answer was complete|failed mid-answer", str(exc)), exc
+        else:
+            pytest.fail(f"the answer ended without an error when the server was killed: {str(outcome)[:300]!r}")
+        # While it is down: a readable refusal, and the status line says why.
+        with pytest.raises(Exception, match="cannot be reached"):
+            app.predict(QUESTIONS[0], 64, 0.0, api_name="/ask")
+        time.sleep(server_engine_models_ttl())
+        assert "cannot be reached" in server_engine.status()
+    finally:
+        vllm.start()  # also when a check failed: the module's other tests need the server
     local_answer = server_engine.ask(Query(QUESTIONS[0], params=GREEDY)).answer
     assert app.predict(QUESTIONS[0], 64, 0.0, api_name="/ask") == local_answer
     time.sleep(server_engine_models_ttl())
@@ -327,7 +334,13 @@ def test_a_clients_cancel_aborts_the_request_on_the_server(api: str, rambling_ap
         rambling_app.reset_session()
         jobs.append(rambling_app.submit(QUESTIONS[0], LONG, 0.0, api_name=api))
 
-    stops_abort(vllm, start, lambda: jobs[-1].cancel())
+    def cancel() -> None:
+        # gradio_client posts /cancel with httpx's 5 s timeout, and Gradio answers once the handler's task has ended:
+        # on a starved machine that took longer, the server still acting on it.
+        with contextlib.suppress(httpx.TimeoutException):
+            jobs[-1].cancel()
+
+    stops_abort(vllm, start, cancel)
 
 
 def server_engine_models_ttl() -> float:
