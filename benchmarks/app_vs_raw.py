@@ -13,10 +13,11 @@ from transformers import TextStreamer
 from benchmarks.app_process import AppProcess
 from benchmarks.bench_cpu import TokenClock
 from benchmarks.client import serve_once, serve_when_ready, timed_client
-from medcot.config import GenerationParams
+from medcot.config import GenerationParams, Settings
+from medcot.engine import Engine
 from medcot.generation import sampling_kwargs, stop_token_ids
 from medcot.model.loading import LoadedModel
-from medcot.prompt import encode_prompt
+from medcot.request import Query
 
 # The app coalesces streamed updates to one per 100 ms (medcot.ui.streaming.UPDATE_INTERVAL_S): a decode rate taken
 # over a shorter span than a few of those says more about the coalescing than about the model.
@@ -132,7 +133,16 @@ def round_to(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def app_prompt(settings: Settings, loaded: LoadedModel, question: str) -> list[int]:
+    """The prompt the app builds for `question` with these settings: the card's, or for a base model alone its
+    prompt style's (the embedded base's worked-example primer, several times longer). The raw side must decode
+    after the same tokens, or the comparison measures the prompts' lengths instead of the app."""
+    query = Query(question, params=GenerationParams(temperature=0.0))
+    return Engine(settings, loaded).prepare(query).prompt.input_ids
+
+
 def app_vs_raw(
+    settings: Settings,
     loaded: LoadedModel,
     url: str,
     question: str,
@@ -140,9 +150,10 @@ def app_vs_raw(
     rounds: int,
     report: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Interleaved rounds (raw, then the app; never both at once) after one warm-up of each; medians."""
+    """Interleaved rounds (raw, then the app; never both at once) after one warm-up of each; medians.
+    `settings` are the app's: the raw side decodes after the prompt they give the app."""
     client = timed_client(url)
-    prompt = encode_prompt(loaded.tokenizer, question).input_ids
+    prompt = app_prompt(settings, loaded, question)
     measure_raw(loaded, prompt, new_tokens)  # warm-up: first-call allocations on both sides
     serve_once(client, question, new_tokens)
     samples = []

@@ -72,7 +72,8 @@ def run_benchmark(options: Options, report: Callable[[str], None] = print) -> di
     result: dict[str, Any] = {"benchmark": "benchmarks.bench", "machine": machine_info()}
 
     report("Loading the model as the app does")
-    loaded = load_model(Settings.from_env(env))
+    settings = Settings.from_env(env)
+    loaded = load_model(settings)
     applied = loaded.dtype  # the CPU mode "auto" resolved to here; the app is started with it pinned
     result["settings"] = {
         "model": str(folder),
@@ -110,7 +111,7 @@ def run_benchmark(options: Options, report: Callable[[str], None] = print) -> di
             app.wait_until_listening()
             serve_when_ready(timed_client(app.url), options.question, options.new_tokens, app)
         report(f"App vs raw ({applied}), {options.rounds} interleaved rounds of {options.new_tokens} new tokens")
-        compared = app_vs_raw(loaded, app.url, options.question, options.new_tokens, options.rounds, report)
+        compared = app_vs_raw(settings, loaded, app.url, options.question, options.new_tokens, options.rounds, report)
         result["app_vs_raw"] = {**compared, "app_memory_after_rounds": app.memory()}
     finally:
         if app is not None:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _in_passing_thread(function: Callable[..., T], *args: Any) -> T:
+def in_passing_thread(function: Callable[..., T], *args: Any) -> T:
     """``function(*args)`` in a thread that ends with it, its exception re-raised here.
 
     Every thread that runs a parallel torch op on CPU keeps an OpenMP (libgomp) thread team for the rest of its life.
@@ -91,7 +91,7 @@ class Engine:
     def load(self, on_progress: Progress | None = None, *, in_this_thread: bool = False) -> Engine:
         """Load synchronously; a failure is kept as a readable message instead of raised.
 
-        The load runs in a passing thread (see _in_passing_thread) unless ``in_this_thread``: ZeroGPU's CUDA
+        The load runs in a passing thread (see in_passing_thread) unless ``in_this_thread``: ZeroGPU's CUDA
         emulation covers the importing thread only, so there the model must load in it.
         """
 
@@ -108,7 +108,7 @@ class Engine:
             if in_this_thread:
                 self.loaded = loader(self.settings, report)
             else:
-                self.loaded = _in_passing_thread(loader, self.settings, report)
+                self.loaded = in_passing_thread(loader, self.settings, report)
         except ModelLoadError as exc:
             self.error = str(exc)
             log.error("model load failed: %s", exc)

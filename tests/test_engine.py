@@ -18,7 +18,7 @@ from polling import wait_until
 from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT
 
 from medcot.config import GenerationParams, Settings
-from medcot.engine import Engine, _in_passing_thread
+from medcot.engine import Engine, in_passing_thread
 from medcot.errors import InputError, ModelLoadError, PromptTooLongError
 from medcot.events import ReasoningDelta
 from medcot.model.adapter_switch import AdapterSwitch
@@ -299,14 +299,14 @@ def test_comparison_works_with_the_cpu_speed_modes(tiny_settings: Settings, merg
 
 def test_loading_leaves_no_openmp_team_on_the_calling_thread() -> None:
     """A thread that ran a parallel torch op keeps its OpenMP team (one more OS thread); one that ran it through
-    _in_passing_thread does not, so generation threads never share the cores with an idle team."""
+    in_passing_thread does not, so generation threads never share the cores with an idle team."""
     script = """
 import os, time, torch
-from medcot.engine import _in_passing_thread
+from medcot.engine import in_passing_thread
 threads = lambda: len(os.listdir("/proc/self/task"))
 x = torch.randn(1024, 1024)
 before = threads()
-assert _in_passing_thread(lambda: float((x @ x).sum())) != 0
+assert in_passing_thread(lambda: float((x @ x).sum())) != 0
 deadline = time.monotonic() + 5
 while threads() > before and time.monotonic() < deadline:  # the team's threads end just after their owner
     time.sleep(0.01)
@@ -337,4 +337,4 @@ def test_load_runs_in_a_passing_thread_and_its_errors_come_back(
     assert Engine(tiny_settings).load().ready
     assert threads and threads[0] is not threading.current_thread() and not threads[0].is_alive()
     with pytest.raises(ZeroDivisionError):
-        _in_passing_thread(lambda: 1 / 0)
+        in_passing_thread(lambda: 1 / 0)
