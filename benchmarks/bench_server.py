@@ -159,7 +159,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "new_tokens": args.new_tokens,
             "greedy": True,
             "vllm_dtype": args.vllm_dtype,
-            "note": "the machine was shared with other work while this ran: compare the two modes, not the numbers",
         },
     }
     local_env = app_env(str(folder), "auto")
