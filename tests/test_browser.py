@@ -520,3 +520,21 @@ def test_an_empty_answer_says_the_model_returned_none_and_keeps_the_stats(
         _, answer = exported(page, tmp_path)["messages"]
         assert answer["answer"] == "" and any("no answer" in note for note in answer["notes"])
         snap(page, "16-empty-answer")
+
+
+def test_a_refused_question_says_why_and_the_next_one_is_answered(page: Page) -> None:
+    """Bad input gets a clear message, the conversation stays, and the same page serves the next question."""
+    set_greedy(page)
+    ask(page, QUESTIONS[0])
+    expect(stats_lines(page)).to_have_count(1)
+    textbox(page).fill("x" * 9000)  # over the question length limit: refused before the model runs
+    textbox(page).press("Enter")
+    expect(page.get_by_text(re.compile(r"too long \(9,000 characters"))).to_be_visible()
+    snap(page, "30-refused-question")
+    expect(textbox(page)).to_be_editable()
+    expect(textbox(page)).to_have_value("x" * 9000)  # back in the box, to shorten or send again
+    expect(chat(page).get_by_test_id("user")).to_have_count(1)  # the conversation as it was before it
+    ask(page, QUESTIONS[1])
+    expect(stats_lines(page)).to_have_count(2)
+    expect(chat(page).get_by_test_id("user").filter(has_text=QUESTIONS[0])).to_be_visible()
+    snap(page, "31-next-question-after-a-refusal")

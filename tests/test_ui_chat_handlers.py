@@ -88,3 +88,17 @@ def test_stop_shows_the_stopped_answers_stats_once_its_stream_finished(engine: E
     assert shown[2]["content"] == format_stats(stats, answered=False)
     assert "Stopped" in shown[2]["content"] and "3 tokens" in shown[2]["content"]
     assert handlers.stop(shown, request) == shown  # the second Stop handler (the chat's state) changes nothing more
+
+
+def test_after_a_refusal_the_page_gets_its_conversation_back_and_after_a_stop_keeps_it(engine: Engine) -> None:
+    handlers = ChatHandlers(engine, engine.stream)
+    before = [{"role": "user", "content": "first?"}, {"role": "assistant", "content": "an answer"}]
+    failed = [*before, {"role": "user", "content": "x" * 9000}, {"role": "assistant", "content": ""}]
+    with pytest.raises(gr.Error, match="too long"):
+        asyncio.run(replies(handlers.respond("x" * 9000, before, *GREEDY, request("s1"))))
+    chat, state, box = handlers.restore_after_failure(failed, "x" * 9000, request("s1"))
+    assert chat == state == before
+    assert box["value"] == "x" * 9000 and box["interactive"] is True and box["stop_btn"] is False
+    # A Stop also ends the event without success: the stopped chat stays as it is, the box is enabled again.
+    chat, state, box = handlers.restore_after_failure(failed, "x" * 9000, request("s1"))
+    assert isinstance(chat, type(gr.skip())) and "value" not in box and box["interactive"] is True

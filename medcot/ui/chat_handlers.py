@@ -74,6 +74,7 @@ class ChatHandlers:
         self.stream = stream
         self.relay = relay or BaseRelay()
         self.finished = FinishedAnswers()
+        self.refused: set[str | None] = set()  # sessions whose last chat request ended in an error, not a Stop
         # /ask's default token budget: the engine's MEDCOT_MAX_NEW_TOKENS, in the signature Gradio reads.
         self.ask = _with_defaults(self.ask, max_new_tokens=engine.generation_defaults().max_new_tokens)
 
@@ -124,10 +125,12 @@ class ChatHandlers:
             elif channel is not None:
                 await self.run_base(channel, query)
         except (UserError, gr.Error) as exc:  # gr.Error: already readable (the ZeroGPU glue's, or spaces' own)
+            self.refused.add(session)
             if channel is not None:
                 channel.put_nowait(("error", _message(exc)))
             raise _as_gr_error(exc) from None
         except Exception as exc:
+            self.refused.add(session)
             log.exception("generation failed")
             raise gr.Error(f"Something went wrong while answering ({type(exc).__name__}). Please try again.") from None
         finally:
@@ -263,10 +266,30 @@ class ChatHandlers:
         self.relay.set_compare(_session(request), on)
         return gr.Column(visible=on), gr.Chatbot(show_label=on)
 
+    def restore_after_failure(
+        self, history: list[dict[str, Any]] | None, question: str | None, request: gr.Request
+    ) -> tuple[Any, Any, Any]:
+        """The page after its chat request ended without success, the textbox enabled again in every case.
+
+        Refused or failed (the reason is in the error toast): the conversation as it was before the question, and
+        the question back in the box to change or send again. Stopped (Gradio counts a cancel as a failure too):
+        the chat as Stop left it.
+        """
+        enabled = {"interactive": True, "submit_btn": True, "stop_btn": False}
+        session = _session(request)
+        if session not in self.refused:
+            return gr.skip(), gr.skip(), gr.update(**enabled)
+        self.refused.discard(session)
+        history = list(history or [])
+        asked = max((i for i, message in enumerate(history) if message.get("role") == "user"), default=len(history))
+        kept = history[:asked]
+        return kept, kept, gr.update(**enabled, value=question if isinstance(question, str) else "")
+
     def forget(self, request: gr.Request) -> None:
-        """A closed page: drop its session from the relay and its last answer's stats."""
+        """A closed page: drop its session from the relay, its last answer's stats and its refusal mark."""
         self.relay.forget(_session(request))
         self.finished.forget(_session(request))
+        self.refused.discard(_session(request))
 
 
 def _message(exc: Exception) -> str:
