@@ -3,6 +3,7 @@ engine, and the Debian chromium that Playwright drives (its own browser download
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from playwright.sync_api import Browser, Page, expect
 from polling import wait_until
 
 from medcot.config import GenerationParams
@@ -109,3 +111,17 @@ class SlowStream:
 def screenshot_path(name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS / f"{name}.png"
+
+
+@contextlib.contextmanager
+def open_page(chromium: Browser, url: str, timeout_ms: int = 20_000) -> Iterator[Page]:
+    """The app in a fresh browser context (a new visitor), once its not-for-clinical-use notice is shown."""
+    context = chromium.new_context(viewport={"width": 1000, "height": 900})
+    context.set_default_timeout(timeout_ms)
+    page = context.new_page()
+    try:
+        page.goto(url)
+        expect(page.locator("#disclaimer")).to_be_visible(timeout=timeout_ms)
+        yield page
+    finally:
+        context.close()

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, SlowStream, screenshot_path
+from browser import CHROMIUM, SlowStream, open_page, screenshot_path
 from playwright.sync_api import Browser, Locator, Page, expect
 from serving import serve
 from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
@@ -42,19 +42,6 @@ TITLE = re.compile(r"^\s*Reasoning\b")
 DURATION = re.compile(r"^\s*Reasoning\s*\(\d+(\.\d+)?m?s\)\s*$")
 # The stats line under an answer, as the page shows it.
 STATS = re.compile(r"⏱ first token \d+\.\d\d s · \d+\.\d tok/s · \d+ tokens \(\d+ reasoning · \d+ answer\)")
-
-
-@contextlib.contextmanager
-def open_page(chromium: Browser, url: str) -> Iterator[Page]:
-    context = chromium.new_context(viewport={"width": 1000, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    try:
-        page.goto(url)
-        expect(page.locator("#disclaimer")).to_be_visible()
-        yield page
-    finally:
-        context.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from browser import CHROMIUM, screenshot_path
+from browser import CHROMIUM, open_page, screenshot_path
 from gradio_client import Client
 from gradio_client.client import Job
 from peft import LoraConfig, get_peft_model
@@ -133,13 +132,19 @@ def app_url(server_engine: Engine) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def app(app_url: str) -> Iterator[Client]:
-    client = Client(app_url, verbose=False)
+@contextlib.contextmanager
+def client_of(url: str) -> Iterator[Client]:
+    client = Client(url, verbose=False)
     try:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def app(app_url: str) -> Iterator[Client]:
+    with client_of(app_url) as client:
+        yield client
 
 
 def chat(client: Client, question: str, max_new_tokens: int = 64) -> tuple[str, str]:
@@ -224,11 +229,8 @@ def rambling_url(tiny_repos: TinyRepos, vllm: VllmServer) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def rambling_app(rambling_url: str) -> Iterator[Client]:
-    client = Client(rambling_url, verbose=False)
-    try:
+    with client_of(rambling_url) as client:
         yield client
-    finally:
-        client.close()
 
 
 def wait_for(condition: object, timeout: float) -> bool:
@@ -363,33 +365,25 @@ def test_unknown_model_is_readable_in_status_and_requests(tiny_repos: TinyRepos,
     engine = Engine(server_settings(tiny_repos, vllm, server_model="no-such-model")).load()
     assert engine.ready, engine.error  # the app still comes up
     assert "does not serve `no-such-model`" in engine.status() and "`medcot`" in engine.status()
-    with launched(engine) as (url, _):
-        client = Client(url, verbose=False)
-        try:
-            with pytest.raises(Exception, match="does not serve `no-such-model`"):
-                client.predict(QUESTIONS[0], 64, 0.0, api_name="/ask")
-        finally:
-            client.close()
+    with (
+        launched(engine) as (url, _),
+        client_of(url) as client,
+        pytest.raises(Exception, match="does not serve `no-such-model`"),
+    ):
+        client.predict(QUESTIONS[0], 64, 0.0, api_name="/ask")
 
 
 # --------------------------------------------------------------------------------------- the page in server mode
 BROWSER_TIMEOUT_MS = 30_000
 REASONING_TITLE = re.compile(r"^\s*Reasoning\b")
-SHOTS = Path("/tmp/vllm2-shots")
 
 
 @contextlib.contextmanager
 def opened(chromium: Browser, url: str) -> Iterator[Page]:
     """A page as a new visitor sees it (its own browser context), with the model's status line shown."""
-    context = chromium.new_context(viewport={"width": 1000, "height": 900})
-    context.set_default_timeout(BROWSER_TIMEOUT_MS)
-    page = context.new_page()
-    try:
-        page.goto(url)
+    with open_page(chromium, url, BROWSER_TIMEOUT_MS) as page:
         expect(page.locator("#model-status")).to_contain_text("Model:", timeout=BROWSER_TIMEOUT_MS)
         yield page
-    finally:
-        context.close()
 
 
 def ask_on(page: Page, question: str) -> None:
@@ -416,8 +410,6 @@ def greedy(page: Page) -> None:
 
 def snap_to(page: Page, name: str) -> None:
     page.screenshot(path=screenshot_path(name), animations="disabled")
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(screenshot_path(name), SHOTS / f"{name}.png")
 
 
 @pytest.mark.browser
