@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -182,7 +183,11 @@ def apply_adapter(loaded: LoadedModel, adapter_dir: Path, settings: Settings, pr
         )
     try:
         # On the CPU, whatever torch.cuda.is_available() says: the model moves to its device once, in _finish.
-        model = PeftModel.from_pretrained(loaded.model, adapter_dir, torch_device="cpu")
+        with warnings.catch_warnings():
+            # peft 0.21 reads model.is_gradient_checkpointing, which transformers 5 deprecates: peft's to change,
+            # and nothing a user of the app can act on, so it is kept out of the terminal (and the Space's log).
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            model = PeftModel.from_pretrained(loaded.model, adapter_dir, torch_device="cpu")
     except Exception as exc:
         raise _explain_load_failure(exc, f"`{settings.adapter}`", settings.hf_token) from None
     if settings.merge_adapter:
