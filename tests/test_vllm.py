@@ -266,7 +266,8 @@ def test_server_killed_mid_stream_is_readable_and_served_after_restart(
     added = logged(vllm, "Added request")
     job = rambling.submit(QUESTIONS[0], LONG, 0.0, api_name="/ask")
     assert wait_for(lambda: logged(vllm, "Added request") > added, 60)
-    time.sleep(0.5)
+    # At once: on quiet cores vLLM makes the rambler's 4,096 tokens in a second or two, and an answer it finished
+    # before the kill rightly ends without an error.
     vllm.stop(hard=True)  # SIGKILL, as a crash or an OOM kill would
     try:
         try:
@@ -290,7 +291,7 @@ def test_server_killed_mid_stream_is_readable_and_served_after_restart(
 
 
 def stopped_on_server(vllm: VllmServer, start: Callable[[], object], stop: Callable[[], object]) -> bool:
-    """Start a rambling request, stop it half a second into its answer: True when vLLM aborted it (its log) short of
+    """Start a rambling request, stop it just into its answer: True when vLLM aborted it (its log) short of
     the token limit (its metrics); False when it reached the limit first, the stop having come too late to tell.
 
     On a quiet machine the stop reaches vLLM in ~0.1 s; on this shared 2-core one the app, starved of CPU, has taken
@@ -301,7 +302,7 @@ def stopped_on_server(vllm: VllmServer, start: Callable[[], object], stop: Calla
     tokens_before = settled_counter(vllm, "vllm:generation_tokens_total")
     start()
     assert wait_for(lambda: logged(vllm, "Added request") > added, 60), "the request never reached vLLM"
-    time.sleep(0.5)  # into the answer
+    time.sleep(0.05)  # into the answer: on quiet cores vLLM makes all 4,096 of the rambler's tokens in ~1 s
     stop()
     ended = wait_for(
         lambda: (
@@ -314,7 +315,7 @@ def stopped_on_server(vllm: VllmServer, start: Callable[[], object], stop: Calla
     if logged(vllm, "Aborted request") == aborted:
         return False
     generated = settled_counter(vllm, "vllm:generation_tokens_total") - tokens_before
-    assert 0 < generated < LONG - 1, generated
+    assert generated < LONG - 1, generated  # 0 too: on quiet cores a Stop can land before the first token
     return True
 
 
