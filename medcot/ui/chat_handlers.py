@@ -24,6 +24,7 @@ from medcot.errors import InputError, UserError
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, StreamFn
 from medcot.request import Query, clean_question
 from medcot.ui.compare import BaseRelay
+from medcot.ui.history import last_question_index
 from medcot.ui.model_wait import wait_for_model
 from medcot.ui.rendering import (
     NOT_RUN_MARK,
@@ -281,8 +282,8 @@ class ChatHandlers:
             return gr.skip(), gr.skip(), gr.update(**enabled)
         self.refused.discard(session)
         history = list(history or [])
-        asked = max((i for i, message in enumerate(history) if message.get("role") == "user"), default=len(history))
-        kept = history[:asked]
+        asked = last_question_index(history)
+        kept = history if asked is None else history[:asked]
         return kept, kept, gr.update(**enabled, value=question if isinstance(question, str) else "")
 
     def forget(self, request: gr.Request) -> None:

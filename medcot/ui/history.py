@@ -108,12 +108,17 @@ def conversation_from(history: Any, base_history: Any, engine: Engine, params: G
     return Conversation(exchanges, models, asdict(params), reply_label=served_label(engine), base_label=BASE_LABEL)
 
 
+def last_question_index(messages: list[dict[str, Any]]) -> int | None:
+    """Where the newest user message stands in a chat's messages; None before the first question."""
+    return max((i for i, message in enumerate(messages) if message.get("role") == "user"), default=None)
+
+
 def is_settled(history: Any) -> bool:
     """Whether a chat's newest answer is over: its stats line (finished, stopped, cut off, empty), or the base
     column's end marks and errors. A question with nothing after it yet is not: its answer is on its way."""
     messages = [m for m in history if isinstance(m, dict)] if isinstance(history, list | tuple) else []
-    asked = [i for i, message in enumerate(messages) if message.get("role") == "user"]
-    if not asked:
+    asked = last_question_index(messages)
+    if asked is None:
         return True
-    texts = [message_text(m.get("content")).strip() for m in messages[asked[-1] + 1 :]]
+    texts = [message_text(m.get("content")).strip() for m in messages[asked + 1 :]]
     return any(is_stats_line(t) or t in (STOPPED_MARK, NOT_RUN_MARK) or t.startswith("⚠️") for t in texts)
