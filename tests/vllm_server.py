@@ -10,11 +10,13 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
+import psutil
 
 VLLM_VENV = Path(os.environ.get("MEDCOT_VLLM_VENV") or "~/.cache/medcot/vllm-venv").expanduser()
 # On 2 shared cores /health answered after 25-50 s when measured; a busy machine takes longer.
@@ -124,6 +126,16 @@ class VllmServer:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(30)
 
+    @contextlib.contextmanager
+    def throttled(self, share: float = 0.03, period_s: float = 0.05) -> Iterator[Throttle]:
+        """vLLM's engine core, throttled (see Throttle) while the block runs."""
+        assert self.process is not None, "the server is not running"
+        throttle = Throttle(psutil.Process(self.process.pid).children(recursive=True), share, period_s)
+        try:
+            yield throttle
+        finally:
+            throttle.end()
+
     def metrics(self) -> str:
         return httpx.get(f"{self.root}/metrics", timeout=10).text
 
@@ -137,6 +149,48 @@ class VllmServer:
             if all(f'{key}="{wanted}"' in sample for key, wanted in labels.items()):
                 total += float(value)
         return total
+
+
+class Throttle:
+    """vLLM's engine-core processes (the API server's children, where the tokens are made) run ``share`` of each
+    period, as a CPU quota would let them (SIGSTOP, SIGCONT), until freeze() stops them outright. The API server runs
+    freely: it sees a client go away, and logs the abort, at once.
+
+    Why: on quiet cores vLLM makes the tiny rambler's 4,096 tokens in ~1 s, and this VM stalls parts of itself for up
+    to 17 s under load (measured: an idle heartbeat process beside the tests missed 17.4 s while vLLM went on), so
+    a Stop could not be relied on to reach vLLM before the answer ended. Throttled, the answer streams at ~100 tok/s;
+    frozen, it cannot end while the Stop travels, whatever stalls.
+    """
+
+    def __init__(self, processes: Sequence[psutil.Process], share: float, period_s: float) -> None:
+        self._processes = list(processes)
+        self._share, self._period_s = share, period_s
+        self._frozen, self._done = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._duty_cycle, name="vllm-throttle", daemon=True)
+        self._thread.start()
+
+    def freeze(self) -> None:
+        """No more tokens from here on (the engine core stays stopped until end())."""
+        self._frozen.set()
+        self._thread.join()  # its last signal was a SIGSTOP; one more for certain
+        self._signal(signal.SIGSTOP)
+
+    def end(self) -> None:
+        self._done.set()
+        self._thread.join()
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        for process in self._processes:
+            with contextlib.suppress(psutil.NoSuchProcess):  # a test may kill the server while throttled
+                process.send_signal(sig)
+
+    def _duty_cycle(self) -> None:
+        while not self._done.is_set() and not self._frozen.is_set():
+            self._signal(signal.SIGCONT)
+            time.sleep(self._share * self._period_s)
+            self._signal(signal.SIGSTOP)
+            self._done.wait((1 - self._share) * self._period_s)
 
 
 @contextlib.contextmanager
