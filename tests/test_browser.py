@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from browser import CHROMIUM, SlowStream, open_page, screenshot_path
 from playwright.sync_api import Browser, Locator, Page, expect
-from serving import serve
+from serving import free_port, serve
 from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 
 from medcot import DISCLAIMER
@@ -58,6 +58,15 @@ def base_only_url(tiny_settings: Settings) -> Iterator[str]:
     alone = Engine(replace(tiny_settings, adapter=None)).load()
     assert alone.ready, alone.error
     with serve(alone) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def unreachable_server_url(tiny_settings: Settings) -> Iterator[str]:
+    """The app in server mode with nothing listening at the server's address: every answer fails, readably."""
+    down = Engine(replace(tiny_settings, server_url=f"http://127.0.0.1:{free_port()}/v1")).load()
+    assert down.ready, down.error  # an unreachable server is no load failure: the status line says why
+    with serve(down) as url:
         yield url
 
 
@@ -525,3 +534,19 @@ def test_a_refused_question_says_why_and_the_next_one_is_answered(page: Page) ->
     expect(stats_lines(page)).to_have_count(2)
     expect(chat(page).get_by_test_id("user").filter(has_text=QUESTIONS[0])).to_be_visible()
     snap(page, "31-next-question-after-a-refusal")
+
+
+def test_an_example_that_fails_says_why_and_the_page_can_ask_again(
+    chromium: Browser, unreachable_server_url: str
+) -> None:
+    """An example's click is an event of its own in ChatInterface: its failure puts the page back as a typed
+    question's does (before the fix the textbox stayed disabled, a pending reply and the Stop icon stayed)."""
+    with open_page(chromium, unreachable_server_url) as page:
+        page.get_by_role("button", name=re.compile(r"^Select example 1\b")).click()
+        expect(page.get_by_text(re.compile("cannot be reached")).first).to_be_visible()
+        expect(textbox(page)).to_be_editable()
+        expect(textbox(page)).to_have_value(EXAMPLES[0])  # back in the box, to send again once the server is up
+        expect(chat(page).get_by_test_id("user")).to_have_count(0)
+        expect(spinners(page)).to_have_count(0)
+        expect(page.get_by_test_id("stop-button")).to_be_hidden()
+        snap(page, "32-failed-example-page-restored")

@@ -166,3 +166,17 @@ def test_chat_api_keeps_its_parameters(client: Client) -> None:
     names = [parameter["parameter_name"] for parameter in chat["parameters"]]
     assert names == ["message", "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty"]
     assert len(chat["returns"]) == 1
+
+
+def test_every_way_of_asking_puts_the_page_back_when_the_answer_fails(engine: Engine) -> None:
+    """The textbox, an example's click, Retry and an option's click each run ChatInterface's chat handler in an event
+    of their own; each needs its own .failure() listener, or a refusal there leaves the page unable to ask again."""
+    demo = build_demo(engine)
+    submits = {index for index, fn in demo.fns.items() if getattr(fn.fn, "__name__", "") == "_submit_fn"}
+    assert len(submits) == 4, "ChatInterface's ways of asking changed: check each one fails gracefully"
+    restoring = {
+        fn.trigger_after
+        for fn in demo.fns.values()
+        if getattr(fn.fn, "__name__", "") == "restore_after_failure" and fn.trigger_only_on_failure
+    }
+    assert restoring == submits

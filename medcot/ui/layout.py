@@ -130,14 +130,16 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
             )
 
         # A refusal or failure of the chat handler (its message shown as Gradio's error toast) stops ChatInterface's
-        # chain before it re-enables the textbox: the page could not ask again. This puts the page back.
-        _after_chat_fails(demo, chat).failure(
-            handlers.restore_after_failure,
-            [chat.chatbot, chat.saved_input],
-            [chat.chatbot, chat.chatbot_state, chat.textbox],
-            queue=False,
-            api_visibility="undocumented",
-        )
+        # chain before it re-enables the textbox: the page could not ask again. This puts the page back, whichever
+        # way the question came: typed, an example clicked, or Retry.
+        for submit in _chat_submits(demo, chat):
+            submit.failure(
+                handlers.restore_after_failure,
+                [chat.chatbot, chat.saved_input],
+                [chat.chatbot, chat.chatbot_state, chat.textbox],
+                queue=False,
+                api_visibility="undocumented",
+            )
         # Stop cancels the stream; this settles the accordion it left pending. The chat's state is set from the
         # visible chat too: Gradio syncs it only after a stream that completes, and the next reply is drawn from
         # the state, so a stale one would wipe the stopped exchange from the page.
@@ -210,15 +212,19 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
     return demo
 
 
-def _after_chat_fails(demo: gr.Blocks, chat: gr.ChatInterface) -> gr.events.Dependency:
-    """The page's submit of ChatInterface (Gradio names its function ``_submit_fn``), for a ``.failure()`` listener.
+def _chat_submits(demo: gr.Blocks, chat: gr.ChatInterface) -> list[gr.events.Dependency]:
+    """ChatInterface's page events that run the chat handler (Gradio names their function ``_submit_fn``): the
+    textbox's submit, an example's click, Retry and an option's click, for ``.failure()`` listeners.
 
-    Gradio 6.31's ChatInterface keeps that event to itself, and its frontend runs only ``.failure()`` listeners once
-    a handler raised (ChatInterface's own follow-ups, which re-enable the textbox, are ``.then()``/``.success()``
+    Gradio 6.31's ChatInterface keeps those events to itself, and its frontend runs only ``.failure()`` listeners
+    once a handler raised (ChatInterface's own follow-ups, which re-enable the textbox, are ``.then()``/``.success()``
     ones that never run). The API's /chat is another event and keeps its errors.
     """
-    index = next(i for i, fn in demo.fns.items() if getattr(fn.fn, "__name__", "") == "_submit_fn")
-    return gr.events.Dependency(chat.textbox, {}, index, None)
+    return [
+        gr.events.Dependency(chat.textbox, {}, index, None)
+        for index, fn in demo.fns.items()
+        if getattr(fn.fn, "__name__", "") == "_submit_fn"
+    ]
 
 
 def launch_kwargs() -> dict[str, Any]:
