@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny real Gemma 3 repos on disk (built once, cached) and engines over them."""
+"""Test tiers (a plain `pytest` is the fast one) and shared fixtures: tiny real Gemma 3 repos, engines, chromium."""
 
 from __future__ import annotations
 
@@ -24,6 +24,52 @@ if TYPE_CHECKING:  # playwright and the browser helpers load only when a browser
     from playwright.sync_api import Browser
 
     from tests.helpers.browser import SlowStream
+
+
+# --- tiers: a plain `pytest` runs the fast one; `pytest --all` (what .ci/run calls) adds these markers' tests ---
+
+FULL_TIER_ONLY = ("slow", "browser", "zerogpu", "vllm")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all",
+        action="store_true",
+        help=f"run every test, the {', '.join(FULL_TIER_ONLY)} ones included (a plain `pytest` leaves them out)",
+    )
+
+
+def _fast_tier(config: pytest.Config) -> bool:
+    """A plain run; an -m expression of one's own picks tests by marker instead."""
+    return not config.getoption("--all") and not config.option.markexpr
+
+
+def _named(item: pytest.Item, config: pytest.Config) -> bool:
+    """A test named by its id on the command line (tests/test_x.py::test_y) runs whatever its tier."""
+    return any("::" in arg and item.nodeid.startswith(arg) for arg in config.args)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if _fast_tier(config):
+        return f"fast tier: {', '.join(FULL_TIER_ONLY)} tests left out (`pytest --all` runs everything)"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not _fast_tier(config):
+        return
+    left_out = [
+        item
+        for item in items
+        if any(item.get_closest_marker(name) for name in FULL_TIER_ONLY) and not _named(item, config)
+    ]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        kept = set(items) - set(left_out)
+        items[:] = [item for item in items if item in kept]
+
+
+# --- tiny real models and engines over them ---
 
 
 @pytest.fixture(scope="session")

@@ -101,7 +101,8 @@ class ScriptedServer(ThreadingHTTPServer):
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
     scripted = ScriptedServer()
-    thread = threading.Thread(target=scripted.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever's next poll: 0.5 s each by default, 7 s over this file
+    thread = threading.Thread(target=scripted.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield scripted

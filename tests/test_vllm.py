@@ -41,7 +41,7 @@ from tests.helpers.vllm_server import VllmServer, vllm_missing
 MISSING = vllm_missing()
 START_S = 420  # one vLLM start on a busy 2-core machine, with margin
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.vllm,
     pytest.mark.skipif(MISSING is not None, reason=MISSING or ""),
     pytest.mark.timeout(2 * START_S + 180),  # the first test starts the server; the crash test restarts it
 ]

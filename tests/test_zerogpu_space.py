@@ -36,7 +36,7 @@ from tests.helpers.serving import free_port
 from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS, TinyRepos
 from tests.helpers.tiny_cache import cached_repos
 
-pytestmark = pytest.mark.slow  # a model build and an app start: about a minute on 2 cores (CI runs it too)
+pytestmark = pytest.mark.zerogpu  # an app start under spaces: about a minute on 2 cores (CI runs it too)
 
 ROOT = Path(__file__).resolve().parents[1]
 GREEDY = (0.0, 0.95, 64, 1.0)  # temperature, top_p, top_k, repetition_penalty (after max_new_tokens)
