@@ -93,5 +93,8 @@ def test_no_build_is_left_half_done(builds: list[Path], tmp_path: Path, monkeypa
         tiny_cache.cached_repos(tmp_path / "cache", tmp_path / "one")
     assert not [path for path in (tmp_path / "cache").iterdir() if path.suffix != ".lock"]
     monkeypatch.setattr(tiny, "build_repos", working)
+    left_by_a_sigkill = tmp_path / "cache" / f".{tiny_cache.cache_key(True)}-abc123"
+    (left_by_a_sigkill / "base").mkdir(parents=True)
     repos = tiny_cache.cached_repos(tmp_path / "cache", tmp_path / "two")
     assert (repos.base / "config.json").is_file() and len(builds) == 1
+    assert not left_by_a_sigkill.exists()

@@ -54,6 +54,8 @@ def _intact(entry: Path) -> bool:
 
 def _build(entry: Path, train_base: bool) -> None:
     """Build next to the entry, then swap it in whole: a reader never sees half a build."""
+    for killed in entry.parent.glob(f".{entry.name}-*"):  # a build killed outright (under the lock: none running)
+        shutil.rmtree(killed, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
     try:
         tiny.build_repos(staging, train_base=train_base)
