@@ -106,9 +106,9 @@ def measure_modes(loaded: Any, new_tokens: int, rounds: int) -> dict[str, Any]:
 
 def stream_through_app(engine: Any) -> dict[str, Any]:
     """One /chat answer over gradio_client from the app built as app.py builds it; how it streamed."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from gradio_client import Client
-    from serving import serve
+
+    from tests.helpers.serving import serve
 
     with serve(engine) as url:
         updates = list(Client(url, verbose=False).submit(QUESTION, 128, 0.0, 0.95, 64, 1.0, api_name="/chat"))
@@ -166,10 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("gpu-check: no CUDA device (or a CPU build of torch): nothing to check here.", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny import build_repos
-
     from medcot.config import Settings
+    from tests.helpers.tiny import build_repos
 
     cuda = Settings(device="cuda", dtype="bfloat16", max_new_tokens=options.new_tokens)
     report: dict[str, Any] = {

@@ -18,10 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, SlowStream, open_page, screenshot_path
 from playwright.sync_api import Browser, Locator, Page, expect
-from serving import free_port, serve
-from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 
 from medcot import DISCLAIMER
 from medcot.config import Settings
@@ -29,6 +26,9 @@ from medcot.engine import Engine
 from medcot.ui.compare import COMPARE_LABEL
 from medcot.ui.layout import EXAMPLES
 from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL
+from tests.helpers.browser import CHROMIUM, SlowStream, open_page, screenshot_path
+from tests.helpers.serving import free_port, serve
+from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 
 pytestmark = pytest.mark.browser
 

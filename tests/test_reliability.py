@@ -33,11 +33,7 @@ import gradio as gr
 import httpx
 import psutil
 import pytest
-import tiny
 from gradio_client import Client
-from polling import wait_until
-from serving import launched
-from tiny import ADAPTER_ANSWER, QUESTIONS
 
 import medcot.engine
 import medcot.model.hub
@@ -46,6 +42,10 @@ from medcot.config import Settings
 from medcot.engine import Engine
 from medcot.prompt import encode_prompt
 from medcot.request import Query
+from tests.helpers import tiny
+from tests.helpers.polling import wait_until
+from tests.helpers.serving import launched
+from tests.helpers.tiny import ADAPTER_ANSWER, QUESTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = QUESTIONS[0]

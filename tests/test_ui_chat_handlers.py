@@ -11,12 +11,12 @@ from typing import Any
 
 import gradio as gr
 import pytest
-from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
-from ui_calls import GREEDY, replies, request
 
 from medcot.engine import Engine
 from medcot.events import STATS_PREFIX, Finished, Stats, format_stats
 from medcot.ui.chat_handlers import ChatHandlers
+from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
+from tests.helpers.ui_calls import GREEDY, replies, request
 
 
 def test_ask_answers_and_adds_the_reasoning_on_request(engine: Engine) -> None:

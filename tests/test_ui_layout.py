@@ -13,14 +13,14 @@ from pathlib import Path
 import gradio as gr
 import pytest
 from gradio_client import Client
-from serving import free_port
-from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS
-from ui_calls import GREEDY
 
 from medcot.config import Settings
 from medcot.engine import Engine
 from medcot.events import STATS_PREFIX
 from medcot.ui.layout import build_demo, launch_kwargs, queue
+from tests.helpers.serving import free_port
+from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS
+from tests.helpers.ui_calls import GREEDY
 
 
 def generation_threads() -> int:
@@ -75,7 +75,7 @@ def test_ask_rejects_bad_input_with_a_readable_message_and_keeps_serving(client:
 
 def test_cancel_from_a_client_ends_the_generation_thread(tiny_settings: Settings, tmp_path: Path) -> None:
 
-    import tiny
+    from tests.helpers import tiny
 
     # An untrained model told never to stop keeps generating until cancelled.
     tokenizer = tiny.build_tokenizer()

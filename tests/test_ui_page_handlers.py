@@ -6,14 +6,14 @@ import asyncio
 from pathlib import Path
 
 import gradio as gr
-from tiny import ADAPTER_ANSWER, BASE_OUTPUT, QUESTIONS
-from ui_calls import GREEDY, replies, request
 
 from medcot.engine import Engine
 from medcot.events import Stats, format_stats
 from medcot.ui.chat_handlers import ChatHandlers
 from medcot.ui.page_handlers import PageHandlers
 from medcot.ui.rendering import as_dict
+from tests.helpers.tiny import ADAPTER_ANSWER, BASE_OUTPUT, QUESTIONS
+from tests.helpers.ui_calls import GREEDY, replies, request
 
 
 def test_open_link_fills_in_a_checked_question_and_runs_it(engine: Engine) -> None:

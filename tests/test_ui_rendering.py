@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from tiny import QUESTIONS
 
 from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.events import STATS_PREFIX, AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, format_stats
 from medcot.ui.rendering import ChatRenderer, mark_stopped, params_from, turns_from_history
+from tests.helpers.tiny import QUESTIONS
 
 
 def test_history_reasoning_never_reaches_the_prompt(engine: Engine) -> None:

@@ -13,13 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tiny import ADAPTER_ANSWER, QUESTIONS
 
 from medcot import zerogpu
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.events import AnswerDelta
 from medcot.request import Query
+from tests.helpers.tiny import ADAPTER_ANSWER, QUESTIONS
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
 

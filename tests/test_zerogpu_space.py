@@ -1,9 +1,9 @@
 """app.py run as a ZeroGPU Space runs it: the real `spaces` in ZeroGPU mode, over a device API served here.
 
-The app runs in a subprocess started through tests/zerogpu_space.py, which replaces only the GPU steps a CPU-only
-torch cannot do (see its docstring). Everything else is the real thing: spaces' CUDA emulation while the model loads,
-its launch-time packing and startup report, `/schedule` → forked worker → `/allow` → `/release` for each request,
-its worker protocol (only gr.Error crosses back readable), Gradio's queue, and gradio_client over HTTP.
+The app runs in a subprocess started through tests/helpers/zerogpu_space.py, which replaces only the GPU steps a
+CPU-only torch cannot do (see its docstring). Everything else is the real thing: spaces' CUDA emulation while the
+model loads, its launch-time packing and startup report, `/schedule` → forked worker → `/allow` → `/release` for each
+request, its worker protocol (only gr.Error crosses back readable), Gradio's queue, and gradio_client over HTTP.
 
 The stand-in device API records every call. The tiny base's weights are left random, so that the base model (adapter
 off) writes newlines to the token limit: a base answer long enough to stop; the adapter answers as the card does.
@@ -30,12 +30,13 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 from gradio_client import Client
-from serving import free_port
-from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS, TinyRepos, build_repos
 
 from medcot import zerogpu
+from tests.helpers.serving import free_port
+from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS, TinyRepos
+from tests.helpers.tiny_cache import cached_repos
 
-pytestmark = pytest.mark.slow  # a model build and an app start: about a minute on 2 cores (CI runs it too)
+pytestmark = pytest.mark.zerogpu  # an app start under spaces: about a minute on 2 cores (CI runs it too)
 
 ROOT = Path(__file__).resolve().parents[1]
 GREEDY = (0.0, 0.95, 64, 1.0)  # temperature, top_p, top_k, repetition_penalty (after max_new_tokens)
@@ -162,8 +163,8 @@ class Space:
 
 
 @pytest.fixture(scope="module")
-def repos(tmp_path_factory: pytest.TempPathFactory) -> TinyRepos:
-    return build_repos(tmp_path_factory.mktemp("zerogpu-repos"), train_base=False)
+def repos(tiny_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyRepos:
+    return cached_repos(tiny_cache_dir, tmp_path_factory.mktemp("zerogpu-repos"), train_base=False)
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +196,7 @@ def space(repos: TinyRepos, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     log = work / "app.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "zerogpu_space.py"), str(ROOT / "app.py")],
+            [sys.executable, str(ROOT / "tests" / "helpers" / "zerogpu_space.py"), str(ROOT / "app.py")],
             cwd=work,
             env=env,
             stdout=out,

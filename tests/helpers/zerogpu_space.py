@@ -1,4 +1,4 @@
-"""Run app.py as a ZeroGPU Space runs it, on a CPU-only torch: `python tests/zerogpu_space.py [app.py]`.
+"""Run app.py as a ZeroGPU Space runs it, on a CPU-only torch: `python tests/helpers/zerogpu_space.py [app.py]`.
 
 The real `spaces` package runs in ZeroGPU mode (SPACES_ZERO_GPU=true, SPACES_ZERO_DEVICE_API_URL and
 ZEROGPU_PROC_SELF_CGROUP_PATH set by the caller): its CUDA emulation in the main process, its scheduling through the
@@ -84,6 +84,6 @@ zero_torch.move = move_back
 zero_torch.size = no_size  # the transfer progress bar's total: nothing is transferred
 
 if __name__ == "__main__":
-    app = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parents[1] / "app.py")
+    app = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parents[2] / "app.py")
     sys.path.insert(0, str(app.parent))
     runpy.run_path(str(app), run_name="__main__")
