@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from medcot.engine import Engine
-from medcot.ui.gradio_internals import GRADIO_CHECKED, chat_submits, set_idle_poll, unset_slider
+from medcot.ui.gradio_internals import GRADIO_CHECKED, chat_submits, set_idle_poll
 from medcot.ui.layout import QUEUE_POLL_S, build_demo, queue
 
 WHERE = f"Gradio {gr.__version__} (checked against {GRADIO_CHECKED}); see medcot/ui/gradio_internals.py"
@@ -43,12 +43,3 @@ def test_the_idle_queue_polls_every_10_ms(engine: Engine) -> None:
     assert demo._queue.sleep_when_free == QUEUE_POLL_S == 0.01, f"{WHERE}: Queue.sleep_when_free is not used"
     set_idle_poll(demo, 0.02)
     assert demo._queue.sleep_when_free == 0.02
-
-
-def test_an_unset_slider_has_no_value_in_the_config_and_passes_none_through() -> None:
-    with gr.Blocks() as demo:
-        slider = unset_slider(0.0, 2.0, step=0.05, label="Temperature")
-    config = next(c for c in demo.get_config_file()["components"] if c["id"] == slider._id)
-    assert config["type"] == "slider" and config["props"].get("value") is None, f"{WHERE}: {config['props']}"
-    assert slider.preprocess(None) is None and slider.preprocess(0.3) == 0.3
-    assert slider.postprocess(0.3) == 0.3

@@ -264,15 +264,16 @@ class ChatHandlers:
         self.relay.set_compare(_session(request), on)
         return gr.Column(visible=on), gr.Chatbot(show_label=on)
 
-    def set_show_reasoning(self, on: bool, request: gr.Request) -> bool:
+    def set_show_reasoning(self, on: bool, request: gr.Request) -> str:
         """The "Show reasoning" switch: the session's answers from the next one on come with or without their
-        reasoning accordion; the choice goes back to the browser (gr.BrowserState) to be remembered."""
+        reasoning accordion; the choice goes back to the browser (gr.BrowserState, as a word: a stored False reads
+        back as unset) to be remembered."""
         (self.hidden_reasoning.discard if on else self.hidden_reasoning.add)(_session(request))
-        return bool(on)
+        return "shown" if on else "hidden"
 
     def recall_show_reasoning(self, remembered: Any, request: gr.Request) -> bool:
         """A page that opens: the switch as this browser left it (on when never set)."""
-        on = remembered is not False
+        on = remembered != "hidden"
         self.set_show_reasoning(on, request)
         return on
 

@@ -6,8 +6,6 @@ naming the piece that broke when an upgrade changes one of them; each says why n
 
 from __future__ import annotations
 
-from typing import Any
-
 import gradio as gr
 
 GRADIO_CHECKED = "6.31.0"
@@ -34,22 +32,3 @@ def set_idle_poll(demo: gr.Blocks, seconds: float) -> None:
     if not hasattr(demo._queue, "sleep_when_free"):
         raise AttributeError("gradio's Queue has no sleep_when_free any more: see medcot/ui/gradio_internals.py")
     demo._queue.sleep_when_free = seconds
-
-
-def unset_slider(minimum: float, maximum: float, **kwargs: Any) -> gr.Slider:
-    """A gr.Slider whose value may be unset (None): its API default is None, so an API client that sets nothing
-    lets the handler use the loaded model's own default (known only once the model has loaded); the page fills the
-    slider in when it opens.
-
-    gr.Slider turns None into its minimum both ways, and a subclass would make Gradio write a .pyi stub next to this
-    module at import (component_meta.create_or_modify_pyi); so this one slider's value and preprocess are set here.
-    """
-    slider = gr.Slider(minimum, maximum, **kwargs)
-    slider.value = None  # the config's value: what /info gives API clients as the parameter's default
-    checked = slider.preprocess
-
-    def preprocess(payload: float | None) -> float | None:
-        return None if payload is None else checked(payload)
-
-    slider.preprocess = preprocess  # type: ignore[method-assign]
-    return slider

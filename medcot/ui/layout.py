@@ -15,10 +15,11 @@ from medcot.prompt_styles import BASE_DECODING
 from medcot.ui.chat_handlers import ChatHandlers
 from medcot.ui.compare import COMPARE_LABEL, compare_controls
 from medcot.ui.feedback import FEEDBACK_NOTE, FeedbackHandlers, FeedbackLog
-from medcot.ui.gradio_internals import chat_submits, set_idle_poll, unset_slider
+from medcot.ui.gradio_internals import chat_submits, set_idle_poll
 from medcot.ui.links import AUTORUN_JS
 from medcot.ui.page_handlers import PageHandlers, model_status_markdown
 from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL, footer_markdown
+from medcot.ui.unset_slider import UnsetSlider
 
 TITLE = "MedCoT · Medical chain-of-thought demo"
 # The model card's two questions first, then two in the same style.
@@ -99,15 +100,15 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
             compare_note = gr.Markdown(note, elem_id="compare-note")
         # The "Show reasoning" choice, remembered in this browser (the card advises hiding the chain of thought from
         # end users to avoid over-trust): off, new answers come without the accordion; the export keeps it.
-        reasoning_choice = gr.BrowserState(True, storage_key="medcot-show-reasoning")
+        reasoning_choice = gr.BrowserState("shown", storage_key="medcot-show-reasoning")
         # Unset (None) in the page's config: an API client that sets nothing gets the loaded model's own defaults;
         # the page fills them in when it opens (PageHandlers.open_page) and once the model has loaded.
         sliders = [
-            unset_slider(1, 4096, step=1, label="Max new tokens", render=False),
-            unset_slider(0.0, 2.0, step=0.05, label="Temperature (0 = greedy)", render=False),
-            unset_slider(0.01, 1.0, step=0.01, label="Top-p", render=False),
-            unset_slider(0, 1000, step=1, label="Top-k (0 = off)", render=False),
-            unset_slider(1.0, 2.0, step=0.05, label="Repetition penalty", render=False),
+            UnsetSlider(1, 4096, step=1, label="Max new tokens", render=False),
+            UnsetSlider(0.0, 2.0, step=0.05, label="Temperature (0 = greedy)", render=False),
+            UnsetSlider(0.01, 1.0, step=0.01, label="Top-p", render=False),
+            UnsetSlider(0, 1000, step=1, label="Top-k (0 = off)", render=False),
+            UnsetSlider(1.0, 2.0, step=0.05, label="Repetition penalty", render=False),
         ]
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
