@@ -111,3 +111,26 @@ class AnswerStore:
     def forget(self, session: str | None) -> None:
         with self._lock:
             self._sessions.pop(session or "", None)
+
+
+class NoAnswerError(ValueError):
+    """The model gave no answer; the message says why (token limit, stopped, nothing at all)."""
+
+
+def api_text(record: AnswerRecord, include_reasoning: bool) -> str:
+    """What /ask returns: the answer, with a note when it ended short; never a silent empty string (no answer at
+    all raises NoAnswerError naming why, unless the reasoning was asked for: then its Answer part says so)."""
+    notes = " ".join(record.notes)
+    answer = record.answer.strip()
+    if not answer:
+        why = notes or "The model returned no answer."
+        if record.stats is not None and record.stats.reasoning_cut_off:
+            why += " Raise max_new_tokens (up to 4096) and ask again."
+        if not include_reasoning:
+            raise NoAnswerError(why)
+        answer = f"[No answer: {why}]"
+    elif notes:
+        answer = f"{answer}\n\n[Note: {notes}]"
+    if include_reasoning:
+        return f"Reasoning:\n{record.reasoning.strip()}\n\nAnswer:\n{answer}"
+    return answer

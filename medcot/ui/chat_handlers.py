@@ -21,7 +21,7 @@ from medcot.engine import Engine
 from medcot.errors import InputError, UserError
 from medcot.events import StreamFn
 from medcot.request import Query, clean_question
-from medcot.ui.answers import AnswerRecord, AnswerStore
+from medcot.ui.answers import AnswerRecord, AnswerStore, NoAnswerError, api_text
 from medcot.ui.compare import BaseRelay
 from medcot.ui.history import last_question_index
 from medcot.ui.model_wait import wait_for_model
@@ -218,9 +218,8 @@ class ChatHandlers:
         """Answer a medical question with Medical-Diagnosis-COT-Gemma3-270M. Research demo, NOT for clinical use.
 
         A sampling value left unset takes the loaded model's own default, as the page's sliders do: the model
-        card's (temperature 1.0, top-p 0.95, top-k 64, repetition penalty 1.0) for the fine-tune; the base alone
-        shown worked examples decodes at temperature 0.3, repetition penalty 1.15. An answer that ends short says
-        why (token limit, stopped); one with no answer at all is an error naming the reason.
+        card's for the fine-tune; the base alone, shown worked examples, decodes at temperature 0.3, repetition
+        penalty 1.15. An answer that ended short says why; no answer at all is an error naming the reason.
 
         Args:
             question: The medical question, in English.
@@ -245,9 +244,9 @@ class ChatHandlers:
             record = AnswerRecord(question, self.params(*values))
             async for event in iterate_in_thread(self.stream(Query(question, (), record.params), cancel), cancel):
                 record.apply(event)
-        except UserError as exc:
+            return api_text(record, include_reasoning)
+        except (UserError, NoAnswerError) as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        return api_answer(record, include_reasoning)
 
     # -- Stop, the compare checkbox and a closed page ------------------------------------------------------------
     def stop(self, history: list[dict[str, Any]] | None, request: gr.Request) -> list[dict[str, Any]]:
@@ -303,25 +302,6 @@ class ChatHandlers:
         self.refused.discard(_session(request))
         self.answers.forget(_session(request))
         self.hidden_reasoning.discard(_session(request))
-
-
-def api_answer(record: AnswerRecord, include_reasoning: bool) -> str:
-    """What /ask returns: the answer, with a note when it ended short; never a silent empty string (no answer at
-    all is a readable error naming why, unless the reasoning was asked for: then it says so in its Answer part)."""
-    notes = " ".join(record.notes)
-    answer = record.answer.strip()
-    if not answer:
-        why = notes or "The model returned no answer."
-        if record.stats is not None and record.stats.reasoning_cut_off:
-            why += " Raise max_new_tokens (up to 4096) and ask again."
-        if not include_reasoning:
-            raise gr.Error(why, print_exception=False)
-        answer = f"[No answer: {why}]"
-    elif notes:
-        answer = f"{answer}\n\n[Note: {notes}]"
-    if include_reasoning:
-        return f"Reasoning:\n{record.reasoning.strip()}\n\nAnswer:\n{answer}"
-    return answer
 
 
 def _message(exc: Exception) -> str:

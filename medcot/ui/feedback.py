@@ -32,7 +32,7 @@ from medcot.ui.rendering import answer_id
 log = logging.getLogger(__name__)
 FORMAT = "medcot-feedback"
 FEEDBACK_NOTE = (
-    "👍 / 👎 under an answer (and an optional comment) sends feedback on it. What is kept: the question, the "
+    "Like / Dislike under an answer (and an optional comment) sends feedback on it. What is kept: the question, the "
     "model's reasoning and answer, the model ids, the generation settings, the app version and the time; nothing "
     "that identifies you."
 )
@@ -130,7 +130,7 @@ class FeedbackHandlers:
         self.log = log_
 
     def rate(self, history: list[dict[str, Any]] | None, data: gr.LikeData, request: gr.Request) -> tuple[Any, Any]:
-        """A 👍 or 👎: its record written; the comment box opened for it (the feedback id kept in the page)."""
+        """A like or dislike: its record written; the comment box opened for it (the feedback id kept in the page)."""
         if not isinstance(data.liked, bool):  # a rating taken back: nothing to keep
             return gr.skip(), gr.skip()
         record = liked_record(list(history or []), data.index, self.answers, getattr(request, "session_hash", None))

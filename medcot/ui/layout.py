@@ -112,6 +112,11 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
         ]
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
+                # Not save_history=True (conversations kept in the browser across reloads): Gradio 6.31 saves this
+                # Chatbot's messages only, so a restored conversation would lose its base-model column; the export
+                # and the feedback read each answer's record (medcot.ui.answers), kept per page session on the
+                # server, which a reload does not bring back (message metadata keeps only Gradio's own keys); and
+                # its side panel would squeeze the chat beside the comparison column.
                 chat = gr.ChatInterface(
                     handlers.respond,
                     chatbot=_chatbot(
