@@ -22,12 +22,12 @@ from browser import CHROMIUM, SlowStream, open_page, screenshot_path
 from playwright.sync_api import Browser, Locator, Page, expect
 from serving import free_port, serve
 from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
+from ui_calls import expected_feedback
 
-from medcot import DISCLAIMER, __version__
+from medcot import DISCLAIMER
 from medcot.config import Settings
 from medcot.engine import Engine
 from medcot.ui.compare import COMPARE_LABEL
-from medcot.ui.history import models_of
 from medcot.ui.layout import EXAMPLES, SHOW_REASONING_LABEL
 from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL
 
@@ -619,29 +619,13 @@ def test_a_like_click_writes_the_exact_record_and_a_comment_follows(
         chat(page).get_by_role("button", name="Like", exact=True).last.click()
         assert SlowStream.wait_for(lambda: len(written()) == 1)
         record = written()[0]
-        assert {k: v for k, v in record.items() if k not in ("feedback_id", "time")} == {
-            "format": "medcot-feedback",
-            "format_version": 1,
-            "rating": "like",
-            "question": QUESTIONS[0],
-            "reasoning": ADAPTER_REASONING,
-            "reasoning_note": "'reasoning' is the model's chain of thought as it wrote it: not an explanation anyone "
-            "checked.",
-            "answer": ADAPTER_ANSWER,
-            "notes": [],
-            "models": models_of(engine),
-            "generation": {
-                "max_new_tokens": 64,
-                "temperature": 0.0,
-                "top_p": 0.95,
-                "top_k": 64,
-                "repetition_penalty": 1.0,
-            },
-            "app": {"name": "MedCoT Space", "version": __version__},
-        }
+        greedy = {"max_new_tokens": 64, "temperature": 0.0, "top_p": 0.95, "top_k": 64, "repetition_penalty": 1.0}
+        assert {k: v for k, v in record.items() if k not in ("feedback_id", "time")} == expected_feedback(
+            engine, "like", greedy
+        )
         comment = page.locator("#feedback-comment textarea")
         expect(comment).to_be_visible()
-        snap(page, "41-feedback-comment")
+        snap(page, "41-feedback-comment", full_page=True)
         comment.fill("Clear, but cite a guideline.")
         comment.press("Enter")
         assert SlowStream.wait_for(lambda: len(written()) == 2)

@@ -13,15 +13,13 @@ from typing import Any
 import gradio as gr
 import pytest
 from huggingface_hub import CommitInfo, HfApi, RepoUrl
-from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS
-from ui_calls import GREEDY, replies, request
+from tiny import ADAPTER_ANSWER, QUESTIONS
+from ui_calls import GREEDY, expected_feedback, replies, request
 
-from medcot import __version__
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.ui.chat_handlers import ChatHandlers
 from medcot.ui.feedback import FEEDBACK_NOTE, FeedbackHandlers, FeedbackLog
-from medcot.ui.history import models_of
 from medcot.ui.layout import build_demo
 from medcot.ui.rendering import as_dict
 
@@ -62,23 +60,6 @@ def lines(log: FeedbackLog) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.path.read_text(encoding="utf-8").splitlines()]
 
 
-def expected_record(engine: Engine, rating: str) -> dict[str, Any]:
-    return {
-        "format": "medcot-feedback",
-        "format_version": 1,
-        "rating": rating,
-        "question": QUESTIONS[0],
-        "reasoning": ADAPTER_REASONING,
-        "reasoning_note": "'reasoning' is the model's chain of thought as it wrote it: not an explanation anyone "
-        "checked.",
-        "answer": ADAPTER_ANSWER,
-        "notes": [],
-        "models": models_of(engine),
-        "generation": asdict(GenerationParams(*GREEDY)),
-        "app": {"name": "MedCoT Space", "version": __version__},
-    }
-
-
 def test_a_rating_writes_the_answers_exact_record_and_a_comment_follows_it(engine: Engine, tmp_path: Path) -> None:
     chat, history = answered(engine)
     log = FeedbackLog(tmp_path)
@@ -91,7 +72,9 @@ def test_a_rating_writes_the_answers_exact_record_and_a_comment_follows_it(engin
     record = written[-1]
     assert record["feedback_id"] == feedback_id and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", record["time"])
     rating = "like" if (len(history) - 1) % 2 == 1 else "dislike"
-    assert {k: v for k, v in record.items() if k not in ("feedback_id", "time")} == expected_record(engine, rating)
+    assert {k: v for k, v in record.items() if k not in ("feedback_id", "time")} == expected_feedback(
+        engine, rating, asdict(GenerationParams(*GREEDY))
+    )
     assert "s1" not in log.path.read_text()  # no session, IP or user name
 
     cleared, closed = rater.comment(feedback_id, "  Too long for a quick read.  ")

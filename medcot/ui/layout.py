@@ -189,20 +189,9 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
         )
         chat.chatbot.clear(lambda: [], None, [base_chat], queue=False, api_visibility="undocumented")
 
-        demo.load(
-            handlers.recall_show_reasoning,
-            [reasoning_choice],
-            [show_reasoning],
-            queue=False,
-            api_visibility="undocumented",
-        )
-        show_reasoning.change(
-            handlers.set_show_reasoning,
-            [show_reasoning],
-            [reasoning_choice],
-            queue=False,
-            api_visibility="undocumented",
-        )
+        quiet: dict[str, Any] = {"queue": False, "api_visibility": "undocumented"}
+        demo.load(handlers.recall_show_reasoning, [reasoning_choice], [show_reasoning], **quiet)
+        show_reasoning.change(handlers.set_show_reasoning, [show_reasoning], [reasoning_choice], **quiet)
         compare.change(
             handlers.set_compare, [compare], [base_column, chat.chatbot], queue=False, api_visibility="undocumented"
         )
