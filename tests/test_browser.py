@@ -578,12 +578,17 @@ def test_show_reasoning_off_hides_the_accordion_from_the_next_answer_and_is_reme
     ask(page, QUESTIONS[1])
     expect(stats_lines(page)).to_have_count(2)
     expect(reasoning_titles(page)).to_have_count(1)  # the earlier answer keeps its accordion; the new one has none
+    chat(page).get_by_role("button", name="Clear", exact=True).click()
+    expect(stats_lines(page)).to_have_count(0)
+    ask(page, QUESTIONS[0])  # a new conversation: the prompt the tiny adapter was trained on, so it reasons
+    expect(stats_lines(page)).to_have_count(1)
+    expect(chat(page).get_by_text(ADAPTER_ANSWER, exact=True)).to_be_visible()
+    expect(reasoning_titles(page)).to_have_count(0)
     snap(page, "40-show-reasoning-off", full_page=True)
-    first, second = [m for m in exported(page, tmp_path)["messages"] if m["role"] == "assistant"]
-    assert first["reasoning"] == ADAPTER_REASONING and second["reasoning"]  # the export keeps the hidden reasoning
-    expect(chat(page).get_by_text(second["reasoning"], exact=True)).to_have_count(0)
+    (answer,) = [m for m in exported(page, tmp_path)["messages"] if m["role"] == "assistant"]
+    assert (answer["reasoning"], answer["answer"]) == (ADAPTER_REASONING, ADAPTER_ANSWER)  # the export keeps it
     text = copied(page)
-    assert second["answer"] in text and text.rstrip().endswith(DISCLAIMER) and second["reasoning"] not in text
+    assert ADAPTER_ANSWER in text and text.rstrip().endswith(DISCLAIMER) and ADAPTER_REASONING not in text
 
     page.reload()
     expect(page.get_by_role("checkbox", name=SHOW_REASONING_LABEL)).not_to_be_checked()  # remembered
