@@ -579,8 +579,9 @@ def test_an_answer_past_its_asked_duration_is_cut_readably_and_the_next_ask_is_l
 
 @pytest.mark.browser
 def test_the_page_shows_a_quota_refusal_readably_and_asks_again(space: Space, chromium: Any) -> None:
-    from browser import open_page, screenshot_path
     from playwright.sync_api import expect
+
+    from tests.helpers.browser import open_page, screenshot_path
 
     with open_page(chromium, space.url, timeout_ms=60_000) as page:
         page.context.set_extra_http_headers({"X-IP-Token": ip_token()})  # as the Hub's proxy adds it

@@ -32,10 +32,9 @@ def content(message: Any) -> str:
 def expected_feedback(engine: Any, rating: str, generation: dict[str, Any]) -> dict[str, Any]:
     """The feedback record (medcot.ui.feedback) of a rating on the tiny adapter's answer to QUESTIONS[0], less its
     feedback_id and time."""
-    from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS
-
     from medcot import __version__
     from medcot.ui.history import models_of
+    from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS
 
     return {
         "format": "medcot-feedback",
