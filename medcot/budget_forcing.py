@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from transformers import PreTrainedTokenizerBase
 
 from medcot.backends import Backend
-from medcot.generation import Chunk
+from medcot.chunks import Chunk
 from medcot.prompt import encode_text
 from medcot.reasoning import CLOSE_TAG
 from medcot.request import Request

@@ -6,12 +6,12 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from medcot.chunks import Chunk, StopTextFilter
 from medcot.config import GenerationParams
 from medcot.errors import GenerationError
 from medcot.sampling import TopKSampler
@@ -21,12 +21,6 @@ log = logging.getLogger(__name__)
 
 # A thread that has been told to stop ends after the token in flight; waiting longer means something is wrong.
 _JOIN_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True)
-class Chunk:
-    text: str
-    tokens: int  # generated tokens so far, this chunk's included
 
 
 class CancelCriteria(StoppingCriteria):
@@ -61,46 +55,6 @@ class StopTextCriteria(StoppingCriteria):
         tails = self.tokenizer.batch_decode(input_ids[:, start:].tolist(), skip_special_tokens=True)
         stop = [any(text in tail for text in self.texts) for tail in tails]
         return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
-
-
-class StopTextFilter:
-    """Streamed text up to (not including) the first stop text; text that may begin one is held until decided.
-
-    The streamer emits text in pieces, so a marker can arrive split ("…\n\n###", " Question:"): the longest
-    tail of the text that is a prefix of a marker is held back, and released as soon as it stops matching.
-    """
-
-    def __init__(self, texts: Sequence[str]) -> None:
-        self.texts = tuple(text for text in texts if text)
-        self.pending = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        """The part of ``text`` (with what was held) that is certainly shown; nothing once a marker was seen."""
-        if self.stopped:
-            return ""
-        self.pending += text
-        found = [index for index in (self.pending.find(marker) for marker in self.texts) if index >= 0]
-        if found:
-            self.stopped = True
-            shown, self.pending = self.pending[: min(found)], ""
-            return shown
-        held = self._held_length()
-        shown = self.pending[: len(self.pending) - held]
-        self.pending = self.pending[len(self.pending) - held :]
-        return shown
-
-    def close(self) -> str:
-        """At the end of the stream: whatever was held was not a marker after all."""
-        shown, self.pending = ("" if self.stopped else self.pending), ""
-        return shown
-
-    def _held_length(self) -> int:
-        for length in range(min(len(self.pending), max(map(len, self.texts), default=1) - 1), 0, -1):
-            tail = self.pending[-length:]
-            if any(marker.startswith(tail) for marker in self.texts):
-                return length
-        return 0
 
 
 class _CountingStreamer(TextIteratorStreamer):

@@ -10,10 +10,10 @@ from tiny import ADAPTER_ANSWER, ADAPTER_OUTPUT, ADAPTER_REASONING
 
 from medcot.answer_stream import Answer, answer_events
 from medcot.budget_forcing import ClosingTag
+from medcot.chunks import Chunk
 from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats
-from medcot.generation import Chunk
 from medcot.prompt import EncodedPrompt, encode_prompt
 from medcot.prompt_styles import CARD, PRIMER_TEXT
 from medcot.request import Query, Request

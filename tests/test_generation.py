@@ -13,14 +13,13 @@ from hypothesis import strategies as st
 from tiny import ADAPTER_OUTPUT
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from medcot.chunks import Chunk, StopTextFilter
 from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.errors import GenerationError
 from medcot.generation import (
     CancelCriteria,
-    Chunk,
     StopTextCriteria,
-    StopTextFilter,
     sampling_kwargs,
     stop_token_ids,
     stream_generate,

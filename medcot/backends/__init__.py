@@ -10,8 +10,8 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
+from medcot.chunks import Chunk
 from medcot.config import GenerationParams
-from medcot.generation import Chunk
 
 
 class Backend(Protocol):

@@ -20,9 +20,9 @@ from typing import Any
 
 import httpx
 
+from medcot.chunks import Chunk, StopTextFilter
 from medcot.config import GenerationParams
 from medcot.errors import GenerationError, PromptTooLongError
-from medcot.generation import Chunk, StopTextFilter
 from medcot.prompt import STOP_TEXTS
 
 log = logging.getLogger(__name__)

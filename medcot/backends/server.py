@@ -10,8 +10,8 @@ import time
 from collections.abc import Iterator, Sequence
 
 from medcot.backends.openai_client import ServedModel, ServerClient, ServerError, UnknownModelError
+from medcot.chunks import Chunk
 from medcot.config import GenerationParams
-from medcot.generation import Chunk
 
 
 def base_model_of(models: Sequence[ServedModel], model: str) -> str | None:
