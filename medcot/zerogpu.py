@@ -29,9 +29,9 @@ from spaces.config import Config as SpacesConfig
 
 from medcot.engine import Engine
 from medcot.errors import UserError
-from medcot.events import StreamEvent, StreamFn
+from medcot.events import StreamEvent
 from medcot.model.progress import Progress
-from medcot.request import Query, Request
+from medcot.request import Query, Request, StreamFn
 
 log = logging.getLogger(__name__)
 

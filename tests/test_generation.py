@@ -21,10 +21,9 @@ from medcot.generation import (
     CancelCriteria,
     StopTextCriteria,
     sampling_kwargs,
-    stop_token_ids,
     stream_generate,
 )
-from medcot.prompt import STOP_TEXTS, encode_prompt
+from medcot.prompt import STOP_TEXTS, encode_prompt, stop_token_ids
 
 QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"
 GREEDY = GenerationParams(temperature=0, max_new_tokens=64)

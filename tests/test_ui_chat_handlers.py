@@ -15,8 +15,9 @@ from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 from ui_calls import GREEDY, replies, request
 
 from medcot.engine import Engine
-from medcot.events import STATS_PREFIX, Finished, Stats, format_stats
+from medcot.events import Finished, Stats
 from medcot.ui.chat_handlers import ChatHandlers
+from medcot.ui.stats_line import STATS_PREFIX, format_stats
 
 
 def test_ask_answers_and_adds_the_reasoning_on_request(engine: Engine) -> None:

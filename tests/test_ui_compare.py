@@ -16,11 +16,12 @@ from ui_calls import GREEDY, content, handler, replies
 
 from medcot.config import Settings
 from medcot.engine import Engine
-from medcot.events import STATS_PREFIX, AnswerDelta
+from medcot.events import AnswerDelta
 from medcot.request import Query
 from medcot.ui.compare import BaseRelay, compare_controls
 from medcot.ui.layout import build_demo
 from medcot.ui.rendering import WAITING_FOR_ADAPTER
+from medcot.ui.stats_line import STATS_PREFIX
 
 
 def test_compare_controls_follow_what_is_loaded(engine: Engine, tiny_settings: Settings) -> None:

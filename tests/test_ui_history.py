@@ -6,9 +6,10 @@ from typing import Any
 
 from medcot.config import GenerationParams
 from medcot.engine import Engine
-from medcot.events import CUT_OFF_NOTICE, Stats, format_stats
+from medcot.events import Stats
 from medcot.ui.history import conversation_from, exchanges_from_history
 from medcot.ui.rendering import BASE_LABEL
+from medcot.ui.stats_line import CUT_OFF_NOTICE, format_stats
 
 
 def stats_message(stats: Stats) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from ui_calls import GREEDY
 
 from medcot.config import Settings
 from medcot.engine import Engine
-from medcot.events import STATS_PREFIX
 from medcot.ui.layout import build_demo, launch_kwargs, queue
+from medcot.ui.stats_line import STATS_PREFIX
 
 
 def generation_threads() -> int:

@@ -10,10 +10,11 @@ from tiny import ADAPTER_ANSWER, BASE_OUTPUT, QUESTIONS
 from ui_calls import GREEDY, replies, request
 
 from medcot.engine import Engine
-from medcot.events import Stats, format_stats
+from medcot.events import Stats
 from medcot.ui.chat_handlers import ChatHandlers
 from medcot.ui.page_handlers import PageHandlers
 from medcot.ui.rendering import as_dict
+from medcot.ui.stats_line import format_stats
 
 
 def test_open_link_fills_in_a_checked_question_and_runs_it(engine: Engine) -> None:

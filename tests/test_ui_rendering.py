@@ -7,8 +7,9 @@ from tiny import QUESTIONS
 
 from medcot.config import GenerationParams
 from medcot.engine import Engine
-from medcot.events import STATS_PREFIX, AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, format_stats
+from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats
 from medcot.ui.rendering import ChatRenderer, mark_stopped, params_from, turns_from_history
+from medcot.ui.stats_line import STATS_PREFIX, format_stats
 
 
 def test_history_reasoning_never_reaches_the_prompt(engine: Engine) -> None:

@@ -9,15 +9,6 @@ from typing import Any
 
 from medcot.config import GenerationParams
 from medcot.engine import Engine
-from medcot.events import (
-    ANSWER_CUT_OFF_NOTICE,
-    CUT_OFF_NOTICE,
-    NO_ANSWER_NOTICE,
-    STATS_END,
-    STATS_PREFIX,
-    STOPPED_NOTICE,
-    is_stats_line,
-)
 from medcot.export import Conversation, Exchange, Reply
 from medcot.ui.rendering import (
     BASE_LABEL,
@@ -29,6 +20,15 @@ from medcot.ui.rendering import (
     is_loading_notice,
     message_text,
     served_label,
+)
+from medcot.ui.stats_line import (
+    ANSWER_CUT_OFF_NOTICE,
+    CUT_OFF_NOTICE,
+    NO_ANSWER_NOTICE,
+    STATS_END,
+    STATS_PREFIX,
+    STOPPED_NOTICE,
+    is_stats_line,
 )
 
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "medcot-exports"
@@ -93,18 +93,9 @@ def conversation_from(history: Any, base_history: Any, engine: Engine, params: G
             base_reply = base[match][1] or Reply("", notes=("The base model did not answer.",))
             del base[: match + 1]
         exchanges.append(Exchange(question, reply, base_reply))
-    loaded = engine.loaded
     models: dict[str, Any] = {"base": engine.settings.base_model, "adapter": engine.settings.adapter}
-    if loaded is not None:
-        models = {
-            "base": loaded.base_id,
-            "adapter": loaded.adapter_id,
-            "kind": loaded.kind,
-            "merged": loaded.merged,
-            "device": loaded.device,
-            "dtype": loaded.dtype,
-            "prompt": engine.prompt_style().label,  # a base alone may be shown worked examples first
-        }
+    if engine.backend is not None:  # a base alone may be shown worked examples first: the prompt says so
+        models = {**engine.backend.facts(), "prompt": engine.prompt_style().label}
     return Conversation(exchanges, models, asdict(params), reply_label=served_label(engine), base_label=BASE_LABEL)
 
 

@@ -10,7 +10,7 @@ import gradio as gr
 
 from medcot import DISCLAIMER
 from medcot.engine import Engine
-from medcot.events import StreamFn
+from medcot.request import StreamFn
 from medcot.ui.chat_handlers import ChatHandlers
 from medcot.ui.compare import COMPARE_LABEL, compare_controls
 from medcot.ui.links import AUTORUN_JS
