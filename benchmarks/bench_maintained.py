@@ -1,6 +1,6 @@
 """The hand-written pieces against what transformers and peft provide, on the embedded Gemma 3 270M.
 
-    python -m benchmarks.bench_maintained --out artifacts/bench_maintained.json [--model DIR] [--switches 200]
+    python -m benchmarks.bench_maintained --out artifacts/bench_maintained.json [--switches 20] [--only stop|switch]
 
 - Stop texts: transformers' StopStringCriteria (generate's ``stop_strings``) against medcot.generation's
   StopTextCriteria: the cost of building each for a request, and of one call per generated token.
@@ -106,8 +106,9 @@ def switching(model_dir: Path, switches: int, dtype: torch.dtype) -> dict[str, A
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="a converted Gemma 3 270M folder (default: the embedded one)")
-    parser.add_argument("--switches", type=int, default=200)
+    parser.add_argument("--switches", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--only", choices=["stop", "switch"], help="one of the two measurements")
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench_maintained.json"))
     args = parser.parse_args()
     if args.model is None:
@@ -115,11 +116,15 @@ def main() -> None:
         from medcot.model.embedded import embedded_model_dir
 
         args.model = embedded_model_dir(Settings().cache_dir)
-    results = {"stop_texts": stop_texts(args.model, args.rounds)}
-    print(json.dumps(results["stop_texts"]), flush=True)
-    results["switch"] = [switching(args.model, args.switches, dtype) for dtype in (torch.float32, torch.bfloat16)]
-    for entry in results["switch"]:
-        print(json.dumps(entry), flush=True)
+    results: dict[str, Any] = {}
+    if args.only != "switch":
+        results["stop_texts"] = stop_texts(args.model, args.rounds)
+        print(json.dumps(results["stop_texts"]), flush=True)
+    if args.only != "stop":
+        results["switch"] = []
+        for dtype in (torch.bfloat16, torch.float32):
+            results["switch"].append(switching(args.model, args.switches, dtype))
+            print(json.dumps(results["switch"][-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
 
