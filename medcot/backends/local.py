@@ -49,15 +49,8 @@ class LocalBackend:
         return None
 
     def facts(self) -> dict[str, Any]:
-        loaded = self.loaded
-        return {
-            "base": loaded.base_id,
-            "adapter": loaded.adapter_id,
-            "kind": loaded.kind,
-            "merged": loaded.merged,
-            "device": loaded.device,
-            "dtype": loaded.dtype,
-        }
+        m = self.loaded
+        return dict(base=m.base_id, adapter=m.adapter_id, kind=m.kind, merged=m.merged, device=m.device, dtype=m.dtype)
 
     def stream(
         self,

@@ -160,13 +160,9 @@ class ServerBackend:
         return f"Model server {self.client.url}: `{self.model}`{compared}"
 
     def facts(self) -> dict[str, Any]:
-        return {
-            "base": self.base_id,
-            "adapter": self.model,
-            "kind": "server",
-            "merged": False,
-            "device": self.client.url,
-        }
+        return dict(
+            base=self.base_id, adapter=self.model, kind="server", merged=False, device=self.client.url, dtype=""
+        )
 
     def stream(
         self,
