@@ -15,8 +15,9 @@ from benchmarks.bench_cpu import TokenClock
 from benchmarks.client import serve_once, serve_when_ready, timed_client
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
-from medcot.generation import sampling_kwargs, stop_token_ids
+from medcot.generation import sampling_kwargs
 from medcot.model.loading import LoadedModel
+from medcot.prompt import stop_token_ids
 from medcot.request import Query
 
 # The app coalesces streamed updates to one per 100 ms (medcot.ui.streaming.UPDATE_INTERVAL_S): a decode rate taken

@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.app_process import AppProcess, app_env
-from benchmarks.client import is_loading_refusal, stats_line
+from benchmarks.client import is_loading_refusal, parse_stats, stats_line
 from benchmarks.machine import machine_info
 from benchmarks.report import TARGET_RSS_MIB
-from medcot.events import parse_stats
 
 # Follow-ups in the card's style: each turn builds on the conversation so far, as a person's session would.
 QUESTIONS = [

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import collections
+import re
 import time
 from typing import Any
 
 from benchmarks.app_process import START_TIMEOUT_S, AppProcess
-from medcot.events import is_stats_line, parse_stats
+from medcot.ui.stats_line import is_stats_line
 
 _RETRY_S = 0.1  # while the model loads, a request is refused at once; ask again this often
+_STATS_TOKENS = re.compile(r"(\d+) tokens \(")
+_STATS_TTFT = re.compile(r"first token ([\d.]+) s")
+_STATS_RATE = re.compile(r"([\d.]+) tok/s")
 
 
 class _StampedOutputs(list):
@@ -144,3 +148,17 @@ def serve_when_ready(client: Any, question: str, new_tokens: int, app: AppProces
             if not is_loading_refusal(exc) or time.monotonic() > deadline:
                 raise
         time.sleep(_RETRY_S)
+
+
+def parse_stats(line: str | None) -> dict[str, float | int | None]:
+    """The figures back from a stats line: tokens generated, time to first text (s), tokens/s; None where absent."""
+
+    def number(pattern: re.Pattern[str], kind: type) -> float | int | None:
+        found = pattern.search(line or "")
+        return kind(found.group(1)) if found else None
+
+    return {
+        "tokens": number(_STATS_TOKENS, int),
+        "server_ttft_s": number(_STATS_TTFT, float),
+        "server_tok_s": number(_STATS_RATE, float),
+    }

@@ -131,7 +131,7 @@ def run_variant(
     """All items through one model and variant; the run's records, summary and everything needed to repeat it."""
     variant = VARIANTS[variant_name]
     use_adapter = model != "base"
-    if model == "embedded" or engine.require_model().kind == "base":
+    if model == "embedded" or engine.require_backend().base_alone:
         engine.base_style = variant.style
     elif variant.style is not None:
         raise SystemExit(f"variant {variant_name!r} changes a base model's prompt; {model} has an adapter.")
@@ -150,7 +150,7 @@ def run_variant(
         "model": model,
         "variant": variant_name,
         "description": variant.description,
-        "loaded": engine.require_model().describe(),
+        "loaded": engine.require_backend().describe(),
         "prompt_style": style.name,
         "prompt_label": style.label,
         "stop_texts": list(style.stop_texts),

@@ -34,10 +34,10 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from benchmarks.bench_cpu import BENCH_QUESTION
 from benchmarks.machine import machine_info
 from medcot.config import EMBEDDED_MODEL, GenerationParams, Settings
-from medcot.engine import in_passing_thread
-from medcot.generation import sampling_kwargs, stop_token_ids, stream_generate
+from medcot.generation import sampling_kwargs, stream_generate
+from medcot.load_state import in_passing_thread
 from medcot.model.loading import LoadedModel, load_model
-from medcot.prompt import encode_prompt
+from medcot.prompt import encode_prompt, stop_token_ids
 
 CARD = GenerationParams()  # the card's defaults, as the app serves them
 GREEDY = GenerationParams(temperature=0.0)

@@ -9,8 +9,8 @@ from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from medcot.budget_forcing import ClosingTag
+from medcot.chunks import Chunk
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, StreamEvent
-from medcot.generation import Chunk
 from medcot.reasoning import ThinkParser
 from medcot.request import Request
 

@@ -12,10 +12,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from transformers import PreTrainedTokenizerBase
-
 from medcot.backends import Backend
-from medcot.generation import Chunk
+from medcot.chunks import Chunk
 from medcot.prompt import encode_text
 from medcot.reasoning import CLOSE_TAG
 from medcot.request import Request
@@ -26,13 +24,12 @@ class ClosingTag(Chunk):
     """The ``</think>`` the app wrote for a model that left its reasoning open."""
 
 
-def closing_open_reasoning(
-    backend: Backend, tokenizer: PreTrainedTokenizerBase, request: Request, cancel: threading.Event
-) -> Iterator[Chunk]:
+def closing_open_reasoning(backend: Backend, request: Request, cancel: threading.Event) -> Iterator[Chunk]:
     """The backend's chunks for ``request``; for a prompt that opened the reasoning and a model that never closed
     it, then a ClosingTag and the answer generated after it (token counts go on from the first pass's)."""
     input_ids, params, use_adapter = request.prompt.input_ids, request.params, request.use_adapter
-    chunks = backend.stream(input_ids, params, cancel, use_adapter)
+    stop_texts = request.style.stop_texts
+    chunks = backend.stream(input_ids, params, cancel, use_adapter, stop_texts)
     written: list[str] = []
     tokens = 0
     try:
@@ -48,8 +45,8 @@ def closing_open_reasoning(
         return
     closing = f"\n{CLOSE_TAG}\n"
     yield ClosingTag(closing, tokens)
-    ids = input_ids + encode_text(tokenizer, text.rstrip() + closing)
-    answer = backend.stream(ids, replace(params, max_new_tokens=left), cancel, use_adapter)
+    ids = input_ids + encode_text(backend.tokenizer, text.rstrip() + closing)
+    answer = backend.stream(ids, replace(params, max_new_tokens=left), cancel, use_adapter, stop_texts)
     try:
         for chunk in answer:
             yield Chunk(chunk.text, tokens + chunk.tokens)

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO,
     if not engine.ready:
         engine.load(on_progress=ProgressLines(stderr))
     params = _params(args, engine.generation_defaults())
-    for note in engine.require_model().notes:
+    for note in engine.require_backend().notes:
         print(f"note: {note}", file=stderr)
     style = engine.prompt_style()
     if style.primed:

@@ -1,19 +1,11 @@
 """What an answer streams: reasoning and answer text, the end of the reasoning, then Finished with the stats.
 
-Also the one signature every stream function has (StreamFn: Engine.stream and the ZeroGPU wrapper), and the stats
-line shown under an answer, formatted and read back here without Gradio so that the UI and the benchmark share it.
+Data only: the UI (medcot.ui.stats_line, medcot.ui.rendering) and the CLI render them.
 """
 
 from __future__ import annotations
 
-import re
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from medcot.request import Query
 
 
 @dataclass(frozen=True)
@@ -68,68 +60,3 @@ class Finished:
 
 
 StreamEvent = Event | Finished
-
-
-class StreamFn(Protocol):
-    """One query's events; setting ``cancel`` stops it within a token. Engine.stream has this signature."""
-
-    def __call__(self, query: Query, cancel: threading.Event | None = None) -> Iterator[StreamEvent]: ...
-
-
-# -- the stats line ----------------------------------------------------------------------------------------------
-STATS_PREFIX = "<sub>⏱"  # marks the stats line, which is shown under an answer but never fed back to the model
-STATS_END = "</sub>"
-CUT_OFF_NOTICE = (
-    "**The reasoning was cut off by the token limit** before an answer. "
-    "Raise *Max new tokens* in Generation settings and ask again."
-)
-# Why an answer ended short, under its stats line (the UI's export reads them back into notes).
-STOPPED_NOTICE = "_Stopped: the answer above is as far as it got._"
-ANSWER_CUT_OFF_NOTICE = (
-    "_Cut off by the token limit ({tokens} tokens): raise *Max new tokens* in Generation settings for the rest._"
-)
-NO_ANSWER_NOTICE = "_The model returned no answer._"
-_STATS_TOKENS = re.compile(r"(\d+) tokens \(")
-_STATS_TTFT = re.compile(r"first token ([\d.]+) s")
-_STATS_RATE = re.compile(r"([\d.]+) tok/s")
-
-
-def format_stats(stats: Stats, answered: bool = True) -> str:
-    """The stats line under an answer (Markdown), then a notice when the answer ended short: stopped, cut off by
-    the token limit (in the reasoning or in the answer), or nothing at all (``answered``: any answer text shown)."""
-    parts = []
-    if stats.time_to_first_token is not None:
-        parts.append(f"first token {stats.time_to_first_token:.2f} s")
-    parts.append(f"{stats.tokens_per_second:.1f} tok/s")
-    parts.append(f"{stats.new_tokens} tokens ({stats.reasoning_tokens} reasoning · {stats.answer_tokens} answer)")
-    line = f"{STATS_PREFIX} " + " · ".join(parts)
-    if stats.turns_dropped:
-        line += f" · {stats.turns_dropped} oldest turn(s) left out to fit the context"
-    line += STATS_END
-    if stats.stopped:
-        return f"{line}\n\n{STOPPED_NOTICE}"
-    if stats.reasoning_cut_off:
-        return f"{line}\n\n{CUT_OFF_NOTICE}"
-    if stats.hit_token_limit:
-        return f"{line}\n\n{ANSWER_CUT_OFF_NOTICE.format(tokens=stats.new_tokens)}"
-    if not answered:
-        return f"{line}\n\n{NO_ANSWER_NOTICE}"
-    return line
-
-
-def is_stats_line(text: str) -> bool:
-    return text.startswith(STATS_PREFIX)
-
-
-def parse_stats(line: str | None) -> dict[str, float | int | None]:
-    """The figures back from a stats line: tokens generated, time to first text (s), tokens/s; None where absent."""
-
-    def number(pattern: re.Pattern[str], kind: type) -> float | int | None:
-        found = pattern.search(line or "")
-        return kind(found.group(1)) if found else None
-
-    return {
-        "tokens": number(_STATS_TOKENS, int),
-        "server_ttft_s": number(_STATS_TTFT, float),
-        "server_tok_s": number(_STATS_RATE, float),
-    }

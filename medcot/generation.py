@@ -6,14 +6,15 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from medcot.chunks import Chunk, StopTextFilter
 from medcot.config import GenerationParams
 from medcot.errors import GenerationError
+from medcot.prompt import stop_token_ids
 from medcot.sampling import TopKSampler
 
 log = logging.getLogger(__name__)
@@ -21,12 +22,6 @@ log = logging.getLogger(__name__)
 
 # A thread that has been told to stop ends after the token in flight; waiting longer means something is wrong.
 _JOIN_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True)
-class Chunk:
-    text: str
-    tokens: int  # generated tokens so far, this chunk's included
 
 
 class CancelCriteria(StoppingCriteria):
@@ -44,7 +39,8 @@ class StopTextCriteria(StoppingCriteria):
     """Stops a sequence once its generated text contains one of ``texts``.
 
     transformers' own StopStringCriteria (generate's ``stop_strings``) preprocesses the whole vocabulary each time
-    it is built: 1.5-3 s per request for Gemma's 262k tokens (measured), longer than a short answer takes. Here
+    it is built: for Gemma's 262k tokens (transformers 5.25, 2 busy cores, benchmarks/bench_maintained.py) 13.2 s the
+    first time, 6.0 s for each later request despite its cache, then 59 µs per token against 17 µs here. Here
     only a short decoded tail is checked per token (a few µs), never the whole output. Each token of the
     marker carries at least one of its characters, so a tail of ``len(text) + 1`` tokens always holds a
     marker completed by the newest token; the prompt, which contains the marker itself, is never looked at.
@@ -61,46 +57,6 @@ class StopTextCriteria(StoppingCriteria):
         tails = self.tokenizer.batch_decode(input_ids[:, start:].tolist(), skip_special_tokens=True)
         stop = [any(text in tail for text in self.texts) for tail in tails]
         return torch.tensor(stop, dtype=torch.bool, device=input_ids.device)
-
-
-class StopTextFilter:
-    """Streamed text up to (not including) the first stop text; text that may begin one is held until decided.
-
-    The streamer emits text in pieces, so a marker can arrive split ("…\n\n###", " Question:"): the longest
-    tail of the text that is a prefix of a marker is held back, and released as soon as it stops matching.
-    """
-
-    def __init__(self, texts: Sequence[str]) -> None:
-        self.texts = tuple(text for text in texts if text)
-        self.pending = ""
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        """The part of ``text`` (with what was held) that is certainly shown; nothing once a marker was seen."""
-        if self.stopped:
-            return ""
-        self.pending += text
-        found = [index for index in (self.pending.find(marker) for marker in self.texts) if index >= 0]
-        if found:
-            self.stopped = True
-            shown, self.pending = self.pending[: min(found)], ""
-            return shown
-        held = self._held_length()
-        shown = self.pending[: len(self.pending) - held]
-        self.pending = self.pending[len(self.pending) - held :]
-        return shown
-
-    def close(self) -> str:
-        """At the end of the stream: whatever was held was not a marker after all."""
-        shown, self.pending = ("" if self.stopped else self.pending), ""
-        return shown
-
-    def _held_length(self) -> int:
-        for length in range(min(len(self.pending), max(map(len, self.texts), default=1) - 1), 0, -1):
-            tail = self.pending[-length:]
-            if any(marker.startswith(tail) for marker in self.texts):
-                return length
-        return 0
 
 
 class _CountingStreamer(TextIteratorStreamer):
@@ -123,18 +79,6 @@ class _CountingStreamer(TextIteratorStreamer):
         self.text_queue.put(Chunk(text, self.tokens), timeout=self.timeout)
         if stream_end:
             self.text_queue.put(self.stop_signal, timeout=self.timeout)
-
-
-def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
-    """EOS ids: the model's generation config, the tokenizer's eos and Gemma's <end_of_turn>."""
-    ids: list[int] = []
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids += configured if isinstance(configured, list) else [configured] if configured is not None else []
-    for token in (tokenizer.eos_token, "<end_of_turn>"):
-        token_id = tokenizer.convert_tokens_to_ids(token) if token else None
-        if token_id is not None and token_id != tokenizer.unk_token_id:
-            ids.append(token_id)
-    return sorted(set(ids))
 
 
 def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
@@ -207,3 +208,15 @@ def encode_prompt(
         f"The question is too long: it needs {len(ids)} tokens with the instructions, "
         f"and the limit (MEDCOT_MAX_INPUT_TOKENS) is {max_input_tokens}. Please shorten it."
     )
+
+
+def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
+    """EOS ids: the model's generation config, the tokenizer's eos and Gemma's <end_of_turn>."""
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += configured if isinstance(configured, list) else [configured] if configured is not None else []
+    for token in (tokenizer.eos_token, "<end_of_turn>"):
+        token_id = tokenizer.convert_tokens_to_ids(token) if token else None
+        if token_id is not None and token_id != tokenizer.unk_token_id:
+            ids.append(token_id)
+    return sorted(set(ids))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+from medcot.chunks import held_suffix
 from medcot.events import AnswerDelta, Event, ReasoningDelta, ReasoningDone
 
 OPEN_TAG = "<think>"
@@ -19,15 +20,6 @@ def _fold(text: str) -> str:
 
 
 _START, _REASONING, _ANSWER, _CLOSED = range(4)
-
-
-def _held_suffix(lower: str) -> int:
-    """Length of the longest tail of ``lower`` that could still grow into a tag."""
-    for size in range(min(len(lower), len(CLOSE_TAG) - 1), 0, -1):
-        tail = lower[-size:]
-        if any(tag.startswith(tail) for tag in _TAGS):
-            return size
-    return 0
 
 
 class ThinkParser:
@@ -113,7 +105,7 @@ class ThinkParser:
                 elif tag == OPEN_TAG and self._state == _REASONING:
                     self._skip_space = True  # a repeated <think> (prefilled prompt): its newline is no reasoning
                 continue
-            keep = 0 if final else _held_suffix(lower)
+            keep = 0 if final else held_suffix(lower, _TAGS)
             events += self._emit(self._buffer[: len(self._buffer) - keep])
             self._buffer = self._buffer[len(self._buffer) - keep :]
             break

@@ -1,16 +1,19 @@
 """What was asked (Query), the question's checks, and the request that passed them (Request).
 
-A Query is the one argument list of every stream function (events.StreamFn: Engine.stream, the ZeroGPU wrapper,
+A Query is the one argument list of every stream function (StreamFn: Engine.stream, the ZeroGPU wrapper,
 test wrappers): it is written here once and passed along whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from medcot.config import GenerationParams
 from medcot.errors import InputError
+from medcot.events import StreamEvent
 from medcot.prompt import EncodedPrompt, Turn
 from medcot.prompt_styles import CARD, PromptStyle
 
@@ -36,6 +39,12 @@ class Request:
     params: GenerationParams
     use_adapter: bool = True
     style: PromptStyle = CARD  # how the prompt was built: its stop texts and whether it opened the reasoning
+
+
+class StreamFn(Protocol):
+    """One query's events; setting ``cancel`` stops it within a token. Engine.stream has this signature."""
+
+    def __call__(self, query: Query, cancel: threading.Event | None = None) -> Iterator[StreamEvent]: ...
 
 
 def clean_question(question: object) -> str:

@@ -39,10 +39,10 @@ from spaces.config import Config as SpacesConfig
 from medcot import gpu_refusals
 from medcot.engine import Engine
 from medcot.errors import UserError
-from medcot.events import Finished, StreamEvent, StreamFn
+from medcot.events import Finished, StreamEvent
 from medcot.gpu_budget import GpuBudget
 from medcot.model.progress import Progress
-from medcot.request import Query, Request
+from medcot.request import Query, Request, StreamFn
 
 log = logging.getLogger(__name__)
 Item = TypeVar("Item")  # what a GPU generator yields: the worker's WorkerStarted, then the answer's events

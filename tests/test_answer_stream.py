@@ -8,10 +8,10 @@ from dataclasses import replace
 
 from medcot.answer_stream import Answer, answer_events
 from medcot.budget_forcing import ClosingTag
+from medcot.chunks import Chunk
 from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats
-from medcot.generation import Chunk
 from medcot.prompt import EncodedPrompt, encode_prompt
 from medcot.prompt_styles import CARD, PRIMER_TEXT
 from medcot.request import Query, Request

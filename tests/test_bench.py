@@ -15,9 +15,10 @@ import pytest
 from benchmarks.app_vs_raw import tokens_behind_text
 from benchmarks.bench import main as bench_main
 from benchmarks.chart import draw_chart
-from benchmarks.client import stats_line, visible_text
+from benchmarks.client import parse_stats, stats_line, visible_text
 from benchmarks.report import evaluate_targets, format_markdown, format_table
-from medcot.events import Stats, format_stats, parse_stats
+from medcot.events import Stats
+from medcot.ui.stats_line import format_stats
 from tests.helpers.tiny import BASE_OUTPUT, QUESTIONS, TinyRepos, build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

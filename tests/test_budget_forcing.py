@@ -15,8 +15,7 @@ from tests.test_prompt import QUESTION
 
 def test_the_closing_tag_and_the_answer_pass_follow_the_first_pass(base_alone: Engine) -> None:
     request = base_alone.prepare(Query(QUESTION, (), replace(base_alone.generation_defaults(), temperature=0.0)))
-    backend = base_alone.backend(base_alone.loaded, request.style.stop_texts)
-    chunks = list(closing_open_reasoning(backend, base_alone.loaded.tokenizer, request, threading.Event()))
+    chunks = list(closing_open_reasoning(base_alone.backend, request, threading.Event()))
     closing = [index for index, chunk in enumerate(chunks) if isinstance(chunk, ClosingTag)]
     assert len(closing) == 1 and chunks[closing[0]].text.strip() == "</think>"
     first_pass, answer_pass = chunks[: closing[0]], chunks[closing[0] + 1 :]
@@ -27,10 +26,9 @@ def test_the_closing_tag_and_the_answer_pass_follow_the_first_pass(base_alone: E
 
 def test_no_closing_pass_once_stopped(base_alone: Engine) -> None:
     request = base_alone.prepare(Query(QUESTION, (), replace(base_alone.generation_defaults(), temperature=0.0)))
-    backend = base_alone.backend(base_alone.loaded, request.style.stop_texts)
     cancel = threading.Event()
     cancel.set()
-    chunks = list(closing_open_reasoning(backend, base_alone.loaded.tokenizer, request, cancel))
+    chunks = list(closing_open_reasoning(base_alone.backend, request, cancel))
     assert not any(isinstance(chunk, ClosingTag) for chunk in chunks)
 
 

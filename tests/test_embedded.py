@@ -596,7 +596,6 @@ def went_to_the_hub(repo_id: str, **kwargs: object) -> NoReturn:
 
 def assert_embedded_base(loaded: medcot.model.loading.LoadedModel, reason: str) -> None:
     assert loaded.embedded and (loaded.kind, loaded.adapter_id, loaded.merged) == ("base", None, False)
-    assert not loaded.has_adapter
     assert "without the medical adapter" in loaded.describe()
     assert len(loaded.notes) == 1 and NOTE in loaded.notes[0] and reason in loaded.notes[0]
 

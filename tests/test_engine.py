@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 import torch
 
+from medcot.backends import load_backend
 from medcot.config import GenerationParams, Settings
-from medcot.engine import Engine, in_passing_thread
+from medcot.engine import Engine
 from medcot.errors import InputError, ModelLoadError, PromptTooLongError
 from medcot.events import ReasoningDelta
+from medcot.load_state import in_passing_thread
 from medcot.model.adapter_switch import AdapterSwitch
-from medcot.model.loading import load_model
 from medcot.prompt import Turn, encode_prompt
 from medcot.request import Query
 from tests.helpers.polling import wait_until
@@ -120,7 +121,7 @@ def test_not_loaded_yet() -> None:
     assert not waiting.ready
     assert "Waiting to load" in waiting.status()
     with pytest.raises(ModelLoadError, match="still loading"):
-        waiting.require_model()
+        waiting.require_backend()
     assert not waiting.wait_until_loaded(0.01)
 
 
@@ -302,7 +303,7 @@ def test_loading_leaves_no_openmp_team_on_the_calling_thread() -> None:
     in_passing_thread does not, so generation threads never share the cores with an idle team."""
     script = """
 import os, time, torch
-from medcot.engine import in_passing_thread
+from medcot.load_state import in_passing_thread
 threads = lambda: len(os.listdir("/proc/self/task"))
 x = torch.randn(1024, 1024)
 before = threads()
@@ -325,15 +326,15 @@ print(before, passing, threads())
 def test_load_runs_in_a_passing_thread_and_its_errors_come_back(
     tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import medcot.engine
+    import medcot.load_state
 
     threads: list[threading.Thread] = []
 
     def observed(*args: Any) -> Any:
         threads.append(threading.current_thread())
-        return load_model(*args)
+        return load_backend(*args)
 
-    monkeypatch.setattr(medcot.engine, "load_model", observed)
+    monkeypatch.setattr(medcot.load_state, "load_backend", observed)
     assert Engine(tiny_settings).load().ready
     assert threads and threads[0] is not threading.current_thread() and not threads[0].is_alive()
     with pytest.raises(ZeroDivisionError):

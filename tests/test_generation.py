@@ -12,19 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from medcot.chunks import Chunk, StopTextFilter
 from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.errors import GenerationError
 from medcot.generation import (
     CancelCriteria,
-    Chunk,
     StopTextCriteria,
-    StopTextFilter,
     sampling_kwargs,
-    stop_token_ids,
     stream_generate,
 )
-from medcot.prompt import STOP_TEXTS, encode_prompt
+from medcot.prompt import STOP_TEXTS, encode_prompt, stop_token_ids
 from tests.helpers.tiny import ADAPTER_OUTPUT
 
 QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"

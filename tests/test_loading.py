@@ -42,14 +42,14 @@ def test_adapter_folder_loads_as_base_plus_adapter(
     engine: Engine, unmerged_engine: Engine, tiny_repos: TinyRepos
 ) -> None:
     merged = engine.loaded
-    assert (merged.kind, merged.merged, merged.has_adapter) == ("adapter", True, True)
+    assert (merged.kind, merged.merged) == ("adapter", True)
     assert not isinstance(merged.model, PeftModel)  # folded into the base weights
     assert merged.base_id == str(tiny_repos.base) and merged.adapter_id == str(tiny_repos.adapter)
     assert merged.dtype == "float32" and merged.device == "cpu"
     assert "(merged)" in merged.describe()
 
     unmerged = unmerged_engine.loaded
-    assert (unmerged.kind, unmerged.merged, unmerged.has_adapter) == ("adapter", False, True)
+    assert (unmerged.kind, unmerged.merged) == ("adapter", False)
     assert isinstance(unmerged.model, PeftModel)
     assert "(merged)" not in unmerged.describe()
 
@@ -57,7 +57,7 @@ def test_adapter_folder_loads_as_base_plus_adapter(
 def test_merged_folder_loads_alone_without_the_base(tiny_settings: Settings, tiny_repos: TinyRepos) -> None:
     settings = replace(tiny_settings, base_model=str(tiny_repos.base / "never-read"), adapter=str(tiny_repos.merged))
     loaded = load_model(settings)
-    assert (loaded.kind, loaded.merged, loaded.has_adapter) == ("merged", True, False)
+    assert (loaded.kind, loaded.merged) == ("merged", True)
     assert loaded.adapter_id == str(tiny_repos.merged)
     assert "merged weights" in loaded.describe()
     assert not isinstance(loaded.model, PeftModel)
@@ -159,4 +159,4 @@ def test_engine_keeps_a_load_failure_as_a_message(tiny_settings: Settings, tmp_p
     assert not failed.ready and failed.error and "does not exist" in failed.error
     assert failed.status() == failed.error
     with pytest.raises(ModelLoadError, match="does not exist"):
-        failed.require_model()
+        failed.require_backend()

@@ -103,14 +103,14 @@ def test_the_embedded_base_is_primed_and_decodes_with_the_chosen_settings(base_a
 
 
 def test_a_base_alone_that_is_not_embedded_keeps_the_card_prompt(base_alone: Engine) -> None:
-    base_alone.loaded.embedded = False
+    base_alone.backend.embedded = False
     try:
         assert base_alone.prompt_style() is CARD
         assert base_alone.generation_defaults() == base_alone.settings.generation_defaults
         base_alone.base_style = PRIMER_CHAT  # what the eval sets
         assert base_alone.prompt_style() is PRIMER_CHAT
     finally:
-        base_alone.loaded.embedded = True
+        base_alone.backend.embedded = True
         base_alone.base_style = None
 
 

@@ -212,7 +212,7 @@ def test_twenty_concurrent_users_are_served_or_refused_and_nothing_leaks(
     engine: Engine, tiny_settings: Settings
 ) -> None:
     # One generation at a time and two waiting: 20 users at once overflow it, by design of this test.
-    narrow = Engine(replace(tiny_settings, concurrency=1, queue_size=2), loaded=engine.loaded)
+    narrow = Engine(replace(tiny_settings, concurrency=1, queue_size=2), engine.loaded)
     baseline = generation_threads()
     outcomes: Counter[str] = Counter()
     memory: list[float] = []
@@ -560,7 +560,7 @@ def test_hf_token_appears_in_no_log_message_page_or_output(
     assert code == 1
 
     # The app: over the failed engine and over a working one that holds the token.
-    working = Engine(replace(engine.settings, hf_token=TOKEN), loaded=engine.loaded)
+    working = Engine(replace(engine.settings, hf_token=TOKEN), engine.loaded)
     for app_engine in (failed, working):
         with launched(app_engine) as (url, _):
             for path in ("", "config", "gradio_api/info", "gradio_api/mcp/schema"):

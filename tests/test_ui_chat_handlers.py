@@ -16,10 +16,11 @@ import pytest
 
 from medcot.config import GenerationParams
 from medcot.engine import Engine
-from medcot.events import STATS_PREFIX, Finished, Stats, format_stats
+from medcot.events import Finished, Stats
 from medcot.request import Query
 from medcot.ui.answers import AnswerRecord
 from medcot.ui.chat_handlers import ChatHandlers
+from medcot.ui.stats_line import STATS_PREFIX, format_stats
 from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 from tests.helpers.ui_calls import GREEDY, replies, request
 

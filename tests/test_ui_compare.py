@@ -14,11 +14,12 @@ import pytest
 
 from medcot.config import Settings
 from medcot.engine import Engine
-from medcot.events import STATS_PREFIX, AnswerDelta
+from medcot.events import AnswerDelta
 from medcot.request import Query
 from medcot.ui.compare import BaseRelay, compare_controls
 from medcot.ui.layout import build_demo
 from medcot.ui.rendering import WAITING_FOR_ADAPTER
+from medcot.ui.stats_line import STATS_PREFIX
 from tests.helpers.tiny import ADAPTER_ANSWER, BASE_OUTPUT, QUESTIONS
 from tests.helpers.ui_calls import GREEDY, content, handler, replies
 

@@ -7,10 +7,11 @@ from typing import Any
 
 from medcot.config import GenerationParams
 from medcot.engine import Engine
-from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, format_stats
+from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats
 from medcot.ui.answers import AnswerRecord, AnswerStore
 from medcot.ui.history import conversation_from, exchanges_from_history, is_settled
 from medcot.ui.rendering import BASE_LABEL, NOT_RUN_MARK, as_dict, ending_message
+from medcot.ui.stats_line import format_stats
 
 STATS = Stats(12, 48, 40, 8, 0.12, 1.0, False, False, False, 0)
 CUT = Stats(12, 10, 10, 0, 0.12, 1.0, True, True, False, 0)

@@ -20,9 +20,9 @@ from gradio_client.exceptions import AppError
 
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
-from medcot.events import STATS_PREFIX
 from medcot.request import Query
 from medcot.ui.layout import build_demo, launch_kwargs, queue
+from medcot.ui.stats_line import STATS_PREFIX
 from tests.helpers.serving import free_port, serve
 from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS
 from tests.helpers.ui_calls import GREEDY

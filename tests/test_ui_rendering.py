@@ -6,9 +6,10 @@ import pytest
 
 from medcot.config import GenerationParams
 from medcot.engine import Engine
-from medcot.events import STATS_PREFIX, AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, format_stats
+from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats
 from medcot.ui.answers import AnswerRecord
 from medcot.ui.rendering import ChatRenderer, answer_id, mark_stopped, params_from, turns_from_history
+from medcot.ui.stats_line import STATS_PREFIX, format_stats
 from tests.helpers.tiny import QUESTIONS
 
 

@@ -30,9 +30,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from medcot.answer_stream import Answer
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
-from medcot.events import STOPPED_NOTICE
 from medcot.prompt import SYSTEM_PROMPT, USER_TEMPLATE
 from medcot.request import Query
+from medcot.ui.stats_line import STOPPED_NOTICE
 from tests.helpers.browser import CHROMIUM, open_page, screenshot_path
 from tests.helpers.serving import free_port, launched
 from tests.helpers.tiny import QUESTIONS, TinyRepos
@@ -166,7 +166,7 @@ def chat(client: Client, question: str, max_new_tokens: int = 64) -> tuple[str, 
 
 
 def test_no_weights_load_and_the_status_names_the_server_and_models(server_engine: Engine, vllm: VllmServer) -> None:
-    assert server_engine.loaded is not None and server_engine.loaded.model is None  # the server holds the weights
+    assert server_engine.ready and server_engine.loaded is None  # the server holds the weights
     status = server_engine.status()
     assert vllm.url in status and "`medcot`" in status and f"`{BASE_NAME}`" in status
     assert server_engine.can_compare  # the base, read from /v1/models as the adapter's parent

@@ -41,16 +41,16 @@ def test_off_zerogpu_the_stream_is_the_engines(engine: Engine) -> None:
 def test_model_loads_in_the_importing_thread_on_zerogpu_and_in_the_background_elsewhere(
     tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import medcot.engine as engine_module
+    import medcot.load_state
 
     threads: list[str] = []
-    real_load = engine_module.load_model
+    real_load = medcot.load_state.load_backend
 
-    def load_model(*args: object) -> object:
+    def load_backend(*args: object) -> object:
         threads.append(threading.current_thread().name)
         return real_load(*args)
 
-    monkeypatch.setattr(engine_module, "load_model", load_model)
+    monkeypatch.setattr(medcot.load_state, "load_backend", load_backend)
     monkeypatch.setattr(zerogpu, "on_zero_gpu", lambda: True)
     eager = zerogpu.start_engine(Engine(tiny_settings))
     assert eager.ready and threads == [threading.current_thread().name]  # spaces emulates CUDA in this thread only

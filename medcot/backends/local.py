@@ -2,38 +2,77 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Any
 
+from medcot.chunks import Chunk
 from medcot.config import GenerationParams
-from medcot.generation import Chunk, stream_generate
+from medcot.generation import stream_generate
 from medcot.model.adapter_switch import AdapterSwitch
 from medcot.model.loading import LoadedModel
+from medcot.model.memory import release_freed_memory
 
 
 class LocalBackend:
     """Generates with ``loaded``; base-model requests turn its adapter off for their whole generation."""
 
-    def __init__(self, loaded: LoadedModel, stop_texts: Sequence[str]) -> None:
+    runs_base_beside = False  # one copy of the weights: the base answers after the fine-tune, never beside it
+
+    def __init__(self, loaded: LoadedModel) -> None:
         self.loaded = loaded
-        self.stop_texts = tuple(stop_texts)
-        switchable = loaded.has_adapter and (not loaded.merged or loaded.base_delta is not None)
+        self.tokenizer, self.base_id, self.adapter_id = loaded.tokenizer, loaded.base_id, loaded.adapter_id
+        self.embedded, self.notes, self.base_alone = loaded.embedded, loaded.notes, loaded.kind == "base"
         # None: nothing switches (no adapter, or merged weights without a delta), so requests share the model freely
-        self.switch = AdapterSwitch(loaded.model, loaded.base_delta if loaded.merged else None) if switchable else None
+        self.switch = AdapterSwitch(loaded.model, loaded.base_delta) if self.compare_unavailable() is None else None
+
+    def describe(self) -> str:
+        return f"{self.loaded.describe()}. {' '.join(self.loaded.notes)}".strip()
+
+    def compare_unavailable(self) -> str | None:
+        loaded = self.loaded
+        if loaded.kind == "base":
+            if loaded.embedded:
+                return "The embedded base model runs without the medical adapter: there is nothing to compare."
+            return "No adapter is configured (MEDCOT_ADAPTER is empty): the base model runs alone."
+        if loaded.kind == "merged":
+            return (
+                f"`{loaded.adapter_id}` holds merged weights, so the base model is not loaded beside it "
+                "(point MEDCOT_ADAPTER at the LoRA adapter to compare)."
+            )
+        if loaded.merged and loaded.base_delta is None:
+            return (
+                "This adapter is not plain LoRA (DoRA, biases or fully trained modules), so its merge cannot be "
+                "undone for the base model; set MEDCOT_MERGE=0 to keep it separate and compare."
+            )
+        return None
+
+    def facts(self) -> dict[str, Any]:
+        m = self.loaded
+        return dict(base=m.base_id, adapter=m.adapter_id, kind=m.kind, merged=m.merged, device=m.device, dtype=m.dtype)
 
     def stream(
-        self, input_ids: Sequence[int], params: GenerationParams, cancel: threading.Event, use_adapter: bool
+        self,
+        input_ids: Sequence[int],
+        params: GenerationParams,
+        cancel: threading.Event,
+        use_adapter: bool,
+        stop_texts: Sequence[str],
     ) -> Iterator[Chunk]:
-        if self.switch is None:
-            yield from self._generate(input_ids, params, cancel)
-            return
-        with self.switch.use(use_adapter, cancel) as holding:
+        switched = self.switch.use(use_adapter, cancel) if self.switch else contextlib.nullcontext(True)
+        with switched as holding:
             if holding:  # not holding: stopped while another request had the model in the other adapter state
-                yield from self._generate(input_ids, params, cancel)
+                yield from self._generate(input_ids, params, cancel, stop_texts)
+        if self.loaded.device == "cpu":  # after the answer is out: what its generation freed goes back to the OS
+            release_freed_memory()
 
-    def _generate(self, ids: Sequence[int], params: GenerationParams, cancel: threading.Event) -> Iterator[Chunk]:
+    def _generate(
+        self, ids: Sequence[int], params: GenerationParams, cancel: threading.Event, stop_texts: Sequence[str]
+    ) -> Iterator[Chunk]:
+        """The one place the model turns token ids into text chunks."""
         chunks = stream_generate(
-            self.loaded.model, self.loaded.tokenizer, list(ids), params, cancel, stop_texts=self.stop_texts
+            self.loaded.model, self.loaded.tokenizer, list(ids), params, cancel, stop_texts=stop_texts
         )
         try:
             yield from chunks

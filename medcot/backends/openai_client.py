@@ -3,14 +3,14 @@ read.
 
 The prompt goes as token ids (``/v1/completions`` with ``"prompt": [ids]``), rendered here by the local tokenizer
 exactly as the local path renders it, so the server never applies a template of its own and user text never becomes
-control tokens. httpx ships with huggingface_hub, so this adds no dependency; the OpenAI SDK would, and it hides the
-stream's socket that Stop must close.
+control tokens. The events are read by httpx-sse. The OpenAI SDK (which takes token-id prompts too) was not used:
+its Stream cannot be woken from another thread either, so Stop would still reach into its httpx response for the
+socket (_SocketCloser), and it adds pydantic models around fields vLLM adds (``token_ids``) for no less code here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import socket
 import threading
@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource, SSEError
 
+from medcot.chunks import Chunk, StopTextFilter
 from medcot.config import GenerationParams
 from medcot.errors import GenerationError, PromptTooLongError
-from medcot.generation import Chunk, StopTextFilter
 from medcot.prompt import STOP_TEXTS
 
 log = logging.getLogger(__name__)
@@ -279,17 +280,17 @@ def _error_text_of(error: Any) -> str:
 
 
 def _events(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a server-sent event stream, up to ``data: [DONE]``; a stream cut short raises."""
-    for line in response.iter_lines():
-        if not line.startswith("data:"):
-            continue  # blank separators, comments, event names
-        payload = line[5:].strip()
-        if payload == "[DONE]":
-            return
-        try:
-            data = json.loads(payload)
-        except ValueError:
-            raise ServerStreamError(f"The model server sent an unreadable event: {payload[:100]!r}") from None
-        if isinstance(data, dict):
-            yield data
+    """The JSON objects of the server-sent event stream, up to ``data: [DONE]``; a stream cut short raises."""
+    try:
+        for event in EventSource(response).iter_sse():
+            if event.data == "[DONE]":
+                return
+            try:
+                data = event.json()
+            except ValueError:
+                raise ServerStreamError(f"The model server sent an unreadable event: {event.data[:100]!r}") from None
+            if isinstance(data, dict):
+                yield data
+    except SSEError as exc:
+        raise ServerStreamError(f"The model server did not stream server-sent events ({exc}).") from None
     raise ServerStreamError("The model server ended the stream before the answer was complete.")

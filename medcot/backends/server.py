@@ -1,17 +1,70 @@
 """The server-mode backend: the card's prompt as token ids to a model server (vLLM), the base by name beside it.
 
-The wire itself (the streamed completions, the errors) is medcot.backends.openai_client.
+The wire itself (the streamed completions, the errors) is medcot.backends.openai_client. The tokenizer comes from
+the same place as in local mode (the adapter's folder or repo when it ships one, else the base's; the embedded base's
+when the Hub cannot be reached), so the card's prompt is rendered and tokenized here exactly as the local path does
+and goes to the server as token ids. No module of ours on this path imports torch.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
 
 from medcot.backends.openai_client import ServedModel, ServerClient, ServerError, UnknownModelError
-from medcot.config import GenerationParams
-from medcot.generation import Chunk
+from medcot.chunks import Chunk
+from medcot.config import GenerationParams, Settings, is_embedded
+from medcot.errors import ModelLoadError
+from medcot.model.embedded_fallback import falls_back_to_embedded
+from medcot.model.hub import fetch, load_tokenizer, ships_tokenizer
+from medcot.model.progress import Progress
+from medcot.prompt import stop_token_ids
+
+log = logging.getLogger(__name__)
+
+
+# Hub files of a tokenizer (and the adapter's config): never the weights.
+TOKENIZER_PATTERNS = ["*.json", "*.model", "*.txt", "*.jinja"]
+
+
+def _embedded_tokenizer(settings: Settings, progress: Progress) -> PreTrainedTokenizerBase:
+    from medcot.model import embedded
+
+    try:
+        folder = embedded.embedded_model_dir(settings.cache_dir, progress)
+    except Exception as exc:
+        raise ModelLoadError(f"The embedded model's tokenizer could not be prepared: {exc}") from None
+    return load_tokenizer(folder, None)
+
+
+def _configured_tokenizer(settings: Settings, progress: Progress) -> PreTrainedTokenizerBase:
+    if settings.adapter:
+        adapter_dir = fetch(settings.adapter, settings, progress, "adapter", TOKENIZER_PATTERNS)
+        if ships_tokenizer(adapter_dir):
+            return load_tokenizer(adapter_dir, None)
+    base_dir = fetch(settings.base_model, settings, progress, "base model", TOKENIZER_PATTERNS)
+    return load_tokenizer(base_dir, None)
+
+
+def load_tokenizer_for_server(settings: Settings, progress: Progress) -> PreTrainedTokenizerBase:
+    """The tokenizer local mode would use; with the defaults and no Hub, the embedded base's (the same Gemma 3 one)."""
+    progress("Loading the tokenizer (the model server holds the weights)", None)
+    if is_embedded(settings.base_model):
+        return _embedded_tokenizer(settings, progress)
+    try:
+        return _configured_tokenizer(settings, progress)
+    except ModelLoadError as exc:
+        if falls_back_to_embedded(settings, exc):
+            log.warning("%s Using the embedded Gemma 3 270M's tokenizer.", exc)
+            return _embedded_tokenizer(settings, progress)
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"The tokenizer could not be loaded: {str(exc).splitlines()[0][:300]}") from None
 
 
 def base_model_of(models: Sequence[ServedModel], model: str) -> str | None:
@@ -32,20 +85,20 @@ class ServerBackend:
     """
 
     MODELS_TTL_S = 5.0
+    runs_base_beside = True
+    embedded = False  # whatever the server serves, the card's prompt goes to it
+    base_alone = False
 
     def __init__(
-        self,
-        client: ServerClient,
-        model: str,
-        base_model: str | None,
-        stop_texts: Sequence[str],
-        stop_token_ids: Sequence[int],
+        self, client: ServerClient, model: str, base_model: str | None, tokenizer: PreTrainedTokenizerBase
     ) -> None:
         self.client = client
         self.model = model
         self.configured_base = base_model
-        self.stop_texts = tuple(stop_texts)
-        self.stop_token_ids = tuple(stop_token_ids)
+        self.base_id, self.adapter_id = base_model or "", model  # as configured; what the server lists may differ
+        self.tokenizer = tokenizer
+        self.stop_token_ids = tuple(stop_token_ids(tokenizer, None))
+        self.notes = [f"Streaming from the model server at {client.url}; no weights are loaded here."]
         self._lock = threading.Lock()
         self._listed: tuple[float, list[ServedModel] | ServerError] | None = None
 
@@ -106,16 +159,45 @@ class ServerBackend:
             compared = f", base `{base}` (not listed by the server)"
         return f"Model server {self.client.url}: `{self.model}`{compared}"
 
+    def facts(self) -> dict[str, Any]:
+        return dict(
+            base=self.base_id, adapter=self.model, kind="server", merged=False, device=self.client.url, dtype=""
+        )
+
     def stream(
-        self, input_ids: Sequence[int], params: GenerationParams, cancel: threading.Event, use_adapter: bool
+        self,
+        input_ids: Sequence[int],
+        params: GenerationParams,
+        cancel: threading.Event,
+        use_adapter: bool,
+        stop_texts: Sequence[str],
     ) -> Iterator[Chunk]:
         model = self.model if use_adapter else self.base_model()
         if model is None:
             raise UnknownModelError(self.compare_unavailable() or "The server lists no base model.")
         if cancel.is_set():
             return
-        chunks = self.client.stream(model, input_ids, params, cancel, self.stop_texts, self.stop_token_ids)
+        chunks = self.client.stream(model, input_ids, params, cancel, stop_texts, self.stop_token_ids)
         try:
             yield from chunks
         finally:
             chunks.close()
+
+
+def connect(settings: Settings, progress: Progress) -> ServerBackend:
+    """The tokenizer and a backend streaming from MEDCOT_SERVER_URL; no weights are loaded.
+
+    An unreachable server is no load failure: the app comes up, its status line says why the server cannot answer,
+    and the first request after the server is back is served.
+    """
+    if settings.server_url is None:
+        raise ModelLoadError("MEDCOT_SERVER_URL is not set.")
+    tokenizer = load_tokenizer_for_server(settings, progress)
+    client = ServerClient(settings.server_url, settings.server_api_key)
+    backend = ServerBackend(client, settings.server_model, settings.server_base_model, tokenizer)
+    try:
+        backend.listed()
+    except ServerError as exc:
+        log.warning("%s", exc)  # the status line says so too; never the key (it is in no message)
+    progress("Connected to the model server", 1.0)
+    return backend

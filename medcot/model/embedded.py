@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from medcot.config import default_cache_dir
 from medcot.model.progress import Progress, log_progress
-from medcot.model.temp_folders import LOCK_NAME, held_lock, remove_abandoned
+from medcot.model.temp_folders import LOCK_NAME, conversion_lock, remove_abandoned
 
 if TYPE_CHECKING:  # transformers is imported only when a conversion runs: checking the cache stays instant
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -134,7 +134,7 @@ def _convert(package: ModuleType, target: Path, progress: Progress) -> None:
     """
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        with held_lock(work / LOCK_NAME, wait=True):
+        with conversion_lock(work):
             _convert_into(package, work, target, progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)

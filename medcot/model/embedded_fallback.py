@@ -1,7 +1,7 @@
 """When the embedded Gemma 3 270M base stands in for the configured model: the defaults could not be fetched (the
 Hub is out of reach, or offline by setting) and the embedded GGUF is installed. Never for a model the user named.
 
-Asked by the local load (medcot.model.loading) and by server mode's tokenizer (medcot.model.server_mode).
+Asked by the local load (medcot.model.loading) and by server mode's tokenizer (medcot.backends.server).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
@@ -27,11 +27,16 @@ from medcot.model.hub import fetch, is_adapter_folder, load_tokenizer, scrub_tok
 from medcot.model.memory import large_blocks_mapped
 from medcot.model.progress import Progress, log_progress
 
+if TYPE_CHECKING:
+    from medcot.model.lora_delta import LoraDelta
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class LoadedModel:
+    """The model loaded in this process, as medcot.backends.local serves it."""
+
     model: Any
     tokenizer: PreTrainedTokenizerBase
     base_id: str
@@ -44,13 +49,7 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
     # A merged adapter's LoRA factors (medcot.model.lora_delta), so that the base model can still answer; None when the
     # adapter is not merged (peft switches it off), or is of a kind whose merge cannot be undone.
-    base_delta: Any = None
-    # Server mode: the backend that generates (medcot.backends.server.ServerBackend); the model is then None.
-    server: Any = None
-
-    @property
-    def has_adapter(self) -> bool:
-        return self.kind == "adapter"
+    base_delta: LoraDelta | None = None
 
     def describe(self) -> str:
         if self.kind == "merged":

@@ -1,19 +1,18 @@
 """The one-time conversion's hidden temp folders: locked while their conversion runs, removed once it died.
 
-A conversion works in a temp folder holding LOCK_NAME locked (flock) until the folder is in place. The kernel ends
-the lock with the process however it ends (Ctrl-C, kill -9, a Space restart), so any later start can tell a dead
-conversion's leftover (250 MB-1 GB) from one running right now in another process, and removes it.
+A conversion works in a temp folder holding LOCK_NAME locked (filelock: flock on Linux) until the folder is in place.
+The kernel ends the lock with the process however it ends (Ctrl-C, kill -9, a Space restart), so any later start can
+tell a dead conversion's leftover (250 MB-1 GB) from one running right now in another process, and removes it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -23,38 +22,27 @@ LOCK_NAME = ".medcot-converting"
 STALE_S = 1800
 
 
+def conversion_lock(folder: Path) -> FileLock:
+    """The lock a conversion holds on its temp ``folder`` while it runs."""
+    return FileLock(folder / LOCK_NAME)
+
+
+def _abandoned(folder: Path) -> bool:
+    if not (folder / LOCK_NAME).exists():
+        return time.time() - folder.stat().st_mtime > STALE_S
+    try:
+        with conversion_lock(folder).acquire(timeout=0):
+            return True  # nobody holds it: its process is gone
+    except Timeout:
+        return False  # converting right now, in another process
+
+
 def remove_abandoned(root: Path, pattern: str) -> None:
     """Remove the temp folders under ``root`` matching ``pattern`` whose conversion is no longer running."""
     for leftover in root.glob(pattern):
         try:
-            with held_lock(leftover / LOCK_NAME, wait=False) as ours:
-                if ours or (ours is None and time.time() - leftover.stat().st_mtime > STALE_S):
-                    log.info("Removing %s, left by a conversion that did not finish", leftover)
-                    shutil.rmtree(leftover, ignore_errors=True)
+            if _abandoned(leftover):
+                log.info("Removing %s, left by a conversion that did not finish", leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
         except OSError:  # removed meanwhile by another start, or not ours to remove
             pass
-
-
-@contextlib.contextmanager
-def held_lock(path: Path, wait: bool) -> Iterator[bool | None]:
-    """An exclusive flock on ``path`` (created when ``wait``): yields True while held, False when another process
-    holds it, None when there is no such file (or no flock on this platform: Windows goes by age alone)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield None
-        return
-    try:
-        fd = os.open(path, os.O_RDWR | (os.O_CREAT if wait else 0), 0o644)
-    except FileNotFoundError:
-        yield None
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)  # also releases the lock

@@ -19,8 +19,7 @@ import gradio as gr
 from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.errors import InputError, UserError
-from medcot.events import StreamFn
-from medcot.request import Query, clean_question
+from medcot.request import Query, StreamFn, clean_question
 from medcot.ui.answers import AnswerRecord, AnswerStore, NoAnswerError, api_text
 from medcot.ui.compare import BaseRelay
 from medcot.ui.history import last_question_index
@@ -259,7 +258,7 @@ class ChatHandlers:
         """The compare checkbox: show or hide the base column, and remember the session's choice for the relay."""
         # While loading only a ?compare=1 link can tick it: kept, and unticked by PageHandlers.refresh if unavailable.
         engine = self.engine
-        on = bool(on) and (engine.can_compare or (engine.loaded is None and engine.error is None))
+        on = bool(on) and (engine.can_compare or (engine.backend is None and engine.error is None))
         self.relay.set_compare(_session(request), on)
         return gr.Column(visible=on), gr.Chatbot(show_label=on)
 

@@ -26,7 +26,7 @@ def compare_controls(engine: Engine) -> tuple[dict[str, Any], str]:
     reason = engine.compare_unavailable()
     if reason is None:
         return {"interactive": True}, SERVER_COMPARE_NOTE if engine.base_runs_beside else COMPARE_NOTE
-    if engine.loaded is None and engine.error is None:
+    if engine.backend is None and engine.error is None:
         return {"interactive": False, "value": False}, "Available once the model has loaded, if an adapter is loaded."
     return {"interactive": False, "value": False}, f"Not available: {reason}"
 

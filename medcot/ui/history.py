@@ -67,19 +67,11 @@ def conversation_from(
 
 
 def models_of(engine: Engine) -> dict[str, Any]:
-    """What answered, for the export and the feedback: the ids, how they were loaded, how the model was prompted."""
-    loaded = engine.loaded
-    if loaded is None:
+    """What answered, for the export and the feedback: the backend's facts, and how the model was prompted (a base
+    alone may be shown worked examples first)."""
+    if engine.backend is None:
         return {"base": engine.settings.base_model, "adapter": engine.settings.adapter}
-    return {
-        "base": loaded.base_id,
-        "adapter": loaded.adapter_id,
-        "kind": loaded.kind,
-        "merged": loaded.merged,
-        "device": loaded.device,
-        "dtype": loaded.dtype,
-        "prompt": engine.prompt_style().label,  # a base alone may be shown worked examples first
-    }
+    return {**engine.backend.facts(), "prompt": engine.prompt_style().label}
 
 
 def last_question_index(messages: list[dict[str, Any]]) -> int | None:

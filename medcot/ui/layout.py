@@ -10,8 +10,8 @@ import gradio as gr
 
 from medcot import DISCLAIMER
 from medcot.engine import Engine
-from medcot.events import StreamFn
 from medcot.prompt_styles import BASE_DECODING
+from medcot.request import StreamFn
 from medcot.ui.chat_handlers import ChatHandlers
 from medcot.ui.compare import COMPARE_LABEL, compare_controls
 from medcot.ui.feedback import FEEDBACK_NOTE, FeedbackHandlers, FeedbackLog

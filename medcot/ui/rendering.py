@@ -10,15 +10,9 @@ import gradio as gr
 from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.errors import InputError
-from medcot.events import (
-    STATS_END,
-    STATS_PREFIX,
-    STOPPED_NOTICE,
-    format_stats,
-    is_stats_line,
-)
 from medcot.prompt import Turn
 from medcot.ui.answers import AnswerRecord
+from medcot.ui.stats_line import STATS_END, STATS_PREFIX, STOPPED_NOTICE, format_stats, is_stats_line
 
 REASONING_TITLE = "Reasoning"
 CARD_URL = "https://huggingface.co/alphaaico/Medical-Diagnosis-COT-Gemma3-270M"
@@ -208,23 +202,23 @@ def loading_notice(engine: Engine) -> str:
 
 def served_label(engine: Engine) -> str:
     """What answers in the main chat: the fine-tune, or the base model alone (said so, with its id)."""
-    loaded = engine.loaded
-    if loaded is None or loaded.kind != "base":
+    backend = engine.backend
+    if backend is None or not backend.base_alone:
         return ADAPTER_LABEL
-    return f"Base model `{loaded.base_id}`, without the medical adapter"
+    return f"Base model `{backend.base_id}`, without the medical adapter"
 
 
 def footer_markdown(engine: Engine) -> str:
     """The page's footer: the model the demo is for, and what actually answers (the fine-tune, or the base alone)."""
-    loaded = engine.loaded
+    backend = engine.backend
     card = (
         f"{_CARD} (also published as `alpha-ai/Medical-Diagnosis-COT-Gemma3-270M`), a LoRA fine-tune of Gemma 3 270M"
     )
-    if loaded is None:
+    if backend is None:
         return f"Model: {card}, once loaded (the status line above says what is loaded). {_TERMS}"
-    if loaded.kind == "base":
+    if backend.base_alone:
         return (
-            f"Answering now: the base model `{loaded.base_id}` without the medical adapter, not the fine-tune "
+            f"Answering now: the base model `{backend.base_id}` without the medical adapter, not the fine-tune "
             f"{_CARD} this demo is for. {_TERMS}"
         )
-    return f"Answering now: {card}, as `{loaded.adapter_id}`. {_TERMS}"
+    return f"Answering now: {card}, as `{backend.adapter_id}`. {_TERMS}"

@@ -1,4 +1,5 @@
-"""medcot.availability: the status line and why the base-model comparison cannot run, in sentences for users."""
+"""medcot.load_state: the status line and why the base-model comparison cannot run, in sentences for users (what the
+loaded backend says of itself, medcot.backends.local here)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from medcot.availability import status_line
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.errors import InputError
+from medcot.load_state import LoadState
 from medcot.request import Query
 from tests.helpers.tiny import QUESTIONS
 
@@ -17,17 +18,20 @@ QUESTION = QUESTIONS[0]
 GREEDY = GenerationParams(temperature=0, max_new_tokens=64)
 
 
-def test_status_line_says_what_is_loading_what_failed_and_what_is_loaded(engine: Engine) -> None:
-    assert status_line(None, None, ("Downloading the adapter: 1/4 files", 0.25)) == (
-        "Downloading the adapter: 1/4 files… 25%"
-    )
-    assert status_line(None, None, ("Loading the base model", None)) == "Loading the base model…"
-    assert status_line(None, "The adapter was not found.", ("Loading", 0.5)) == "The adapter was not found."
-    noted = replace(engine.loaded, notes=["Running the embedded base."])
-    assert status_line(noted, "ignored once loaded", ("Model ready", 1.0)) == (
-        f"{engine.loaded.describe()}. Running the embedded base."
-    )
-    assert status_line(engine.loaded, None, ("Model ready", 1.0)) == f"{engine.loaded.describe()}."
+def test_status_line_says_what_is_loading_what_failed_and_what_is_loaded(
+    engine: Engine, tiny_settings: Settings
+) -> None:
+    loading = LoadState(tiny_settings)
+    loading.progress = ("Downloading the adapter: 1/4 files", 0.25)
+    assert loading.status() == "Downloading the adapter: 1/4 files… 25%"
+    loading.progress = ("Loading the base model", None)
+    assert loading.status() == "Loading the base model…"
+    loading.error = "The adapter was not found."
+    assert loading.status() == "The adapter was not found."
+    noted = Engine(tiny_settings, replace(engine.loaded, notes=["Running the embedded base."]))
+    noted.error = "ignored once loaded"
+    assert noted.status() == f"{engine.loaded.describe()}. Running the embedded base."
+    assert engine.status() == f"{engine.loaded.describe()}."
 
 
 def test_compare_availability_says_why(engine: Engine, unmerged_engine: Engine, tiny_settings: Settings) -> None:
