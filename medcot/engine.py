@@ -163,7 +163,7 @@ class Engine:
         with self._backend_lock:
             backend = self._backend
             if backend is None or backend.loaded is not loaded or backend.stop_texts != tuple(stop_texts):
-                self._backend = LocalBackend(loaded, stop_texts)
+                self._backend = LocalBackend(loaded, stop_texts, self.settings.decode)
             return self._backend
 
     def prompt_style(self, use_adapter: bool = True) -> PromptStyle:

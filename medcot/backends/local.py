@@ -9,17 +9,20 @@ from medcot.config import GenerationParams
 from medcot.generation import Chunk, stream_generate
 from medcot.model.adapter_switch import AdapterSwitch
 from medcot.model.loading import LoadedModel
+from medcot.static_generation import static_generator
 
 
 class LocalBackend:
     """Generates with ``loaded``; base-model requests turn its adapter off for their whole generation."""
 
-    def __init__(self, loaded: LoadedModel, stop_texts: Sequence[str]) -> None:
+    def __init__(self, loaded: LoadedModel, stop_texts: Sequence[str], decode: str = "auto") -> None:
         self.loaded = loaded
         self.stop_texts = tuple(stop_texts)
         switchable = loaded.has_adapter and (not loaded.merged or loaded.base_delta is not None)
         # None: nothing switches (no adapter, or merged weights without a delta), so requests share the model freely
         self.switch = AdapterSwitch(loaded.model, loaded.base_delta if loaded.merged else None) if switchable else None
+        delta = loaded.base_delta if loaded.merged else None
+        self.static = static_generator(loaded.model, loaded.device, delta, decode)  # None: generate() decodes
 
     def stream(
         self, input_ids: Sequence[int], params: GenerationParams, cancel: threading.Event, use_adapter: bool
@@ -33,7 +36,13 @@ class LocalBackend:
 
     def _generate(self, ids: Sequence[int], params: GenerationParams, cancel: threading.Event) -> Iterator[Chunk]:
         chunks = stream_generate(
-            self.loaded.model, self.loaded.tokenizer, list(ids), params, cancel, stop_texts=self.stop_texts
+            self.loaded.model,
+            self.loaded.tokenizer,
+            list(ids),
+            params,
+            cancel,
+            stop_texts=self.stop_texts,
+            static=self.static,
         )
         try:
             yield from chunks
