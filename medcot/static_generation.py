@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteriaList
 
+from medcot.config import default_cache_dir
 from medcot.model.static_decode import StaticDecoder
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class StaticGenerator:
         self.decoder = decoder
         self.step: Step = decoder.step
         self.mode = "static"  # what the status and the logs call this path; "compiled" once a compiled step is in
+        self.compiled: Any = None  # the CompiledStep being built, when MEDCOT_DECODE=compiled
 
     def refusal(self, kwargs: dict[str, Any]) -> str | None:
         """Why these generate() arguments need model.generate (None: this loop runs them as generate would)."""
@@ -109,9 +112,12 @@ class StaticGenerator:
         return ids
 
 
-def static_generator(model: Any, device: str, delta: Any, decode: str) -> StaticGenerator | None:
+def static_generator(
+    model: Any, device: str, delta: Any, decode: str, cache_dir: Path | None = None
+) -> StaticGenerator | None:
     """The static step's generator for ``model`` (one per model, made on first use), or None where generate() runs:
-    ``decode`` "generate", a device other than the CPU, or a model the step does not implement (logged once)."""
+    ``decode`` "generate", a device other than the CPU, or a model the step does not implement (logged once).
+    "compiled" also starts compiling the step in the background (compiled_step.py; cached under ``cache_dir``)."""
     if decode == "generate" or (decode == "auto" and device != "cpu"):
         return None
     made = getattr(model, "_medcot_static", None)
@@ -125,4 +131,9 @@ def static_generator(model: Any, device: str, delta: Any, decode: str) -> Static
     except ValueError as exc:
         log.info("the static decode step is not used: %s", exc)
         model._medcot_static = False
-    return model._medcot_static or None
+        return None
+    if decode == "compiled":
+        from medcot.model.compiled_step import build_in_background
+
+        build_in_background(model._medcot_static, default_cache_dir() if cache_dir is None else cache_dir)
+    return model._medcot_static

@@ -97,6 +97,8 @@ class StaticDecoder:
         self.embedding = model.model.embed_tokens
         self.final_norm = _norm_weight(model.model.norm)
         self.max_positions = config.max_position_embeddings
+        kinds = list(config.layer_types)
+        self.full_layer = kinds.index("full_attention") if "full_attention" in kinds else None
         with torch.no_grad():
             self.layers = [
                 self._arrange(layer, kind) for layer, kind in zip(model.model.layers, config.layer_types, strict=True)
@@ -145,11 +147,12 @@ class StaticDecoder:
     def new_cache(self, length: int) -> KVCache:
         """An empty cache for a generation of at most ``length`` tokens, prompt included."""
         length = min(length, self.max_positions)
-        shapes = [min(self.window, length) if layer.sliding else length for layer in self.layers]
+        # The ring keeps the window's size whatever the length, so that a compiled step sees one shape for it.
+        shapes = [self.window if layer.sliding else length for layer in self.layers]
         return KVCache(
             [torch.zeros(1, self.kv_heads, size, self.head_dim) for size in shapes],
             [torch.zeros(1, self.kv_heads, size, self.head_dim) for size in shapes],
-            torch.full((min(self.window, length),), -1, dtype=torch.long),
+            torch.full((self.window,), -1, dtype=torch.long),
             length,
         )
 
@@ -162,7 +165,7 @@ class StaticDecoder:
         positions = torch.arange(count)
         causal = positions[None, :] <= positions[:, None]
         masks = {False: causal, True: causal & (positions[None, :] > positions[:, None] - self.window)}
-        kept = positions[-min(self.window, cache.length) :]  # the ring's content after the prompt
+        kept = positions[-self.window :]  # the ring's content after the prompt
         cache.ring_positions.index_copy_(0, kept % cache.ring_positions.shape[0], kept)
         hidden, rope = self._embed(ids), self._rotations(positions)
         for index, layer in enumerate(self.layers):
@@ -175,7 +178,7 @@ class StaticDecoder:
             cache.values[index].index_copy_(2, slots, vs)
             out = F.scaled_dot_product_attention(q, k, v, masks[layer.sliding], scale=self.scale, enable_gqa=True)
             hidden = self._after_attention(hidden, out.transpose(1, 2).reshape(count, -1), layer, delta)
-        return self._logits(hidden[-1:])
+        return self.head(_rms(hidden[-1:], self.final_norm, self.eps))
 
     def step(self, token: torch.Tensor, position: torch.Tensor, cache: KVCache, base: bool = False) -> torch.Tensor:
         """Logits (1 x vocabulary) for one new token (shape (1,)) at ``position`` (shape (1,)), cached."""
@@ -190,10 +193,23 @@ class StaticDecoder:
         ring_positions: torch.Tensor,
         base: bool = False,
     ) -> torch.Tensor:
-        """``step`` on bare tensors, with no Python branch on a value: the function compiled_step.py compiles."""
+        """``step`` on bare tensors."""
+        return self.head(self.step_hidden(token, position, keys, values, ring_positions, base))
+
+    def step_hidden(
+        self,
+        token: torch.Tensor,
+        position: torch.Tensor,
+        keys: list[torch.Tensor],
+        values: list[torch.Tensor],
+        ring_positions: torch.Tensor,
+        base: bool = False,
+    ) -> torch.Tensor:
+        """The decoder layers of a step, up to the final norm, with no Python branch on a value: the part
+        compiled_step.py compiles (the int8 head's packed weights are opaque objects a graph cannot hold)."""
         ring_slot = position % ring_positions.shape[0]
         ring_positions.index_copy_(0, ring_slot, position)
-        full_length = max(cache.shape[2] for cache in keys)
+        full_length = keys[self.full_layer].shape[2] if self.full_layer is not None else 0
         masks = {True: (ring_positions >= 0)[None, :], False: (torch.arange(full_length) <= position)[None, :]}
         hidden, rope = self._embed(token), self._rotations(position)
         for index, layer in enumerate(self.layers):
@@ -207,7 +223,7 @@ class StaticDecoder:
             grouped = q.reshape(1, self.kv_heads, -1, self.head_dim)
             out = F.scaled_dot_product_attention(grouped, keys[index], values[index], mask, scale=self.scale)
             hidden = self._after_attention(hidden, out.reshape(1, -1), layer, delta)
-        return self._logits(hidden)
+        return _rms(hidden, self.final_norm, self.eps)
 
     def base_wanted(self) -> bool:
         """Whether the model is switched to the base now: the adapter switch attached the delta's hooks."""
@@ -250,8 +266,9 @@ class StaticDecoder:
         down = _matmul(F.gelu(gate, approximate="tanh") * up, layer.down, delta.get("down"))
         return hidden + _rms(down, layer.norm_post_ffn, self.eps)
 
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.model.lm_head(_rms(hidden, self.final_norm, self.eps))
+    def head(self, normed: torch.Tensor) -> torch.Tensor:
+        """Logits from the final norm's output: the model's output projection, softcapped where configured."""
+        logits = self.model.lm_head(normed)
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
