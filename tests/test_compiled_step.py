@@ -32,7 +32,7 @@ def test_compiled_logits_equal_the_models_at_any_length_and_a_rebuild_loads(tmp_
             with torch.compiler.set_stance("fail_on_recompile"):
                 for position in range(PROMPT, TOTAL):
                     hidden = step.compiled(
-                        ids[position : position + 1],
+                        ids[position : position + 1].clone(),  # an inference tensor, as generations pass
                         torch.tensor([position]),
                         cache.keys,
                         cache.values,

@@ -88,9 +88,8 @@ class CompiledStep:
     def _warm_up(self, compiled: Callable[..., torch.Tensor], base: bool) -> None:
         """One step on two caches of different lengths: the second proves the length is dynamic (no recompile)."""
         for length in (64, 96):
-            cache = self.decoder.new_cache(length)
-            mark_dynamic(self.decoder, cache)
-            with torch.inference_mode():
+            with torch.inference_mode():  # as generations run: guards tell inference tensors from others
+                cache = mark_dynamic(self.decoder, self.decoder.new_cache(length))
                 compiled(torch.tensor([0]), torch.tensor([1]), cache.keys, cache.values, cache.ring_positions, base)
 
 

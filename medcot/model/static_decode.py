@@ -105,7 +105,7 @@ class StaticDecoder:
             ]
             self.delta = delta
             self.deltas = _arrange_delta(delta, model) if delta is not None else None
-            self.rope = {kind: self._rope_tables(model, kind) for kind in set(config.layer_types)}
+            self.rope = {kind: self._rope_frequencies(model, kind) for kind in set(config.layer_types)}
 
     def _arrange(self, layer: Any, kind: str) -> _Layer:
         attention, mlp = layer.self_attn, layer.mlp
@@ -130,19 +130,9 @@ class StaticDecoder:
             kind,
         )
 
-    def _rope_tables(self, model: Any, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin for every position, as Gemma3RotaryEmbedding computes them; sin's first half negated, so that
-        rotate_half(x) * sin is x.roll(half) * signed_sin (two ops fewer, the same numbers)."""
+    def _rope_frequencies(self, model: Any, kind: str) -> tuple[torch.Tensor, float]:
         rotary = model.model.rotary_emb
-        inv_freq = getattr(rotary, f"{kind}_inv_freq").float()
-        scaling = getattr(rotary, f"{kind}_attention_scaling")
-        positions = torch.arange(self.max_positions, dtype=torch.float32)
-        freqs = positions[:, None] * inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos, sin = emb.cos() * scaling, emb.sin() * scaling
-        half = self.head_dim // 2
-        sin = torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
-        return cos.contiguous(), sin.contiguous()
+        return getattr(rotary, f"{kind}_inv_freq").float().clone(), getattr(rotary, f"{kind}_attention_scaling")
 
     def new_cache(self, length: int) -> KVCache:
         """An empty cache for a generation of at most ``length`` tokens, prompt included."""
@@ -237,8 +227,17 @@ class StaticDecoder:
         return self.deltas[index]
 
     def _rotations(self, positions: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """cos and signed sin at ``positions`` per layer kind, shaped (tokens, 1, head_dim)."""
-        return {kind: (cos[positions][:, None], sin[positions][:, None]) for kind, (cos, sin) in self.rope.items()}
+        """cos and sin at ``positions`` per layer kind, shaped (tokens, 1, head_dim), as Gemma3RotaryEmbedding computes
+        them (computed per step: tables for all 32k positions would take 134 MB), sin's first half negated so that
+        rotate_half(x) * sin is x.roll(half) * signed sin (two ops fewer, the same numbers)."""
+        rotations = {}
+        half = self.head_dim // 2
+        for kind, (inv_freq, scaling) in self.rope.items():
+            freqs = positions[:, None].float() * inv_freq[None, :]
+            emb = torch.cat((freqs, freqs), dim=-1)
+            cos, sin = emb.cos() * scaling, emb.sin() * scaling
+            rotations[kind] = cos[:, None], torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)[:, None]
+        return rotations
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         weight = self.embedding.weight
