@@ -172,19 +172,7 @@ class StaticDecoder:
 
     def step(self, token: torch.Tensor, position: torch.Tensor, cache: KVCache, base: bool = False) -> torch.Tensor:
         """Logits (1 x vocabulary) for one new token (shape (1,)) at ``position`` (shape (1,)), cached."""
-        return self.step_logits(token, position, cache.keys, cache.values, cache.ring_positions, base)
-
-    def step_logits(
-        self,
-        token: torch.Tensor,
-        position: torch.Tensor,
-        keys: list[torch.Tensor],
-        values: list[torch.Tensor],
-        ring_positions: torch.Tensor,
-        base: bool = False,
-    ) -> torch.Tensor:
-        """``step`` on bare tensors."""
-        return self.head(self.step_hidden(token, position, keys, values, ring_positions, base))
+        return self.head(self.step_hidden(token, position, cache.keys, cache.values, cache.ring_positions, base))
 
     def step_hidden(
         self,
