@@ -28,9 +28,7 @@ from benchmarks.app_process import AppProcess, app_env, free_port
 from benchmarks.client import serve_once, serve_when_ready, timed_client
 from benchmarks.machine import machine_info
 from medcot.model.embedded import embedded_model_dir
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the vLLM helper the tests share
-from vllm_server import VllmServer, vllm_missing
+from tests.helpers.vllm_server import VllmServer, vllm_missing
 
 QUESTIONS = [
     "A 65-year-old with exertional dyspnea and orthopnea presents with bilateral pitting edema and raised JVP. "

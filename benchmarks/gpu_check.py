@@ -8,6 +8,10 @@
    cache, and the static cache compiled (transformers compiles the forward pass for a static cache on CUDA; the first
    call pays the compilation, timed apart as `compile_s`). On ZeroGPU a compilation has to happen ahead of time
    (spaces.aoti_compile in the startup), never per request: these figures say whether that is worth doing.
+3. The ZeroGPU duration each mode's speed would make the app ask (medcot/gpu_budget.py's formula, fed these
+   figures instead of a live Space's answers): a fresh worker's start-up (CUDA initialised in a new process, then
+   the weights copied to the GPU, as spaces' worker does), the time to first token and the seconds a token, for
+   ASK_TOKENS new tokens; beside it what the prior (before any answer is measured) asks.
 
 Figures go to JSON (--out) and a table on stdout. Nothing in the test suite depends on this; it needs a CUDA torch.
 """
@@ -18,6 +22,7 @@ import argparse
 import datetime as dt
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +36,10 @@ from transformers.generation.streamers import BaseStreamer
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"
+ASK_TOKENS = (512, 4096)  # the default answer length and the most the UI allows
+CUDA_INIT = (  # timed in a new process, as a freshly forked worker meets CUDA (its import is done before the fork)
+    "import time, torch; t = time.perf_counter(); torch.zeros(1, device='cuda'); print(time.perf_counter() - t)"
+)
 MODES: dict[str, dict[str, Any]] = {
     "eager": {"cache_implementation": "dynamic", "disable_compile": True},
     "static_cache": {"cache_implementation": "static", "disable_compile": True},
@@ -106,9 +115,9 @@ def measure_modes(loaded: Any, new_tokens: int, rounds: int) -> dict[str, Any]:
 
 def stream_through_app(engine: Any) -> dict[str, Any]:
     """One /chat answer over gradio_client from the app built as app.py builds it; how it streamed."""
-    sys.path.insert(0, str(ROOT / "tests"))
     from gradio_client import Client
-    from serving import serve
+
+    from tests.helpers.serving import serve
 
     with serve(engine) as url:
         updates = list(Client(url, verbose=False).submit(QUESTION, 128, 0.0, 0.95, 64, 1.0, api_name="/chat"))
@@ -120,6 +129,34 @@ def stream_through_app(engine: Any) -> dict[str, Any]:
         "answered": any(text.strip() for text in texts),
         "stats_line": next((t for t in texts if t.startswith("<sub>")), None),
     }
+
+
+def worker_startup(model: Any) -> dict[str, float]:
+    """What a fresh ZeroGPU worker does before its first generation: CUDA's first touch in a new process, and the
+    weights copied from host memory to the GPU (spaces' move, from pinned memory: copied from pinned here too)."""
+    probe = subprocess.run([sys.executable, "-c", CUDA_INIT], capture_output=True, text=True, check=True)
+    cuda_init_s = float(probe.stdout.split()[-1])
+    host = [tensor.detach().to("cpu").pin_memory() for tensor in model.state_dict().values()]
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    moved = [tensor.to("cuda", non_blocking=True) for tensor in host]
+    torch.cuda.synchronize()
+    move_s = time.perf_counter() - started
+    del host, moved
+    return {"cuda_init_s": round(cuda_init_s, 3), "weights_move_s": round(move_s, 3)}
+
+
+def zerogpu_asks(generation: dict[str, Any], startup: dict[str, float], rounds: int) -> dict[str, Any]:
+    """The seconds the app would ask ZeroGPU for ASK_TOKENS tokens at each mode's measured speed, and the prior's."""
+    from medcot.gpu_budget import Figures, GpuBudget
+
+    startup_s = startup["cuda_init_s"] + startup["weights_move_s"]
+    asks: dict[str, Any] = {"prior": {str(n): GpuBudget().seconds_for(n) for n in ASK_TOKENS}}
+    for mode, figures in generation.items():
+        if figures["decode_tok_s"] and figures["ttft_ms"] is not None:
+            measured = Figures(startup_s, figures["ttft_ms"] / 1000, 1 / figures["decode_tok_s"], rounds, True)
+            asks[mode] = {str(n): measured.seconds_for(n) for n in ASK_TOKENS}
+    return asks
 
 
 def check_model(name: str, settings: Any, new_tokens: int, rounds: int, speed: bool) -> dict[str, Any]:
@@ -140,6 +177,8 @@ def check_model(name: str, settings: Any, new_tokens: int, rounds: int, speed: b
     }
     if speed:
         result["generation"] = measure_modes(loaded, new_tokens, rounds)
+        result["worker_startup"] = worker_startup(loaded.model)
+        result["zerogpu_ask_s"] = zerogpu_asks(result["generation"], result["worker_startup"], rounds)
     return result
 
 
@@ -153,6 +192,11 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(
                 f"{'':<14} {mode:<14} {figures['ttft_ms']!s:>9} {figures['decode_tok_s']!s:>13} {first!s:>18}"
             )
+        if "zerogpu_ask_s" in model:
+            tokens = " / ".join(map(str, ASK_TOKENS))
+            lines.append(f"{'':<14} ZeroGPU ask (s) for {tokens} tokens, worker start-up {model['worker_startup']}:")
+            for mode, asks in model["zerogpu_ask_s"].items():
+                lines.append(f"{'':<14} {mode:<14} {' / '.join(str(asks[str(n)]) for n in ASK_TOKENS)}")
     return "\n".join(lines)
 
 
@@ -166,10 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("gpu-check: no CUDA device (or a CPU build of torch): nothing to check here.", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny import build_repos
-
     from medcot.config import Settings
+    from tests.helpers.tiny import build_repos
 
     cuda = Settings(device="cuda", dtype="bfloat16", max_new_tokens=options.new_tokens)
     report: dict[str, Any] = {

@@ -111,6 +111,9 @@ class Settings:
     server_model: str = DEFAULT_SERVER_MODEL  # the fine-tuned model's served name (a vLLM --lora-modules name)
     server_base_model: str | None = None  # the base's served name; None: the one /v1/models lists
     server_api_key: str | None = field(default=None, repr=False)  # bearer token, never printed
+    # Feedback on answers (medcot.ui.feedback): JSONL under this folder; pushed to this Hub dataset repo when set.
+    feedback_dir: Path | None = None
+    feedback_dataset: str | None = None
 
     @property
     def server_mode(self) -> bool:
@@ -144,6 +147,7 @@ class Settings:
 
         adapter = env.get("MEDCOT_ADAPTER", DEFAULT_ADAPTER).strip()
         cache = env.get("MEDCOT_CACHE_DIR", "").strip()
+        feedback = env.get("MEDCOT_FEEDBACK_DIR", "").strip()
         server_url = env.get("MEDCOT_SERVER_URL", "").strip() or None
         if server_url is not None and not server_url.startswith(("http://", "https://")):
             raise ConfigError(f"MEDCOT_SERVER_URL must start with http:// or https://, got {server_url!r}.")
@@ -170,4 +174,6 @@ class Settings:
             server_base_model=env.get("MEDCOT_SERVER_BASE_MODEL", "").strip() or None,
             server_api_key=env.get("MEDCOT_SERVER_API_KEY", "").strip() or None,
             hub_offline=env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"),
+            feedback_dir=Path(feedback).expanduser() if feedback else None,
+            feedback_dataset=env.get("MEDCOT_FEEDBACK_DATASET", "").strip() or None,
         )

@@ -11,6 +11,12 @@ What spaces does, and this module designs against (spaces/zero/wrappers.py, spac
 - Closing spaces' generator waits for the worker's next event. It is driven from a thread of its own (GpuEvents), so
   that a Stop is answered at once, also while the GPU is still being waited for, and the close never runs on the
   event loop or in the reader's thread. The Stop reaches the worker's generation through shared memory (StopFlags).
+- Each request asks a duration (medcot.gpu_budget, from the speed measured on earlier answers: the worker reports
+  its start-up, the answers' Stats their speed). spaces refuses a request in this process, before any worker, with a
+  gr.Error (spaces/zero/client.py `schedule`: quota exceeded, duration over the cap, no GPU, a queue timeout whose
+  message is HTML), and turns a worker that died (ZeroGPU stops one that runs past its duration) into a gr.Error
+  titled "ZeroGPU worker error". Those come out of the stream as plain readable text (MeteredRun, gpu_refusals),
+  never HTML or a class name.
 """
 
 from __future__ import annotations
@@ -18,42 +24,72 @@ from __future__ import annotations
 import contextvars
 import logging
 import multiprocessing
+import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import gradio as gr
 import spaces
 from spaces.config import Config as SpacesConfig
 
+from medcot import gpu_refusals
 from medcot.engine import Engine
 from medcot.errors import UserError
-from medcot.events import StreamEvent, StreamFn
+from medcot.events import Finished, StreamEvent, StreamFn
+from medcot.gpu_budget import GpuBudget
 from medcot.model.progress import Progress
 from medcot.request import Query, Request
 
 log = logging.getLogger(__name__)
+Item = TypeVar("Item")  # what a GPU generator yields: the worker's WorkerStarted, then the answer's events
 
-# Seconds of GPU a request may hold: start-up plus a pessimistic decode rate for the 270M on a ZeroGPU slice.
-GPU_BASE_SECONDS = 15
-GPU_SECONDS_PER_TOKEN = 0.04
-GPU_MAX_SECONDS = 120  # ZeroGPU quotas are minutes a day: never ask for more than two
 POLL_S = 0.05  # how often a reader waiting for the GPU's next event looks at its cancel event
+# spaces' gr.Error for a worker that died (its title) or raised something other than gr.Error (its message is then
+# the exception's class name): spaces/zero/wrappers.py, generator_function_wrapper.
+SPACES_WORKER_ERROR = "ZeroGPU worker error"
+SPACES_WORKER_ABORTED = "GPU task aborted"
 
 
 def on_zero_gpu() -> bool:
     return bool(SpacesConfig.zero_gpu)
 
 
-def gpu_seconds(max_new_tokens: int) -> int:
-    """ZeroGPU duration for one request, from its token budget (shorter requests get better queue priority)."""
-    return int(min(GPU_MAX_SECONDS, GPU_BASE_SECONDS + max_new_tokens * GPU_SECONDS_PER_TOKEN))
+def asked_seconds(request: Request, stop_slot: int, seconds: int) -> int:
+    """spaces' dynamic duration: called with the GPU function's arguments before each /schedule; the stream
+    computed it (GpuBudget) and passes it along, so that it can say what was asked if the answer is cut."""
+    return seconds
 
 
-def request_gpu_seconds(request: Request, *_: Any) -> int:
-    """spaces' dynamic duration: called with the GPU function's arguments before each /schedule."""
-    return gpu_seconds(request.params.max_new_tokens)
+@dataclass(frozen=True)
+class WorkerStarted:
+    """The worker's first item for each request: its start-up (from its fork to this request's start, the weights
+    moved to the GPU) when this is the first request the worker serves, else None (a worker spaces reused)."""
+
+    startup_s: float | None
+
+
+_forked_at: float | None = None  # in a GPU worker: when spaces forked it (time.monotonic is system-wide)
+_served_one = False
+
+
+def _note_fork() -> None:
+    global _forked_at, _served_one
+    _forked_at, _served_one = time.monotonic(), False
+
+
+os.register_at_fork(after_in_child=_note_fork)
+
+
+def worker_started() -> WorkerStarted:
+    """In the worker, as a request starts (spaces runs one request at a time in a worker)."""
+    global _served_one
+    first = not _served_one and _forked_at is not None
+    _served_one = True
+    return WorkerStarted(time.monotonic() - _forked_at if first and _forked_at is not None else None)
 
 
 class StopFlags:
@@ -98,7 +134,7 @@ class StopFlags:
                 return
 
 
-class GpuEvents:
+class GpuEvents(Generic[Item]):
     """The events of a GPU generator, read here while a thread of its own ("medcot-gpu") drives it.
 
     The reader stops as soon as ``cancel`` is set (within POLL_S), whether the GPU is still being waited for or the
@@ -110,9 +146,7 @@ class GpuEvents:
 
     _END = object()
 
-    def __init__(
-        self, start: Callable[[int], Iterator[StreamEvent]], cancel: threading.Event, flags: StopFlags
-    ) -> None:
+    def __init__(self, start: Callable[[int], Iterator[Item]], cancel: threading.Event, flags: StopFlags) -> None:
         self._items: queue.Queue[Any] = queue.Queue()
         self._cancel = cancel
         self._flags = flags
@@ -130,8 +164,8 @@ class GpuEvents:
         if last:
             self._flags.give_back(self._slot)
 
-    def _drive(self, start: Callable[[int], Iterator[StreamEvent]]) -> None:
-        events: Iterator[StreamEvent] | None = None
+    def _drive(self, start: Callable[[int], Iterator[Item]]) -> None:
+        events: Iterator[Item] | None = None
         try:
             if self._cancel.is_set():
                 return  # stopped before its turn: no GPU is asked for
@@ -151,7 +185,7 @@ class GpuEvents:
             self._items.put(self._END)
             self._done_with_slot()
 
-    def __iter__(self) -> Iterator[StreamEvent]:
+    def __iter__(self) -> Iterator[Item]:
         try:
             while True:
                 try:
@@ -183,19 +217,81 @@ def readable_errors(events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
         raise gr.Error(str(exc), print_exception=False) from None
 
 
-def gpu_stream(engine: Engine) -> StreamFn:
+class MeteredRun:
+    """One request's GPU events as the UI takes them: the worker's start-up and each answer's Stats fed to the
+    budget, and spaces' refusals and a dead worker as readable gr.Errors (gpu_refusals)."""
+
+    # A worker that died after holding the GPU for this share of its asked duration was cut at that duration (the
+    # held time is measured here from the worker's first event plus the start-up it reported: a little short).
+    CUT_FRACTION = 0.8
+
+    def __init__(self, budget: GpuBudget, asked_s: int, max_new_tokens: int) -> None:
+        self.budget, self.asked_s, self.max_new_tokens = budget, asked_s, max_new_tokens
+        self._started_at: float | None = None
+        self._startup_s = 0.0
+
+    def events(self, items: Iterator[StreamEvent | WorkerStarted]) -> Iterator[StreamEvent]:
+        try:
+            for item in items:
+                if isinstance(item, WorkerStarted):
+                    self._started_at = time.monotonic()
+                    if item.startup_s is not None:
+                        self._startup_s = item.startup_s
+                        self.budget.observe_startup(item.startup_s)
+                    continue
+                if isinstance(item, Finished):
+                    self.budget.observe_answer(item.stats)
+                yield item
+        except gr.Error as exc:
+            raise self.readable(exc) from None
+        except UserError:
+            raise
+        except Exception as exc:  # spaces' own failures to schedule (an HTTP error of the device API, ...)
+            log.exception("ZeroGPU could not run the request")
+            reason = gpu_refusals.plain_text(exc) or "no reason given"
+            raise gpu_error(gpu_refusals.NOT_SCHEDULED.format(reason=reason), "No GPU") from None
+
+    def held_s(self) -> float | None:
+        return None if self._started_at is None else time.monotonic() - self._started_at + self._startup_s
+
+    def readable(self, exc: gr.Error) -> gr.Error:
+        title = str(getattr(exc, "title", ""))
+        if not title.startswith("ZeroGPU"):
+            return exc  # the worker's own, readable already (readable_errors)
+        if title != SPACES_WORKER_ERROR:  # spaces' refusal before any worker: quota, duration, no GPU, queue
+            return gpu_error(gpu_refusals.plain_text(exc.message), title)
+        if exc.message != SPACES_WORKER_ABORTED:  # an exception other than gr.Error in the worker: its class name
+            log.error("the GPU worker failed: %s", exc.message)
+            return gpu_error(gpu_refusals.WORKER_FAILED, "GPU error")
+        held = self.held_s()
+        cut, message = gpu_refusals.cut_or_failed(self.asked_s, held, self.CUT_FRACTION)
+        log.warning("ZeroGPU ended the worker after %s s of the %d s asked (cut: %s)", held, self.asked_s, cut)
+        if cut and held is not None:
+            self.budget.observe_cut(held, self.max_new_tokens)
+        return gpu_error(message, "GPU time ran out" if cut else "GPU stopped")
+
+
+def gpu_error(message: str, title: str) -> gr.Error:
+    """A ZeroGPU refusal for the page (a toast that stays until closed: it says how long to wait) and the API."""
+    return gr.Error(message, title=title, duration=None, print_exception=False)
+
+
+def gpu_stream(engine: Engine, budget: GpuBudget | None = None) -> StreamFn:
     """engine.stream wrapped in @spaces.GPU with a per-request duration (engine.stream itself off ZeroGPU, and in
     server mode, where the model server does the GPU work)."""
     if not on_zero_gpu() or engine.settings.server_mode:
         return engine.stream
 
     flags = StopFlags()  # made before spaces forks any worker
+    budget = budget if budget is not None else GpuBudget()
 
-    @spaces.GPU(duration=request_gpu_seconds)
-    def on_gpu(request: Request, stop_slot: int) -> Iterator[StreamEvent]:
-        """In the worker: the request's events (nothing if it was stopped while waiting for this GPU)."""
+    @spaces.GPU(duration=asked_seconds)
+    def on_gpu(request: Request, stop_slot: int, seconds: int) -> Iterator[StreamEvent | WorkerStarted]:
+        """In the worker: the request's events (nothing if it was stopped while waiting for this GPU). ``seconds``
+        is for spaces (asked_seconds), which calls the duration function with these arguments."""
         if flags.is_set(stop_slot):
             return
+        yield worker_started()
         cancel, done = threading.Event(), threading.Event()
         threading.Thread(target=flags.watch, args=(stop_slot, cancel, done), name="medcot-stop-watch").start()
         try:
@@ -206,7 +302,12 @@ def gpu_stream(engine: Engine) -> StreamFn:
     def stream(query: Query, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
         request = engine.prepare(query)  # a refusal costs no GPU
         cancel = cancel if cancel is not None else threading.Event()
-        yield from GpuEvents(lambda slot: on_gpu(request, slot), cancel, flags)
+        tokens = request.params.max_new_tokens
+        figures = budget.figures()
+        seconds = figures.seconds_for(tokens)
+        log.info("ZeroGPU: asking %d s for up to %d tokens (%s)", seconds, tokens, figures.describe())
+        run = MeteredRun(budget, seconds, tokens)
+        yield from run.events(GpuEvents(lambda slot: on_gpu(request, slot, seconds), cancel, flags))
 
     return stream
 

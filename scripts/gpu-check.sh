@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The check for a CUDA machine: the tiny test model and the embedded Gemma 3 270M on CUDA in bf16, answers streamed
-# through the app, and decode tok/s + time to first token for eager, static-cache and compiled generation, written
-# to docs/bench/gpu.json (benchmarks/gpu_check.py says how each figure is measured).
+# through the app, decode tok/s + time to first token for eager, static-cache and compiled generation, and the
+# ZeroGPU duration the app would ask at each speed (medcot/gpu_budget.py's formula, with a fresh worker's measured
+# start-up), written to docs/bench/gpu.json (benchmarks/gpu_check.py says how each figure is measured).
 #
 # Usage: bash scripts/gpu-check.sh [--new-tokens N] [--rounds N] [--skip-embedded] [--out FILE]
 # Needs a CUDA build of torch in the active environment (or .venv): the CPU wheel the tests use cannot run it.

@@ -6,8 +6,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 
-from tiny import ADAPTER_ANSWER, ADAPTER_OUTPUT, ADAPTER_REASONING
-
 from medcot.answer_stream import Answer, answer_events
 from medcot.budget_forcing import ClosingTag
 from medcot.config import GenerationParams
@@ -17,6 +15,7 @@ from medcot.generation import Chunk
 from medcot.prompt import EncodedPrompt, encode_prompt
 from medcot.prompt_styles import CARD, PRIMER_TEXT
 from medcot.request import Query, Request
+from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_OUTPUT, ADAPTER_REASONING
 
 QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"
 GREEDY = GenerationParams(temperature=0, max_new_tokens=64)

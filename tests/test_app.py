@@ -9,8 +9,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from serving import free_port
-from tiny import TinyRepos
+
+from tests.helpers.serving import free_port
+from tests.helpers.tiny import TinyRepos
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from tiny import QUESTIONS
 
 from medcot.availability import status_line
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.errors import InputError
 from medcot.request import Query
+from tests.helpers.tiny import QUESTIONS
 
 QUESTION = QUESTIONS[0]
 GREEDY = GenerationParams(temperature=0, max_new_tokens=64)

@@ -1,5 +1,5 @@
 """The benchmark (benchmarks.bench): its measurements on the tiny Gemma 3 served by `python app.py`, its targets,
-table and chart; the full run on the real 270M is slow."""
+table and chart; the whole command (two app processes) and the full run on the real 270M are slow."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tiny import BASE_OUTPUT, QUESTIONS, TinyRepos, build_tokenizer
 
 from benchmarks.app_vs_raw import tokens_behind_text
 from benchmarks.bench import main as bench_main
@@ -19,6 +18,7 @@ from benchmarks.chart import draw_chart
 from benchmarks.client import stats_line, visible_text
 from benchmarks.report import evaluate_targets, format_markdown, format_table
 from medcot.events import Stats, format_stats, parse_stats
+from tests.helpers.tiny import BASE_OUTPUT, QUESTIONS, TinyRepos, build_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -170,6 +170,7 @@ def test_library_import_leaves_gradio_alone() -> None:
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow  # two app processes started and timed: 61 s of the fast tier's 379 s on a busy machine
 @pytest.mark.timeout(240)
 def test_one_command_measures_app_and_raw_and_writes_json_and_chart(tiny_repos: TinyRepos, tmp_path: Path) -> None:
     """The whole benchmark on the tiny model: one `python app.py` started and timed, raw vs app, JSON and PNG."""

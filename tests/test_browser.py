@@ -18,17 +18,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from browser import CHROMIUM, SlowStream, open_page, screenshot_path
 from playwright.sync_api import Browser, Locator, Page, expect
-from serving import free_port, serve
-from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
 
 from medcot import DISCLAIMER
 from medcot.config import Settings
 from medcot.engine import Engine
 from medcot.ui.compare import COMPARE_LABEL
-from medcot.ui.layout import EXAMPLES
+from medcot.ui.layout import EXAMPLES, SHOW_REASONING_LABEL
 from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL
+from tests.helpers.browser import CHROMIUM, SlowStream, open_page, screenshot_path
+from tests.helpers.serving import free_port, serve
+from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
+from tests.helpers.ui_calls import expected_feedback
 
 pytestmark = pytest.mark.browser
 
@@ -550,3 +551,99 @@ def test_an_example_that_fails_says_why_and_the_page_can_ask_again(
         expect(spinners(page)).to_have_count(0)
         expect(page.get_by_test_id("stop-button")).to_be_hidden()
         snap(page, "32-failed-example-page-restored")
+
+
+# ------------------------------------------------------------- issue 25: the switch, feedback, the upload cap
+
+
+def copied(page: Page) -> str:
+    """What the newest answer's copy button puts on the clipboard."""
+    chat(page).get_by_test_id("bot").last.hover()
+    chat(page).get_by_role("button", name="Copy message", exact=True).last.click()
+    return page.evaluate("navigator.clipboard.readText()")
+
+
+def test_show_reasoning_off_hides_the_accordion_from_the_next_answer_and_is_remembered(
+    page: Page, tmp_path: Path
+) -> None:
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    switch = page.get_by_role("checkbox", name=SHOW_REASONING_LABEL)
+    expect(switch).to_be_checked()  # on by default
+    set_greedy(page)
+    ask(page, QUESTIONS[0])
+    expect(stats_lines(page)).to_have_count(1)
+    expect(reasoning_titles(page)).to_have_count(1)
+
+    switch.uncheck()
+    ask(page, QUESTIONS[1])
+    expect(stats_lines(page)).to_have_count(2)
+    expect(reasoning_titles(page)).to_have_count(1)  # the earlier answer keeps its accordion; the new one has none
+    chat(page).get_by_role("button", name="Clear", exact=True).click()
+    expect(stats_lines(page)).to_have_count(0)
+    ask(page, QUESTIONS[0])  # a new conversation: the prompt the tiny adapter was trained on, so it reasons
+    expect(stats_lines(page)).to_have_count(1)
+    expect(chat(page).get_by_text(ADAPTER_ANSWER, exact=True)).to_be_visible()
+    expect(reasoning_titles(page)).to_have_count(0)
+    snap(page, "40-show-reasoning-off", full_page=True)
+    (answer,) = [m for m in exported(page, tmp_path)["messages"] if m["role"] == "assistant"]
+    assert (answer["reasoning"], answer["answer"]) == (ADAPTER_REASONING, ADAPTER_ANSWER)  # the export keeps it
+    text = copied(page)
+    assert ADAPTER_ANSWER in text and text.rstrip().endswith(DISCLAIMER) and ADAPTER_REASONING not in text
+
+    page.reload()
+    expect(page.get_by_role("checkbox", name=SHOW_REASONING_LABEL)).not_to_be_checked()  # remembered
+    set_greedy(page)
+    ask(page, QUESTIONS[2])
+    expect(stats_lines(page)).to_have_count(1)
+    expect(reasoning_titles(page)).to_have_count(0)
+    page.get_by_role("checkbox", name=SHOW_REASONING_LABEL).check()  # and back on for the next visitor's tests
+
+
+@pytest.fixture(scope="module")
+def feedback_app(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """The app with feedback on (MEDCOT_FEEDBACK_DIR), on the same loaded model."""
+    folder = tmp_path_factory.mktemp("feedback")
+    with serve(Engine(replace(engine.settings, feedback_dir=folder), engine.loaded)) as url:
+        yield url, folder
+
+
+def test_a_like_click_writes_the_exact_record_and_a_comment_follows(
+    chromium: Browser, feedback_app: tuple[str, Path], engine: Engine, tmp_path: Path
+) -> None:
+    url, folder = feedback_app
+
+    def written() -> list[dict]:
+        return [json.loads(line) for path in folder.glob("*.jsonl") for line in path.read_text().splitlines()]
+
+    with open_page(chromium, url) as page:
+        expect(page.locator("#feedback-note")).to_contain_text("nothing that identifies you")
+        set_greedy(page)
+        ask(page, QUESTIONS[0])
+        expect(stats_lines(page)).to_have_count(1)
+        chat(page).get_by_test_id("bot").last.hover()
+        chat(page).get_by_role("button", name="Like", exact=True).last.click()
+        assert SlowStream.wait_for(lambda: len(written()) == 1)
+        record = written()[0]
+        greedy = {"max_new_tokens": 64, "temperature": 0.0, "top_p": 0.95, "top_k": 64, "repetition_penalty": 1.0}
+        assert {k: v for k, v in record.items() if k not in ("feedback_id", "time")} == expected_feedback(
+            engine, "like", greedy
+        )
+        comment = page.locator("#feedback-comment textarea")
+        expect(comment).to_be_visible()
+        snap(page, "41-feedback-comment", full_page=True)
+        comment.fill("Clear, but cite a guideline.")
+        comment.press("Enter")
+        assert SlowStream.wait_for(lambda: len(written()) == 2)
+        assert written()[1]["comment"] == "Clear, but cite a guideline."
+        assert written()[1]["feedback_id"] == record["feedback_id"]
+        expect(comment).to_be_hidden()
+
+        # A large upload is refused; the page, its export and the API keep working.
+        big = page.request.post(
+            f"{url.rstrip('/')}/gradio_api/upload",
+            multipart={"files": {"name": "big.bin", "mimeType": "application/octet-stream", "buffer": b"x" * 2**21}},
+        )
+        assert big.status == 413
+        ask(page, QUESTIONS[1])
+        expect(stats_lines(page)).to_have_count(2)
+        assert [m["role"] for m in exported(page, tmp_path)["messages"]] == ["user", "assistant"] * 2

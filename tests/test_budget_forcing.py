@@ -5,13 +5,12 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
-from test_prompt import QUESTION
-from tiny import BASE_OUTPUT
-
 from medcot.budget_forcing import ClosingTag, closing_open_reasoning
 from medcot.engine import Engine
 from medcot.events import Finished, ReasoningDelta, ReasoningDone
 from medcot.request import Query
+from tests.helpers.tiny import BASE_OUTPUT
+from tests.test_prompt import QUESTION
 
 
 def test_the_closing_tag_and_the_answer_pass_follow_the_first_pass(base_alone: Engine) -> None:

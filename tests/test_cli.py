@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, TinyRepos
 
 from medcot.cli import main
 from medcot.engine import Engine
+from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, TinyRepos
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"

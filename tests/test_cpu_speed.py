@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny import tiny_config
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
 from medcot.model import cpu_speed
 from medcot.model.cpu_speed import CPU_MODES, HalfLinear, RescoredInt8Head, optimize_for_cpu, resolve_mode
+from tests.helpers.tiny import tiny_config
 
 FAST_MODES = [mode for mode in CPU_MODES if mode not in ("auto", "f32")]
 

@@ -51,6 +51,7 @@ LOCAL_COMMAND = (
     " && python app.py"
 )
 TEST_COMMAND = ". .venv/bin/activate && pytest"
+FULL_TEST_COMMAND = "pytest --all"  # every tier, as .ci/run calls it
 
 
 # --------------------------------------------------------------------------------------------------- README card
@@ -97,7 +98,7 @@ def test_readme_body_sections():
     assert "not for clinical use" in body.lower()
     quick = _section(body, "Quick start")
     assert LOCAL_COMMAND in quick
-    assert TEST_COMMAND in quick
+    assert TEST_COMMAND in quick and f"`{FULL_TEST_COMMAND}`" in quick
     _section(body, "Configuration")
     deploy = _section(body, "Deploy to a Space")
     for needle in ("HF_TOKEN", "HF_SPACE_ID", "ZeroGPU", "scripts/sync-to-space.sh", "compile-requirements.sh"):
@@ -259,7 +260,7 @@ def test_ci_workflow_runs_lint_and_the_whole_suite():
     needles = ("torch==2.13.0", '-e ".[app,local,dev]"', "chromium", "shellcheck", "ruff check", "ruff format --check")
     for needle in needles:
         assert needle in ci_run
-    assert re.search(r'^pytest "\$@"$', ci_run, re.MULTILINE), "the whole suite, browser tests included"
+    assert re.search(r'^pytest --all "\$@"$', ci_run, re.MULTILINE), "the whole suite, browser tests included"
 
 
 def test_sync_workflow_waits_for_ci_on_main_and_runs_the_script():

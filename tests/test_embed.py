@@ -20,13 +20,13 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
-from browser import CHROMIUM, SlowStream, screenshot_path
 from playwright.sync_api import Browser, FrameLocator, Locator, Page, expect
-from serving import free_port
-from tiny import ADAPTER_ANSWER, BASE_OUTPUT, QUESTIONS
 
 from medcot.request import MAX_QUESTION_CHARS
 from medcot.ui.compare import COMPARE_LABEL
+from tests.helpers.browser import CHROMIUM, SlowStream, screenshot_path
+from tests.helpers.serving import free_port
+from tests.helpers.tiny import ADAPTER_ANSWER, BASE_OUTPUT, QUESTIONS
 
 pytestmark = pytest.mark.browser
 

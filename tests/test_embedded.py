@@ -27,7 +27,6 @@ from typing import Any, NoReturn
 import pytest
 import torch
 from huggingface_hub.errors import LocalEntryNotFoundError
-from tiny import tiny_config
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
 import medcot.model.embedded_fallback
@@ -41,6 +40,7 @@ from medcot.model import embedded, temp_folders
 from medcot.model.loading import load_model
 from medcot.prompt import GEMMA3_CHAT_TEMPLATE
 from medcot.request import Query
+from tests.helpers.tiny import tiny_config
 
 gguf = pytest.importorskip("gguf", reason="needs the local extra: pip install -e .[local]")
 

@@ -14,8 +14,6 @@ from typing import Any
 
 import pytest
 import torch
-from polling import wait_until
-from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT
 
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine, in_passing_thread
@@ -25,6 +23,8 @@ from medcot.model.adapter_switch import AdapterSwitch
 from medcot.model.loading import load_model
 from medcot.prompt import Turn, encode_prompt
 from medcot.request import Query
+from tests.helpers.polling import wait_until
+from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT
 
 QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"
 GREEDY = GenerationParams(temperature=0, max_new_tokens=64)

@@ -8,12 +8,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from tiny import TinyRepos
 
 from benchmarks import eval as evaluation
 from benchmarks.eval_data import SHIPPED, QuestionSetError, load_questions
 from benchmarks.eval_metrics import options
 from medcot.config import GenerationParams
+from tests.helpers.tiny import TinyRepos
 
 ROWS = [
     {"Question": "Which drug reverses opioids?", "Response": "Naloxone."},
@@ -97,7 +97,7 @@ def tiny_env(monkeypatch: pytest.MonkeyPatch, tiny_repos: TinyRepos) -> None:
 def test_adapter_and_base_side_by_side(
     tiny_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_repos: TinyRepos
 ) -> None:
-    from tiny import ADAPTER_ANSWER, QUESTIONS
+    from tests.helpers.tiny import ADAPTER_ANSWER, QUESTIONS
 
     questions = _write(tmp_path / "q.jsonl", [{"Question": q, "Response": "loop diuretic"} for q in QUESTIONS[:2]])
     out, png = tmp_path / "eval.json", tmp_path / "eval.png"

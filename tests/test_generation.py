@@ -10,7 +10,6 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from tiny import ADAPTER_OUTPUT
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from medcot.config import GenerationParams
@@ -26,6 +25,7 @@ from medcot.generation import (
     stream_generate,
 )
 from medcot.prompt import STOP_TEXTS, encode_prompt
+from tests.helpers.tiny import ADAPTER_OUTPUT
 
 QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"
 GREEDY = GenerationParams(temperature=0, max_new_tokens=64)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cpu_speed import logits, tiny_model
 from transformers import AutoModelForCausalLM
 
 from medcot.model import half_loading
 from medcot.model.cpu_speed import RescoredInt8Head, optimize_for_cpu
 from medcot.model.half_loading import load_half
+from tests.test_cpu_speed import logits, tiny_model
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from readable import assert_readable, load_error
-from tiny import TinyRepos
 from transformers import AutoTokenizer
 
 from medcot.config import Settings
@@ -17,6 +15,8 @@ from medcot.errors import ModelLoadError
 from medcot.model.hub import fetch, is_adapter_folder, is_hub_unreachable, load_tokenizer
 from medcot.model.loading import load_model
 from medcot.prompt import GEMMA3_CHAT_TEMPLATE
+from tests.helpers.readable import assert_readable, load_error
+from tests.helpers.tiny import TinyRepos
 
 
 def test_folder_detection(tiny_repos: TinyRepos) -> None:

@@ -19,11 +19,8 @@ from typing import Any, NoReturn
 import httpx
 import httpx2
 import pytest
-import tiny
 from huggingface_hub.errors import LocalEntryNotFoundError
 from huggingface_hub.utils import hf_raise_for_status
-from serving import serve
-from tiny import QUESTIONS, TinyRepos
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
 import medcot.model.embedded_fallback
@@ -31,6 +28,9 @@ import medcot.model.hub
 from medcot.cli import main as cli_main
 from medcot.config import Settings
 from medcot.engine import Engine
+from tests.helpers import tiny
+from tests.helpers.serving import serve
+from tests.helpers.tiny import QUESTIONS, TinyRepos
 
 QUESTION = QUESTIONS[0]
 # pytest-timeout counts fixture set-up: the first test to run also builds the session's tiny models (about a

@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from readable import load_error
-from tiny import TinyRepos, build_tokenizer
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
 from medcot.config import GenerationParams, Settings
@@ -24,6 +22,8 @@ from medcot.model.loading import (
 )
 from medcot.prompt import encode_prompt
 from medcot.request import Query
+from tests.helpers.readable import load_error
+from tests.helpers.tiny import TinyRepos, build_tokenizer
 
 QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"
 GREEDY = GenerationParams(temperature=0, max_new_tokens=64)

@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from tiny import TinyRepos, build_model, build_tokenizer
 from transformers import AutoModelForCausalLM
 
 from medcot.model.lora_delta import LoraDelta
+from tests.helpers.tiny import TinyRepos, build_model, build_tokenizer
 
 IDS = torch.tensor([[2, 40, 41, 42, 43, 44, 45, 46]])
 

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny import TinyRepos
 from transformers import AutoTokenizer
 
 from medcot.model.hub import load_tokenizer
 from medcot.model.memory import drop_tokenizer_build_data
+from tests.helpers.tiny import TinyRepos
 
 _MMAP_CHECK = """
 import ctypes

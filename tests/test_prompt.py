@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from tiny import TinyRepos
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from medcot.errors import PromptTooLongError
@@ -21,6 +20,7 @@ from medcot.prompt import (
     ensure_chat_template,
     render_prompt,
 )
+from tests.helpers.tiny import TinyRepos
 
 CARD = Path(__file__).resolve().parents[2] / "shared/seed/MODEL_CARD.md"
 QUESTION = "A 65-year-old with orthopnea and edema. Initial therapy?"

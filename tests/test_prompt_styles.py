@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from test_prompt import EXPECTED_PROMPT, HOSTILE, QUESTION
-from tiny import TinyRepos
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from medcot.config import BASE_PROMPT_CHOICES, Settings
@@ -26,6 +24,8 @@ from medcot.prompt_styles import (
     base_prompt_style,
 )
 from medcot.request import Query
+from tests.helpers.tiny import TinyRepos
+from tests.test_prompt import EXPECTED_PROMPT, HOSTILE, QUESTION
 
 
 @pytest.fixture(scope="module")

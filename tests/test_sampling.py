@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import tiny_config
 from transformers import Gemma3ForCausalLM, LogitsProcessorList
 
 from medcot.config import GenerationParams
@@ -12,6 +11,7 @@ from medcot.engine import Engine
 from medcot.generation import sampling_kwargs, stream_generate
 from medcot.prompt import encode_prompt
 from medcot.sampling import TopKSampler
+from tests.helpers.tiny import tiny_config
 
 VOCAB = 300
 # (temperature, top_p, top_k): the card's defaults, and settings where top-p and top-k each do the cutting.
@@ -113,7 +113,7 @@ def test_card_defaults_sample_through_the_top_k_sampler() -> None:
 
 def test_stream_samples_after_the_callers_processors(engine: Engine) -> None:
     """A processor passed to stream_generate runs before the sampler: here it allows one token per step only."""
-    from test_generation import ForceTokens
+    from tests.test_generation import ForceTokens
 
     model, tokenizer = engine.loaded.model, engine.loaded.tokenizer
     prompt = encode_prompt(tokenizer, "Fever and neck stiffness in a child. Next step?").input_ids

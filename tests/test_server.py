@@ -18,8 +18,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from serving import free_port
-from tiny import TinyRepos
 
 from medcot import cli
 from medcot.backends.openai_client import (
@@ -42,6 +40,8 @@ from medcot.prompt import Turn, encode_prompt
 from medcot.request import Query
 from medcot.ui.chat_handlers import ChatHandlers
 from medcot.ui.compare import compare_controls
+from tests.helpers.serving import free_port
+from tests.helpers.tiny import TinyRepos
 
 GREEDY = GenerationParams(max_new_tokens=16, temperature=0.0)
 KEY = "sk-secret-test-key"
@@ -101,7 +101,8 @@ class ScriptedServer(ThreadingHTTPServer):
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
     scripted = ScriptedServer()
-    thread = threading.Thread(target=scripted.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever's next poll: 0.5 s each by default, 7 s over this file
+    thread = threading.Thread(target=scripted.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
         yield scripted

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import threading
+from collections.abc import Iterator
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
 import pytest
-from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
-from ui_calls import GREEDY, replies, request
 
+from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.events import STATS_PREFIX, Finished, Stats, format_stats
+from medcot.request import Query
+from medcot.ui.answers import AnswerRecord
 from medcot.ui.chat_handlers import ChatHandlers
+from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, BASE_OUTPUT, QUESTIONS
+from tests.helpers.ui_calls import GREEDY, replies, request
 
 
 def test_ask_answers_and_adds_the_reasoning_on_request(engine: Engine) -> None:
@@ -28,10 +33,54 @@ def test_ask_answers_and_adds_the_reasoning_on_request(engine: Engine) -> None:
         asyncio.run(handlers.ask("   ", *GREEDY))
 
 
-def test_ask_shows_the_engines_token_budget_as_its_default(engine: Engine) -> None:
-    tighter = Engine(replace(engine.settings, max_new_tokens=7), engine.loaded)
-    parameters = inspect.signature(ChatHandlers(tighter, tighter.stream).ask).parameters
-    assert "self" not in parameters and parameters["max_new_tokens"].default == 7
+def recording(engine: Engine, seen: list[Query], stop_after: int | None = None) -> Any:
+    """engine.stream, noting each query; ``stop_after`` events, the request is cancelled (as a Stop does)."""
+
+    def stream(query: Query, cancel: threading.Event | None = None) -> Iterator[Any]:
+        seen.append(query)
+        cancel = cancel or threading.Event()
+        for count, event in enumerate(engine.stream(query, cancel)):
+            if count == stop_after:
+                cancel.set()
+            yield event
+
+    return stream
+
+
+def test_ask_and_chat_left_unset_decode_at_the_loaded_models_own_defaults(base_alone: Engine) -> None:
+    tighter = Engine(replace(base_alone.settings, max_new_tokens=7), base_alone.loaded)
+    seen: list[Query] = []
+    handlers = ChatHandlers(tighter, recording(tighter, seen))
+    parameters = inspect.signature(handlers.ask).parameters
+    assert "self" not in parameters and parameters["max_new_tokens"].default is None
+    with contextlib.suppress(gr.Error):  # 7 tokens may end before an answer: that is /ask's error, tested below
+        asyncio.run(handlers.ask(QUESTIONS[0]))
+    asyncio.run(replies(handlers.respond(QUESTIONS[0], [], request=request())))
+    primed = tighter.generation_defaults()
+    assert (primed.temperature, primed.repetition_penalty, primed.max_new_tokens) == (0.3, 1.15, 7)
+    assert [query.params for query in seen] == [primed, primed]
+
+
+def test_ask_never_returns_a_silent_empty_answer(engine: Engine) -> None:
+    handlers = ChatHandlers(engine, engine.stream)
+    with pytest.raises(gr.Error, match=r"token limit \(4 tokens\) cut the reasoning off.*Raise max_new_tokens"):
+        asyncio.run(handlers.ask(QUESTIONS[0], 4, 0.0))
+    with_reasoning = asyncio.run(handlers.ask(QUESTIONS[0], 4, 0.0, include_reasoning=True))
+    assert (
+        with_reasoning.startswith("Reasoning:\n")
+        and "Answer:\n[No answer: The token limit (4 tokens)" in with_reasoning
+    )
+    stopped = ChatHandlers(engine, recording(engine, [], stop_after=2))
+    with pytest.raises(gr.Error, match="Stopped"):
+        asyncio.run(stopped.ask(QUESTIONS[0], 64, 0.0))
+
+
+def test_ask_notes_an_answer_the_token_limit_cut_off(engine: Engine) -> None:
+    reasoning = f"<think>\n{ADAPTER_REASONING}\n</think>\n"
+    limit = len(engine.loaded.tokenizer.encode(reasoning, add_special_tokens=False)) + 1
+    cut = asyncio.run(ChatHandlers(engine, engine.stream).ask(QUESTIONS[0], limit, 0.0))
+    assert cut != ADAPTER_ANSWER and ADAPTER_ANSWER.startswith(cut.partition("\n\n")[0])
+    assert cut.endswith(f"[Note: The token limit ({limit} tokens) cut the answer off.]")
 
 
 def test_respond_streams_the_pending_accordion_then_the_answer_and_stats(engine: Engine) -> None:
@@ -76,7 +125,8 @@ def test_set_compare_stays_off_where_the_engine_cannot_compare(engine: Engine) -
 def test_stop_shows_the_stopped_answers_stats_once_its_stream_finished(engine: Engine) -> None:
     handlers = ChatHandlers(engine, engine.stream)
     request = SimpleNamespace(session_hash="s1")
-    finished = handlers.finished.begin("s1")
+    record = handlers.answers.add("s1", AnswerRecord(QUESTIONS[0], GenerationParams()))
+    finished = handlers.finished.begin("s1", record)
     history = [
         {"role": "user", "content": QUESTIONS[0]},
         {"role": "assistant", "content": "Fluid", "metadata": {"title": "Reasoning", "status": "pending"}},
@@ -87,6 +137,7 @@ def test_stop_shows_the_stopped_answers_stats_once_its_stream_finished(engine: E
     assert shown[1]["metadata"] == {"title": "Reasoning", "status": "done", "log": "stopped"}
     assert shown[2]["content"] == format_stats(stats, answered=False)
     assert "Stopped" in shown[2]["content"] and "3 tokens" in shown[2]["content"]
+    assert shown[2]["metadata"] == {"id": record.id} and record.stopped and record.stats == stats
     assert handlers.stop(shown, request) == shown  # the second Stop handler (the chat's state) changes nothing more
 
 

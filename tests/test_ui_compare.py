@@ -11,8 +11,6 @@ from typing import Any
 
 import gradio as gr
 import pytest
-from tiny import ADAPTER_ANSWER, BASE_OUTPUT, QUESTIONS
-from ui_calls import GREEDY, content, handler, replies
 
 from medcot.config import Settings
 from medcot.engine import Engine
@@ -21,6 +19,8 @@ from medcot.request import Query
 from medcot.ui.compare import BaseRelay, compare_controls
 from medcot.ui.layout import build_demo
 from medcot.ui.rendering import WAITING_FOR_ADAPTER
+from tests.helpers.tiny import ADAPTER_ANSWER, BASE_OUTPUT, QUESTIONS
+from tests.helpers.ui_calls import GREEDY, content, handler, replies
 
 
 def test_compare_controls_follow_what_is_loaded(engine: Engine, tiny_settings: Settings) -> None:

@@ -4,23 +4,28 @@ and their parameters, the queue, the disclaimer), and the rule that only the UI 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
+import httpx
 import pytest
 from gradio_client import Client
-from serving import free_port
-from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS
-from ui_calls import GREEDY
+from gradio_client.exceptions import AppError
 
-from medcot.config import Settings
+from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.events import STATS_PREFIX
+from medcot.request import Query
 from medcot.ui.layout import build_demo, launch_kwargs, queue
+from tests.helpers.serving import free_port, serve
+from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS
+from tests.helpers.ui_calls import GREEDY
 
 
 def generation_threads() -> int:
@@ -75,7 +80,7 @@ def test_ask_rejects_bad_input_with_a_readable_message_and_keeps_serving(client:
 
 def test_cancel_from_a_client_ends_the_generation_thread(tiny_settings: Settings, tmp_path: Path) -> None:
 
-    import tiny
+    from tests.helpers import tiny
 
     # An untrained model told never to stop keeps generating until cancelled.
     tokenizer = tiny.build_tokenizer()
@@ -129,11 +134,45 @@ def test_mcp_ask_tool_answers(app_url: str) -> None:
     assert ADAPTER_ANSWER in text
 
 
-def test_idle_queue_polls_every_10_ms(engine: Engine) -> None:
-    """The idle queue's poll interval is a private attribute of Gradio's queue: fail loudly if it is renamed."""
-    from medcot.ui.layout import QUEUE_POLL_S
+def test_api_clients_that_set_nothing_get_the_loaded_models_own_decoding(base_alone: Engine) -> None:
+    """On the primed base the page's sliders show temperature 0.3 and repetition penalty 1.15; a client that sets
+    nothing got the card's 1.0 / 1.0 before (5 of 6 held-out questions then ran to the token limit)."""
+    seen: list[GenerationParams] = []
 
-    assert queue(build_demo(engine), engine)._queue.sleep_when_free == QUEUE_POLL_S == 0.01
+    def stream(query: Query, cancel: threading.Event | None = None) -> Iterator[Any]:
+        seen.append(query.params)
+        yield from base_alone.stream(query, cancel)
+
+    with serve(base_alone, stream) as url:
+        client = Client(url, verbose=False)
+        api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        chat = {p["parameter_name"]: p for p in api["/chat"]["parameters"]}
+        assert chat["temperature"]["parameter_has_default"] and chat["temperature"]["parameter_default"] is None
+        client.predict(QUESTIONS[0], api_name="/chat")
+        with contextlib.suppress(AppError):  # the tiny base may end before an answer: /ask then says why
+            client.predict(QUESTIONS[0], api_name="/ask")
+    assert seen == [base_alone.generation_defaults()] * 2
+    assert (seen[0].temperature, seen[0].repetition_penalty) == (0.3, 1.15)
+
+
+def test_the_api_description_says_unset_values_take_the_models_defaults(client: Client) -> None:
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for endpoint in ("/chat", "/ask"):
+        assert "loaded model's own default" in api[endpoint]["description"], endpoint
+
+
+def test_ask_over_the_api_says_why_there_is_no_answer(client: Client) -> None:
+    with pytest.raises(AppError, match=r"token limit \(4 tokens\) cut the reasoning off"):
+        client.predict(QUESTIONS[1], 4, 0.0, api_name="/ask")
+
+
+def test_a_large_upload_is_refused_and_the_app_keeps_serving(app_url: str, client: Client) -> None:
+    upload = f"{app_url.rstrip('/')}/gradio_api/upload"
+    refused = httpx.post(upload, files={"files": ("big.bin", b"x" * (2 * 1024 * 1024))}, timeout=30)
+    assert refused.status_code == 413, refused.text
+    assert httpx.post(upload, files={"files": ("small.txt", b"ok")}, timeout=30).status_code == 200
+    assert client.predict(QUESTIONS[1], 64, 0.0, api_name="/ask") == ADAPTER_ANSWER
+    assert client.predict(QUESTIONS[1], *GREEDY, api_name="/chat")[1]["content"] == ADAPTER_ANSWER
 
 
 def test_ui_module_is_the_only_gradio_user() -> None:
@@ -166,17 +205,3 @@ def test_chat_api_keeps_its_parameters(client: Client) -> None:
     names = [parameter["parameter_name"] for parameter in chat["parameters"]]
     assert names == ["message", "max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty"]
     assert len(chat["returns"]) == 1
-
-
-def test_every_way_of_asking_puts_the_page_back_when_the_answer_fails(engine: Engine) -> None:
-    """The textbox, an example's click, Retry and an option's click each run ChatInterface's chat handler in an event
-    of their own; each needs its own .failure() listener, or a refusal there leaves the page unable to ask again."""
-    demo = build_demo(engine)
-    submits = {index for index, fn in demo.fns.items() if getattr(fn.fn, "__name__", "") == "_submit_fn"}
-    assert len(submits) == 4, "ChatInterface's ways of asking changed: check each one fails gracefully"
-    restoring = {
-        fn.trigger_after
-        for fn in demo.fns.values()
-        if getattr(fn.fn, "__name__", "") == "restore_after_failure" and fn.trigger_only_on_failure
-    }
-    assert restoring == submits

@@ -9,13 +9,13 @@ from dataclasses import replace
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
-from serving import free_port
-from tiny import ADAPTER_ANSWER, QUESTIONS
-from ui_calls import GREEDY
 
 from medcot.config import Settings
 from medcot.engine import Engine
 from medcot.ui.layout import build_demo, launch_kwargs, queue
+from tests.helpers.serving import free_port
+from tests.helpers.tiny import ADAPTER_ANSWER, QUESTIONS
+from tests.helpers.ui_calls import GREEDY
 
 
 @pytest.mark.timeout(240)

@@ -6,14 +6,13 @@ import asyncio
 from pathlib import Path
 
 import gradio as gr
-from tiny import ADAPTER_ANSWER, BASE_OUTPUT, QUESTIONS
-from ui_calls import GREEDY, replies, request
 
 from medcot.engine import Engine
-from medcot.events import Stats, format_stats
 from medcot.ui.chat_handlers import ChatHandlers
 from medcot.ui.page_handlers import PageHandlers
 from medcot.ui.rendering import as_dict
+from tests.helpers.tiny import ADAPTER_ANSWER, BASE_OUTPUT, QUESTIONS
+from tests.helpers.ui_calls import GREEDY, replies, request
 
 
 def test_open_link_fills_in_a_checked_question_and_runs_it(engine: Engine) -> None:
@@ -25,18 +24,21 @@ def test_open_link_fills_in_a_checked_question_and_runs_it(engine: Engine) -> No
 
 
 def test_export_files_enable_the_downloads_only_with_a_conversation(engine: Engine) -> None:
-    handlers = PageHandlers(engine)
-    empty_md, empty_json = handlers.export_files([], [], *GREEDY)
+    chat = ChatHandlers(engine, engine.stream)
+    handlers = PageHandlers(engine, chat.answers)
+    empty_md, empty_json = handlers.export_files([], [], *GREEDY, request())
     assert (empty_md.value, empty_md.interactive, empty_json.interactive) == (None, False, False)
-    history = [{"role": "user", "content": QUESTIONS[0]}, {"role": "assistant", "content": ADAPTER_ANSWER}]
-    streaming = handlers.export_files(history, None, *GREEDY)
+    updates = asyncio.run(replies(chat.respond(QUESTIONS[0], [], *GREEDY, request())))
+    history = [{"role": "user", "content": QUESTIONS[0]}, *(as_dict(message) for message in updates[-1])]
+    streaming = handlers.export_files(history[:-1], None, *GREEDY, request())
     assert streaming == (gr.skip(), gr.skip())  # the answer is not over yet: the buttons stay as they were
-    stats = format_stats(Stats(12, 3, 0, 3, 0.2, 0.5, False, False, False, 0))
-    history.append({"role": "assistant", "content": stats})
-    markdown, document = handlers.export_files(history, None, *GREEDY)
+    markdown, document = handlers.export_files(history, None, *GREEDY, request())
     assert markdown.interactive and document.interactive
     path = markdown.value["path"] if isinstance(markdown.value, dict) else markdown.value
     assert ADAPTER_ANSWER in Path(path).read_text(encoding="utf-8")
+    other, _ = handlers.export_files(history, None, *GREEDY, request("another-session"))
+    other_path = other.value["path"] if isinstance(other.value, dict) else other.value
+    assert ADAPTER_ANSWER not in Path(other_path).read_text(encoding="utf-8")  # never another page's answers
 
 
 def test_refresh_reports_the_loaded_model_and_stops_polling(engine: Engine) -> None:
@@ -73,7 +75,9 @@ def test_an_answer_whose_reasoning_the_app_closed_says_so_on_screen_and_in_the_e
     reasoning = updates[-1][0]
     assert reasoning.content == BASE_OUTPUT and reasoning.metadata["log"] == "closed by the app"
     history = [{"role": "user", "content": QUESTIONS[0]}, *(as_dict(message) for message in updates[-1])]
-    markdown, document = PageHandlers(base_alone).export_files(history, [], 64, 0.0, 0.95, 64, 1.15)
+    markdown, document = PageHandlers(base_alone, chat.answers).export_files(
+        history, [], 64, 0.0, 0.95, 64, 1.15, request()
+    )
     paths = [
         button.value["path"] if isinstance(button.value, dict) else button.value for button in (markdown, document)
     ]

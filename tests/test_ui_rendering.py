@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from tiny import QUESTIONS
 
 from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.events import STATS_PREFIX, AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, format_stats
-from medcot.ui.rendering import ChatRenderer, mark_stopped, params_from, turns_from_history
+from medcot.ui.answers import AnswerRecord
+from medcot.ui.rendering import ChatRenderer, answer_id, mark_stopped, params_from, turns_from_history
+from tests.helpers.tiny import QUESTIONS
+
+
+def renderer(show_reasoning: bool = True) -> ChatRenderer:
+    return ChatRenderer(AnswerRecord(QUESTIONS[0], GenerationParams()), show_reasoning)
 
 
 def test_history_reasoning_never_reaches_the_prompt(engine: Engine) -> None:
@@ -28,7 +33,7 @@ def test_history_reasoning_never_reaches_the_prompt(engine: Engine) -> None:
 
 
 def test_renderer_drops_the_placeholder_accordion_when_the_model_does_not_reason() -> None:
-    view = ChatRenderer()
+    view = renderer()
     assert view.messages()[0].metadata["status"] == "pending"  # spinner from the first moment
     view.apply(AnswerDelta("Plain answer."))
     assert [m.content for m in view.messages()] == ["Plain answer."]
@@ -36,7 +41,7 @@ def test_renderer_drops_the_placeholder_accordion_when_the_model_does_not_reason
 
 def test_renderer_yields_fresh_messages_each_time() -> None:
     # Gradio streams diffs between yields: reusing message objects would send nothing.
-    view = ChatRenderer()
+    view = renderer()
     first = view.messages()
     view.apply(ReasoningDelta("step"))
     view.apply(ReasoningDone(1.24))
@@ -50,13 +55,15 @@ def test_renderer_yields_fresh_messages_each_time() -> None:
 
 
 def test_cut_off_reasoning_is_flagged_and_explained() -> None:
-    view = ChatRenderer()
+    view = renderer()
     view.apply(ReasoningDelta("long thought"))
     view.apply(ReasoningDone(3.0, cut_off=True))
     stats = Stats(10, 64, 64, 0, 0.1, 3.0, True, True, False, 0)
     view.apply(Finished(stats))
     reasoning, stats_message = view.messages()
     assert reasoning.metadata["log"] == "cut off"
+    assert answer_id({"metadata": stats_message.metadata}) == view.record.id  # the stats line points at the record
+    assert view.record.notes == ("The token limit (64 tokens) cut the reasoning off before an answer.",)
     assert "Max new tokens" in stats_message.content and "cut off by the token limit" in stats_message.content
     assert "cut off" not in format_stats(Stats(10, 8, 4, 4, 0.1, 1.0, False, False, False, 0))
 
@@ -85,3 +92,17 @@ def test_params_from_validates_and_fills_defaults() -> None:
     assert params_from(10, "0.5", 0.9, 5.0, 1.1) == GenerationParams(10, 0.5, 0.9, 5, 1.1)
     with pytest.raises(ValueError, match="max_new_tokens"):
         params_from(0, 1.0, 0.9, 5, 1.0)
+    primed = GenerationParams(100, 0.3, 0.95, 64, 1.15)
+    assert params_from(None, None, 0.5, None, None, primed) == GenerationParams(100, 0.3, 0.5, 64, 1.15)
+
+
+def test_with_show_reasoning_off_the_answer_comes_without_its_accordion_but_the_record_keeps_it() -> None:
+    view = renderer(show_reasoning=False)
+    view.apply(ReasoningDelta("private thought"))
+    assert view.messages() == []  # nothing shown while the model reasons
+    view.apply(ReasoningDone(1.0))
+    view.apply(AnswerDelta("The answer."))
+    view.apply(Finished(Stats(10, 8, 4, 4, 0.1, 1.0, False, False, False, 0)))
+    answer, stats = view.messages()
+    assert answer.content == "The answer." and not answer.metadata and stats.content.startswith(STATS_PREFIX)
+    assert view.record.reasoning == "private thought" and view.record.reply().reasoning == "private thought"

@@ -8,13 +8,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from tiny import QUESTIONS
-from ui_calls import GREEDY, handler, replies
-
 from medcot.engine import Engine
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats
 from medcot.request import Query
 from medcot.ui.layout import build_demo
+from tests.helpers.tiny import QUESTIONS
+from tests.helpers.ui_calls import GREEDY, handler, replies
 
 
 def test_first_text_is_sent_at_once_and_later_deltas_are_coalesced(engine: Engine) -> None:

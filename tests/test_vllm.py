@@ -20,16 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
-from browser import CHROMIUM, open_page, screenshot_path
 from gradio_client import Client
 from gradio_client.client import Job
 from peft import LoraConfig, get_peft_model
 from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-from serving import free_port, launched
-from tiny import QUESTIONS, TinyRepos
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from vllm_server import VllmServer, vllm_missing
 
 from medcot.answer_stream import Answer
 from medcot.config import GenerationParams, Settings
@@ -37,11 +33,15 @@ from medcot.engine import Engine
 from medcot.events import STOPPED_NOTICE
 from medcot.prompt import SYSTEM_PROMPT, USER_TEMPLATE
 from medcot.request import Query
+from tests.helpers.browser import CHROMIUM, open_page, screenshot_path
+from tests.helpers.serving import free_port, launched
+from tests.helpers.tiny import QUESTIONS, TinyRepos
+from tests.helpers.vllm_server import VllmServer, vllm_missing
 
 MISSING = vllm_missing()
 START_S = 420  # one vLLM start on a busy 2-core machine, with margin
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.vllm,
     pytest.mark.skipif(MISSING is not None, reason=MISSING or ""),
     pytest.mark.timeout(2 * START_S + 180),  # the first test starts the server; the crash test restarts it
 ]

@@ -1,4 +1,5 @@
-"""ZeroGPU glue: durations, where the model loads, and GpuEvents' contract with a GPU generator.
+"""ZeroGPU glue: where the model loads, GpuEvents' contract with a GPU generator, and MeteredRun's measurements and
+readable errors (spaces' own errors, built by spaces' own function).
 
 spaces itself runs in tests/test_zerogpu_space.py (app.py under the real runtime); here only the glue's own logic,
 with plain generators standing in for the one spaces returns.
@@ -7,27 +8,27 @@ with plain generators standing in for the one spaces returns.
 from __future__ import annotations
 
 import ast
+import math
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import gradio as gr
 import pytest
-from tiny import ADAPTER_ANSWER, QUESTIONS
+from spaces.zero.client import html_string
+from spaces.zero.gradio import error as spaces_error
 
 from medcot import zerogpu
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
-from medcot.events import AnswerDelta
+from medcot.events import AnswerDelta, Finished, Stats
+from medcot.gpu_budget import GpuBudget
+from medcot.gpu_refusals import CUT_OFF, WORKER_FAILED
 from medcot.request import Query
+from tests.helpers.tiny import ADAPTER_ANSWER, QUESTIONS
 
 APP = Path(__file__).resolve().parents[1] / "app.py"
-
-
-def test_gpu_duration_grows_with_the_token_budget_and_is_capped() -> None:
-    short, long = zerogpu.gpu_seconds(64), zerogpu.gpu_seconds(2048)
-    assert zerogpu.GPU_BASE_SECONDS < short < long <= zerogpu.GPU_MAX_SECONDS
-    assert zerogpu.gpu_seconds(4096) == zerogpu.GPU_MAX_SECONDS
 
 
 def test_off_zerogpu_the_stream_is_the_engines(engine: Engine) -> None:
@@ -187,3 +188,92 @@ def test_stop_flags_are_seen_by_a_forked_process() -> None:
     flags.set(slot)
     process.join(10)
     assert seen.value == 1
+
+
+# -- MeteredRun ------------------------------------------------------------------------------------------------------
+
+
+def answer_stats(new_tokens: int = 41, seconds: float = 1.1) -> Stats:
+    return Stats(100, new_tokens, 20, new_tokens - 20, 0.1, seconds, False, False, False, 0)
+
+
+def failing_after(*items: object, error: BaseException) -> Iterator[object]:
+    yield from items
+    raise error
+
+
+def test_a_run_feeds_the_workers_start_up_and_the_answers_speed_to_the_budget() -> None:
+    budget = GpuBudget()
+    run = zerogpu.MeteredRun(budget, asked_s=36, max_new_tokens=512)
+    finished = Finished(answer_stats())
+    items = [zerogpu.WorkerStarted(1.5), AnswerDelta("x"), finished]
+    assert list(run.events(iter(items))) == [AnswerDelta("x"), finished]  # WorkerStarted stays here
+    figures = budget.figures()
+    assert figures.measured and figures.startup_s == 1.5 and math.isclose(figures.seconds_per_token, 0.025)
+
+
+def test_spaces_refusals_come_out_as_plain_text_with_spaces_title() -> None:
+    link = '<a href="https://huggingface.co/join">Create a free account</a>'
+    message = html_string(f"No GPU was available after 60s. {link}", "No GPU ... [text](https://example.org)")
+    run = zerogpu.MeteredRun(GpuBudget(), 36, 512)
+    with pytest.raises(gr.Error) as raised:
+        list(run.events(failing_after(error=spaces_error("ZeroGPU queue timeout", message, html=True))))
+    assert raised.value.message == "No GPU ... text (https://example.org)"  # spaces' text form of its HTML
+    assert raised.value.title == "ZeroGPU queue timeout" and type(raised.value) is gr.Error
+
+
+def test_a_worker_killed_at_its_duration_reads_as_cut_and_raises_the_next_ask() -> None:
+    budget = GpuBudget()
+    budget.observe_startup(0.5)
+    for _ in range(5):
+        budget.observe_answer(answer_stats())
+    asked = budget.seconds_for(512)
+    run = zerogpu.MeteredRun(budget, asked, 512)
+    run.CUT_FRACTION = 0.0  # held "long enough" at once
+    aborted = spaces_error(zerogpu.SPACES_WORKER_ERROR, zerogpu.SPACES_WORKER_ABORTED)
+    with pytest.raises(gr.Error) as raised:
+        list(run.events(failing_after(zerogpu.WorkerStarted(None), error=aborted)))
+    assert raised.value.message == CUT_OFF.format(asked=asked) and raised.value.title == "GPU time ran out"
+    assert budget.seconds_for(512) >= asked  # held_s / 512 a token at least; a real cut holds about `asked`
+
+
+def test_a_worker_that_died_early_or_failed_reads_as_such() -> None:
+    aborted = spaces_error(zerogpu.SPACES_WORKER_ERROR, zerogpu.SPACES_WORKER_ABORTED)
+    with pytest.raises(gr.Error) as raised:
+        list(zerogpu.MeteredRun(GpuBudget(), 36, 512).events(failing_after(error=aborted)))
+    assert raised.value.message == "The GPU stopped while answering. Please ask again."
+    class_name = spaces_error(zerogpu.SPACES_WORKER_ERROR, "ZeroDivisionError")  # a non-gr.Error in the worker
+    with pytest.raises(gr.Error) as raised:
+        list(zerogpu.MeteredRun(GpuBudget(), 36, 512).events(failing_after(error=class_name)))
+    assert raised.value.message == WORKER_FAILED and "Error" not in raised.value.message
+    own = gr.Error("Generation failed: CUDA out of memory.", print_exception=False)  # readable_errors' in the worker
+    with pytest.raises(gr.Error) as raised:
+        list(zerogpu.MeteredRun(GpuBudget(), 36, 512).events(failing_after(error=own)))
+    assert raised.value is own
+
+
+def test_a_failure_to_schedule_reads_without_a_class_name() -> None:
+    failure = RuntimeError("ZeroGPU API /schedule error: 500 (Internal Server Error)")
+    with pytest.raises(gr.Error) as raised:
+        list(zerogpu.MeteredRun(GpuBudget(), 36, 512).events(failing_after(error=failure)))
+    assert raised.value.message == (
+        "ZeroGPU could not give this answer a GPU (ZeroGPU API /schedule error: 500 (Internal Server Error)). "
+        "Please try again in a moment."
+    )
+
+
+def test_a_forked_worker_reports_its_start_up_once() -> None:
+    import multiprocessing
+
+    reported = multiprocessing.get_context("fork").Array("d", [-1.0, -1.0])
+
+    def worker() -> None:
+        time.sleep(0.2)
+        first, second = zerogpu.worker_started(), zerogpu.worker_started()
+        reported[0] = first.startup_s if first.startup_s is not None else -2.0
+        reported[1] = second.startup_s if second.startup_s is not None else -2.0
+
+    process = multiprocessing.get_context("fork").Process(target=worker)
+    process.start()
+    process.join(10)
+    assert 0.2 <= reported[0] < 5 and reported[1] == -2.0  # the second request of a worker: reused, no start-up

@@ -1,19 +1,25 @@
 """app.py run as a ZeroGPU Space runs it: the real `spaces` in ZeroGPU mode, over a device API served here.
 
-The app runs in a subprocess started through tests/zerogpu_space.py, which replaces only the GPU steps a CPU-only
-torch cannot do (see its docstring). Everything else is the real thing: spaces' CUDA emulation while the model loads,
-its launch-time packing and startup report, `/schedule` → forked worker → `/allow` → `/release` for each request,
-its worker protocol (only gr.Error crosses back readable), Gradio's queue, and gradio_client over HTTP.
+The app runs in a subprocess started through tests/helpers/zerogpu_space.py, which replaces only the GPU steps a
+CPU-only torch cannot do (see its docstring). Everything else is the real thing: spaces' CUDA emulation while the
+model loads, its launch-time packing and startup report, `/schedule` → forked worker → `/allow` → `/release` for each
+request, its worker protocol (only gr.Error crosses back readable), Gradio's queue, and gradio_client over HTTP.
 
-The stand-in device API records every call. The tiny base's weights are left random, so that the base model (adapter
-off) writes newlines to the token limit: a base answer long enough to stop; the adapter answers as the card does.
+The stand-in device API records every call, and refuses a /schedule or cuts a request that runs past its asked
+duration when a test tells it to, as the real API does. The tiny base's weights are left random, so that the base
+model (adapter off) writes newlines to the token limit: a base answer long enough to stop; the adapter answers as the
+card does.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import contextlib
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,14 +36,19 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 from gradio_client import Client
-from serving import free_port
-from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS, TinyRepos, build_repos
+from gradio_client.exceptions import AppError
 
-from medcot import zerogpu
+from medcot import gpu_budget, gpu_refusals
+from medcot.events import STATS_PREFIX, parse_stats
+from tests.helpers.serving import free_port
+from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS, TinyRepos
+from tests.helpers.tiny_cache import cached_repos
 
-pytestmark = pytest.mark.slow  # a model build and an app start: about a minute on 2 cores (CI runs it too)
+pytestmark = pytest.mark.zerogpu  # an app start under spaces: about a minute on 2 cores (CI runs it too)
 
 ROOT = Path(__file__).resolve().parents[1]
+ASK = re.compile(r"^ZeroGPU: asking (\d+) s for up to (\d+) tokens \((.*)\)", re.MULTILINE)
+MEASURED = re.compile(r"over (\d+) answer\(s\): start-up (\S+) s, first token (\S+) s, (\S+) s a token")
 GREEDY = (0.0, 0.95, 64, 1.0)  # temperature, top_p, top_k, repetition_penalty (after max_new_tokens)
 START_TIMEOUT_S = 600  # import + load + launch on a busy 2-core machine
 
@@ -54,13 +65,21 @@ class DeviceAPI:
     """ZeroGPU's device API as spaces talks to it: one GPU, every call recorded.
 
     `/schedule` answers at once unless `hold` is cleared: then it queues the request as the real API does (an
-    event stream of pings) until `hold` is set again.
+    event stream of pings) until `hold` is set again. A kind put in `refusals` makes the next `/schedule` refuse,
+    in the shape spaces/zero/api.py reads: "quota" (429 with the quota left and the wait), "no-gpu" (503), "queue-
+    timeout" (a queue event stream that fails). With `cut_overruns` set, a request still holding the GPU when its
+    `durationSeconds` are over has its worker killed, as ZeroGPU ends a task that runs past its duration.
     """
 
     calls: list[Call] = field(default_factory=list)
     hold: threading.Event = field(default_factory=threading.Event)
     idle: bool = False  # the GPU's last task ended well: spaces may reuse its worker
     lock: threading.Lock = field(default_factory=threading.Lock)
+    refusals: list[str] = field(default_factory=list)
+    cut_overruns: bool = False
+
+    QUOTA_LEFT_S = 20
+    QUOTA_WAIT_S = 271  # "Try again in 0:04:31" in spaces' words, "4 min 31 s" in the app's
 
     def __post_init__(self) -> None:
         self.hold.set()
@@ -83,12 +102,30 @@ class DeviceAPI:
         assert len(calls) >= count, f"{path}: {len(calls)} calls, expected {count}: {self.calls}"
         return calls
 
+    def refusal(self) -> str | None:
+        with self.lock:
+            return self.refusals.pop(0) if self.refusals else None
+
+    def worker_pid(self) -> int:
+        """The GPU worker's process: the last one spaces allowed on the GPU (a reused worker is not allowed again)."""
+        return int(self.of("/allow")[-1].params["pid"])
+
     def grant(self, schedule: Call) -> dict[str, Any]:
         """A GPU for a /schedule call; its allow token is kept with the call."""
         schedule.params["granted"] = token = uuid.uuid4().hex
         with self.lock:
             idle = self.idle
+            cut = self.cut_overruns
+        if cut:
+            timer = threading.Timer(float(schedule.params["durationSeconds"]), self.cut, (token,))
+            timer.daemon = True
+            timer.start()
         return {"idle": idle, "nvidiaIndex": 0, "nvidiaUUID": "GPU-stand-in", "allowToken": token}
+
+    def cut(self, token: str) -> None:
+        if not any(call.params["allowToken"] == token for call in self.of("/release")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.worker_pid(), signal.SIGKILL)
 
     def release_of(self, schedule: Call, timeout: float = 30) -> Call:
         """The /release call of a scheduled request (waits for it)."""
@@ -125,6 +162,10 @@ def handler_for(api: DeviceAPI) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
 
         def schedule(self, call: Call) -> None:
+            refusal = api.refusal()
+            if refusal is not None:
+                self.refuse(refusal)
+                return
             if api.hold.is_set():
                 body = json.dumps(api.grant(call)).encode()
                 self.send_response(200)
@@ -146,6 +187,32 @@ def handler_for(api: DeviceAPI) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
             self.close_connection = True
 
+        def refuse(self, kind: str) -> None:
+            if kind == "queue-timeout":
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                for event in (b"event: ping\n\n", b"event: failed\n\n"):
+                    self.wfile.write(event)
+                    self.wfile.flush()
+                    time.sleep(0.05)
+                self.close_connection = True
+                return
+            if kind == "no-gpu":
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            assert kind == "quota", kind
+            body = json.dumps({"left": api.QUOTA_LEFT_S, "wait": api.QUOTA_WAIT_S}).encode()
+            self.send_response(429)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Approve-Result", "quota-exceeded")
+            self.end_headers()
+            self.wfile.write(body)
+
     return Handler
 
 
@@ -157,13 +224,17 @@ class Space:
     log: Path
     report: Path
 
-    def client(self) -> Client:
-        return Client(self.url, verbose=False)
+    def client(self, **headers: str) -> Client:
+        return Client(self.url, verbose=False, headers=headers or None)
+
+    def asks(self) -> list[re.Match[str]]:
+        """The app's log lines of the durations asked, in order (tests/helpers/zerogpu_space.py logs them)."""
+        return list(ASK.finditer(self.log.read_text(errors="replace")))
 
 
 @pytest.fixture(scope="module")
-def repos(tmp_path_factory: pytest.TempPathFactory) -> TinyRepos:
-    return build_repos(tmp_path_factory.mktemp("zerogpu-repos"), train_base=False)
+def repos(tiny_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyRepos:
+    return cached_repos(tiny_cache_dir, tmp_path_factory.mktemp("zerogpu-repos"), train_base=False)
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +266,7 @@ def space(repos: TinyRepos, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     log = work / "app.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, str(ROOT / "tests" / "zerogpu_space.py"), str(ROOT / "app.py")],
+            [sys.executable, str(ROOT / "tests" / "helpers" / "zerogpu_space.py"), str(ROOT / "app.py")],
             cwd=work,
             env=env,
             stdout=out,
@@ -243,10 +314,64 @@ def grants(api: DeviceAPI) -> int:
     return len(api.of("/schedule"))
 
 
+def stats_of(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of an answer's stats line (tok/s to 0.1, time to first token to 0.01 s)."""
+    return parse_stats(next(t for t in map(text_of, (m["content"] for m in messages)) if t.startswith(STATS_PREFIX)))
+
+
+def figures_of(ask: re.Match[str]) -> gpu_budget.Figures:
+    """The figures a logged ask came from."""
+    measured = MEASURED.search(ask.group(3))
+    assert measured is not None, ask.group(0)
+    answers, startup, first_token, per_token = measured.groups()
+    return gpu_budget.Figures(float(startup), float(first_token), float(per_token), int(answers), measured=True)
+
+
+def ip_token() -> str:
+    """An X-IP-Token as the Hub's proxy adds to a visitor's requests (a JWT; spaces only reads its payload)."""
+    parts = ({"alg": "none"}, {"ip": "127.0.0.1"})
+    return ".".join([*(base64.urlsafe_b64encode(json.dumps(p).encode()).decode().rstrip("=") for p in parts), "x"])
+
+
+def refused(call: Any) -> AppError:
+    with pytest.raises(AppError) as raised:
+        call()
+    return raised.value
+
+
+def assert_readable(error: AppError) -> None:
+    assert "<" not in error.message and "](" not in error.message, error.message  # no HTML, no Markdown link
+    assert "worker error" not in f"{error.title} {error.message}" and "Error" not in error.message
+
+
 def test_the_model_loads_onto_emulated_cuda_at_import(space: Space) -> None:
     packed = json.loads(space.report.read_text())  # written when launch() packed the CUDA tensors
     assert packed["tensors"] > 0 and packed["bytes"] > 0, space.log.read_text()[-3000:]
     assert space.api.calls[0].path == "/startup-report"  # at launch, before any request
+
+
+def test_the_duration_asked_is_the_prior_until_an_answer_is_measured_then_the_measured_speed(space: Space) -> None:
+    """The first request of the Space asks the prior; the next ones what the answers before them measured."""
+    answer = chat(space.client(), QUESTIONS[0], 64).result()  # the app's first request (tests run in file order)
+    first = space.api.wait_for("/schedule", 1)[0]
+    assert int(first.params["durationSeconds"]) == gpu_budget.GpuBudget().seconds_for(64)  # nothing measured yet
+    assert "not measured yet" in space.asks()[0].group(3)
+    shown = stats_of(answer)
+    for tokens in (1024, 8):
+        chat(space.client(), QUESTIONS[1], tokens).result()
+    schedules = space.api.wait_for("/schedule", 3)[1:3]
+    asks = space.asks()[1:3]
+    assert [int(a.group(1)) for a in asks] == [int(s.params["durationSeconds"]) for s in schedules]
+    measured = figures_of(asks[0])
+    print(*(ask.group(0) for ask in space.asks()), shown, sep="\n")  # the figures, for the record (pytest -s)
+    assert measured.answers == 1  # the first answer's figures, as its stats line shows them
+    assert math.isclose(1 / measured.seconds_per_token, shown["server_tok_s"], abs_tol=0.051)
+    assert math.isclose(measured.first_token_s, shown["server_ttft_s"], abs_tol=0.0051)
+    assert 0 < measured.startup_s < 60  # the worker's fork to its first generation
+    for ask, tokens in zip(asks, (1024, 8), strict=True):
+        assert abs(int(ask.group(1)) - figures_of(ask).seconds_for(tokens)) <= 1  # the log rounds the figures
+    asked_1024, asked_8 = (int(a.group(1)) for a in asks)
+    assert asked_8 <= asked_1024, [a.group(0) for a in asks]
 
 
 def test_chat_streams_reasoning_and_answer_out_of_the_forked_worker(space: Space) -> None:
@@ -259,8 +384,7 @@ def test_chat_streams_reasoning_and_answer_out_of_the_forked_worker(space: Space
     assert answer_of(updates[-1]) == ADAPTER_ANSWER, space.log.read_text()[-3000:]
     schedule = space.api.wait_for("/schedule", before + 1)[before]
     assert space.api.release_of(schedule).params["fail"] == "false"
-    allow = next(call for call in space.api.of("/allow") if call.params["allowToken"] == schedule.params["granted"])
-    assert int(allow.params["pid"]) != space.process.pid  # the answer came from a forked worker
+    assert space.api.worker_pid() != space.process.pid  # the answer came from a forked worker
 
 
 def test_ask_answers(space: Space) -> None:
@@ -300,15 +424,6 @@ def test_a_blank_question_is_refused_readably_without_a_gpu(space: Space) -> Non
     assert space.api.calls[before:] == []
 
 
-def test_the_duration_asked_follows_max_new_tokens(space: Space) -> None:
-    before = grants(space.api)
-    for tokens in (8, 1024):
-        chat(space.client(), QUESTIONS[0], tokens).result()
-    asked = [int(call.params["durationSeconds"]) for call in space.api.wait_for("/schedule", before + 2)[before:]]
-    expected = [zerogpu.gpu_seconds(n) for n in (8, 1024)]
-    assert asked == expected and expected[0] < expected[1]
-
-
 def test_stop_closes_the_workers_generator_and_releases_the_gpu(space: Space) -> None:
     before = grants(space.api)
     adapter_job, base_job = compare_jobs(space.client(), QUESTIONS[0], 4096)
@@ -341,3 +456,144 @@ def test_stop_while_waiting_for_a_gpu_ends_at_once(space: Space) -> None:
     # The GPU that comes after the Stop goes back at once, unused.
     assert space.api.release_of(schedule).at - schedule.at < 30
     assert answer_of(chat(space.client(), QUESTIONS[1]).result()) == ADAPTER_ANSWER
+
+
+def test_a_quota_refusal_shows_spaces_message_readably_and_the_next_request_is_served(space: Space) -> None:
+    """spaces refuses in the main process, before any worker: its message reaches /ask and /chat as text."""
+    client = space.client(**{"X-IP-Token": ip_token()})  # a visitor: spaces says what is left and how long to wait
+    before = grants(space.api)
+    space.api.refusals += ["quota", "quota"]
+    errors = [
+        refused(lambda: client.predict(QUESTIONS[1], 512, *GREEDY, False, api_name="/ask")),
+        refused(lambda: chat(client, QUESTIONS[1], 512).result()),
+    ]
+    schedules = space.api.wait_for("/schedule", before + 2)[before:]
+    for error, schedule in zip(errors, schedules, strict=True):
+        asked = schedule.params["durationSeconds"]
+        assert error.message.startswith(
+            f"You have exceeded your ZeroGPU quota ({asked}s requested vs. {space.api.QUOTA_LEFT_S}s left). "
+            "Try again in 4 min 31 s. "
+        ), error.message
+        assert "https://huggingface.co/settings/tokens" in error.message  # spaces' advice to API clients, kept
+        assert error.title == "ZeroGPU quota exceeded"
+        assert_readable(error)
+        assert "granted" not in schedule.params  # refused: no GPU, no worker
+    assert answer_of(chat(client, QUESTIONS[1]).result()) == ADAPTER_ANSWER
+
+
+def test_no_gpu_and_a_queue_timeout_read_as_plain_text_in_the_api_and_mcp(space: Space) -> None:
+    client = space.client(**{"X-IP-Token": ip_token()})
+    space.api.refusals += ["no-gpu", "queue-timeout"]
+    no_gpu = refused(lambda: client.predict(QUESTIONS[1], 64, *GREEDY, False, api_name="/ask"))
+    assert no_gpu.message == "No GPU was available"
+    timeout = refused(lambda: client.predict(QUESTIONS[1], 64, *GREEDY, False, api_name="/ask"))
+    assert timeout.message == (  # spaces words it in HTML, a link in an <a> tag
+        "No GPU was available after 60s. Create a free account (https://huggingface.co/join) to get a higher "
+        "priority in ZeroGPU queues."
+    )
+    for error in (no_gpu, timeout):
+        assert_readable(error)
+    # MCP (no visitor token here: spaces' message for a Space out of quota)
+    space.api.refusals.append("quota")
+    text = asyncio.run(asyncio.wait_for(mcp_ask(space.url, QUESTIONS[1]), timeout=60))
+    assert text == (
+        "Space app has reached its GPU limit. Try re-running outside of examples if it happened after clicking one"
+    )
+    assert answer_of(chat(space.client(), QUESTIONS[1]).result()) == ADAPTER_ANSWER
+
+
+async def mcp_ask(url: str, question: str) -> str:
+    """The MCP tool `ask` called as an MCP client calls it; its text (an error's too)."""
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with (
+        streamable_http_client(f"{url.rstrip('/')}/gradio_api/mcp/") as (read, write, _),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        tools = await session.list_tools()
+        ask = next(tool.name for tool in tools.tools if tool.name.endswith("ask"))
+        result = await session.call_tool(ask, {"question": question, "temperature": 0})
+        return "".join(part.text for part in result.content if hasattr(part, "text"))
+
+
+class Throttle:
+    """A process run 10 ms in every 100 (SIGSTOP / SIGCONT), as a GPU far slower than measured would run it; after
+    freeze() it stays stopped (a stalled GPU) until it is killed."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.done, self.frozen = pid, threading.Event(), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            while not self.done.is_set():
+                os.kill(self.pid, signal.SIGSTOP)
+                time.sleep(0.09)
+                if self.frozen.is_set():
+                    return
+                os.kill(self.pid, signal.SIGCONT)
+                time.sleep(0.01)
+
+    def freeze(self) -> None:
+        self.frozen.set()
+        self.thread.join(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGSTOP)
+
+    def __enter__(self) -> Throttle:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGCONT)
+
+
+def test_an_answer_past_its_asked_duration_is_cut_readably_and_the_next_ask_is_longer(space: Space) -> None:
+    before = grants(space.api)
+    space.api.cut_overruns = True
+    try:
+        adapter_job, base_job = compare_jobs(space.client(), QUESTIONS[2], 128)
+        schedule = space.api.wait_for("/schedule", before + 2)[before + 1]  # the base answer's: 128 tokens
+        with Throttle(space.api.worker_pid()) as throttle:  # the worker spaces reuses after the adapter's answer
+            time.sleep(1.0)  # it has started the answer (at a tenth of its speed: 128 tokens take longer)
+            throttle.freeze()  # and stalls: ZeroGPU kills it once its asked duration is over
+            base = base_job.result(timeout=180)
+    finally:
+        space.api.cut_overruns = False
+    assert answer_of(adapter_job.result()) == ADAPTER_ANSWER
+    asked = int(schedule.params["durationSeconds"])
+    shown = text_of(base[-1]["content"])
+    assert shown == f"⚠️ {gpu_refusals.CUT_OFF.format(asked=asked)}", base
+    release = space.api.release_of(schedule)
+    assert release.params["fail"] == "true" and release.at - schedule.at >= asked
+    # The app serves the next request (on a new worker), and asks more for the same tokens.
+    after = grants(space.api)
+    assert answer_of(chat(space.client(), QUESTIONS[1], 128).result()) == ADAPTER_ANSWER
+    assert int(space.api.wait_for("/schedule", after + 1)[after].params["durationSeconds"]) > asked
+
+
+@pytest.mark.browser
+def test_the_page_shows_a_quota_refusal_readably_and_asks_again(space: Space, chromium: Any) -> None:
+    from browser import open_page, screenshot_path
+    from playwright.sync_api import expect
+
+    with open_page(chromium, space.url, timeout_ms=60_000) as page:
+        page.context.set_extra_http_headers({"X-IP-Token": ip_token()})  # as the Hub's proxy adds it
+        space.api.refusals.append("quota")
+        box = page.locator("#question textarea")
+        box.fill(QUESTIONS[1])
+        box.press("Enter")
+        toast = page.get_by_text(re.compile(r"You have exceeded your ZeroGPU quota \(\d+s requested vs\. 20s left\)"))
+        expect(toast).to_be_visible()
+        expect(page.get_by_text(re.compile("Try again in 4 min 31 s"))).to_be_visible()
+        expect(page.get_by_text(re.compile("Authenticate|settings/tokens"))).to_have_count(0)  # API clients' advice
+        expect(box).to_have_value(QUESTIONS[1])  # back in the box, to send again
+        page.screenshot(path=screenshot_path("zerogpu-quota-refusal"), animations="disabled")
+        box.press("Enter")
+        answered = page.locator("#chat").get_by_text(re.compile(r"⏱ .*tok/s"))  # the stats line under the answer
+        expect(answered).to_be_visible(timeout=300_000)  # 512 tokens at the card's sampling, on a busy machine

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import inspect
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
@@ -21,8 +19,9 @@ import gradio as gr
 from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.errors import InputError, UserError
-from medcot.events import AnswerDelta, Finished, ReasoningDelta, StreamFn
+from medcot.events import StreamFn
 from medcot.request import Query, clean_question
+from medcot.ui.answers import AnswerRecord, AnswerStore, NoAnswerError, api_text
 from medcot.ui.compare import BaseRelay
 from medcot.ui.history import last_question_index
 from medcot.ui.model_wait import wait_for_model
@@ -32,6 +31,7 @@ from medcot.ui.rendering import (
     WAITING_FOR_ADAPTER,
     ChatRenderer,
     as_dict,
+    ending_message,
     loading_notice,
     mark_stopped,
     params_from,
@@ -42,29 +42,10 @@ from medcot.ui.stopping import FinishedAnswers
 from medcot.ui.streaming import UPDATE_INTERVAL_S, CoalescedEvents, iterate_in_thread, when_task_ends
 
 log = logging.getLogger(__name__)
-_DEFAULTS = GenerationParams()
 
 
 def _session(request: gr.Request | None) -> str | None:
     return getattr(request, "session_hash", None)
-
-
-def _with_defaults(method: Callable[..., Any], **defaults: Any) -> Callable[..., Any]:
-    """``method`` with other parameter defaults in its signature, which Gradio reads for the API and MCP schema
-    (the engine's MEDCOT_MAX_NEW_TOKENS is not known when the class is defined)."""
-    signature = inspect.signature(method)
-    signature = signature.replace(
-        parameters=[p.replace(default=defaults.get(p.name, p.default)) for p in signature.parameters.values()]
-    )
-
-    @functools.wraps(method)
-    async def call(*args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return await method(*bound.args, **bound.kwargs)
-
-    call.__signature__ = signature  # type: ignore[attr-defined]
-    return call
 
 
 class ChatHandlers:
@@ -76,19 +57,27 @@ class ChatHandlers:
         self.relay = relay or BaseRelay()
         self.finished = FinishedAnswers()
         self.refused: set[str | None] = set()  # sessions whose last chat request ended in an error, not a Stop
-        # /ask's default token budget: the engine's MEDCOT_MAX_NEW_TOKENS, in the signature Gradio reads.
-        self.ask = _with_defaults(self.ask, max_new_tokens=engine.generation_defaults().max_new_tokens)
+        self.answers = AnswerStore()  # every answer shown, as data: the export and the feedback read it
+        self.hidden_reasoning: set[str | None] = set()  # sessions whose "Show reasoning" switch is off
+
+    def params(self, *values: Any) -> GenerationParams:
+        """Checked generation settings; a value left unset (None) takes the loaded model's own default."""
+        return params_from(*values, self.engine.generation_defaults())
+
+    def shows_reasoning(self, session: str | None) -> bool:
+        return session not in self.hidden_reasoning
 
     # -- the chat (ChatInterface's /chat) and the base column ----------------------------------------------------
     async def respond(
         self,
         message: str,
         history: list[dict[str, Any]],
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
-        top_k: int,
-        repetition_penalty: float,
+        # None (an API client that sets nothing; Gradio reads these defaults for /chat): the loaded model's own.
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        repetition_penalty: float | None = None,
         request: gr.Request | None = None,  # Gradio fills it in; not an API input
     ) -> AsyncIterator[list[gr.ChatMessage]]:
         """The fine-tuned answer, streamed; with the comparison on, the base model's too (to the relay): after it
@@ -100,21 +89,25 @@ class ChatHandlers:
         channel = relay.open(session) if session in relay.comparing and self.engine.can_compare else None
         events: CoalescedEvents | None = None
         beside: asyncio.Task[None] | None = None
+        values = (max_new_tokens, temperature, top_p, top_k, repetition_penalty)
         try:
-            params = params_from(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
-            query = Query(message, turns_from_history(history), params)
+            query = Query(message, turns_from_history(history), self.params(*values))  # bad input: refused now
+            record = self.answers.add(session, AnswerRecord(message, query.params))
             self.finished.clear(session)
             async for _ in wait_for_model(self.engine, self.engine.settings.load_wait_s):
                 yield [gr.ChatMessage(content=loading_notice(self.engine))]  # the question stays; answered next
+            if None in values:  # the loaded model's own defaults, known once it has loaded
+                query = replace(query, params=self.params(*values))
+                record.params = query.params
             if channel is not None:
-                channel.put_nowait(("question", clean_question(message)))
+                channel.put_nowait(("question", clean_question(message), query.params))
                 if self.engine.base_runs_beside:
                     beside = asyncio.ensure_future(self.run_base(channel, query))
                     when_task_ends(beside.cancel)
-            view = ChatRenderer()
+            view = ChatRenderer(record, self.shows_reasoning(session))
             stream = self.stream(query, cancel)
             events = CoalescedEvents(
-                iterate_in_thread(stream, cancel, self.finished.begin(session)), UPDATE_INTERVAL_S
+                iterate_in_thread(stream, cancel, self.finished.begin(session, record)), UPDATE_INTERVAL_S
             )
             yield view.messages()
             async for batch in events:
@@ -173,7 +166,7 @@ class ChatHandlers:
         self.relay.set_compare(session, True)  # the checkbox said so at submit, whatever its change event's timing
         shown = list(base_history or [])
         view: ChatRenderer | None = None
-        asked = finished = False
+        record: AnswerRecord | None = None  # set once the question came: it was not refused
         tail: list[Any] = []
         items = CoalescedEvents(self.relay.items(channel), UPDATE_INTERVAL_S)
         try:
@@ -181,83 +174,86 @@ class ChatHandlers:
                 for item in batch:
                     kind = item[0] if isinstance(item, tuple) else None
                     if kind == "question":
-                        asked = True
+                        record = self.answers.add(session, AnswerRecord(item[1], item[2], use_adapter=False))
                         shown.append(gr.ChatMessage(role="user", content=item[1]))
                         tail = [gr.ChatMessage(content=WAITING_FOR_ADAPTER)]
-                    elif not asked:
+                    elif record is None:
                         continue  # the question was refused: the fine-tuned column says why, this one stays as it was
                     elif kind == "start":
-                        view = ChatRenderer()
+                        view = ChatRenderer(record, self.shows_reasoning(session))
                         tail = view.messages()
                     elif kind == "error":
-                        tail = [*(view.messages() if view else []), gr.ChatMessage(content=f"⚠️ {item[1]}")]
+                        record.failure = f"The base model did not answer: {item[1]}"
+                        tail = [*(view.messages() if view else []), ending_message(f"⚠️ {item[1]}", record)]
                         view = None
                     elif view is not None:
                         view.apply(item)
-                        finished = finished or isinstance(item, Finished)
                         tail = view.messages()
-                if asked:
+                if record is not None:
                     yield [*shown, *tail]
         finally:
             await items.aclose()
-        if not asked:
+        if record is None:
             yield gr.skip()
             return
         if tail and tail[-1].content == WAITING_FOR_ADAPTER:
-            tail = [gr.ChatMessage(content=NOT_RUN_MARK)]
-        elif view is not None and not finished:
-            tail = [*view.messages(), gr.ChatMessage(content=STOPPED_MARK)]
+            record.failure = "The base model did not answer: the fine-tuned answer did not complete."
+            tail = [ending_message(NOT_RUN_MARK, record)]
+        elif view is not None and not record.finished:
+            record.stopped = True
+            tail = [*view.messages(), ending_message(STOPPED_MARK, record)]
         yield mark_stopped([as_dict(m) for m in [*shown, *tail]])
 
     # -- the /ask API and MCP tool -------------------------------------------------------------------------------
     async def ask(
         self,
         question: str,
-        max_new_tokens: int = _DEFAULTS.max_new_tokens,
-        temperature: float = _DEFAULTS.temperature,
-        top_p: float = _DEFAULTS.top_p,
-        top_k: int = _DEFAULTS.top_k,
-        repetition_penalty: float = _DEFAULTS.repetition_penalty,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        repetition_penalty: float | None = None,
         include_reasoning: bool = False,
     ) -> str:
         """Answer a medical question with Medical-Diagnosis-COT-Gemma3-270M. Research demo, NOT for clinical use.
 
+        A sampling value left unset takes the loaded model's own default, as the page's sliders do: the model
+        card's for the fine-tune; the base alone, shown worked examples, decodes at temperature 0.3, repetition
+        penalty 1.15. An answer that ended short says why; no answer at all is an error naming the reason.
+
         Args:
             question: The medical question, in English.
-            max_new_tokens: Most tokens to generate, reasoning included (1-4096).
-            temperature: Sampling temperature (0 for greedy decoding, up to 2).
-            top_p: Nucleus sampling probability mass (0.01-1).
-            top_k: Sample from the k most likely tokens (0 disables).
-            repetition_penalty: Penalty for repeated tokens (1 = none, up to 2).
+            max_new_tokens: Most tokens to generate, reasoning included (1-4096); unset: the app's default.
+            temperature: Sampling temperature (0 for greedy decoding, up to 2); unset: the model's default.
+            top_p: Nucleus sampling probability mass (0.01-1); unset: the model's default.
+            top_k: Sample from the k most likely tokens (0 disables); unset: the model's default.
+            repetition_penalty: Penalty for repeated tokens (1 = none, up to 2); unset: the model's default.
             include_reasoning: Also return the model's step-by-step reasoning before the answer.
 
         Returns:
             The final answer; with include_reasoning, "Reasoning:" and "Answer:" sections.
         """
+        values = (max_new_tokens, temperature, top_p, top_k, repetition_penalty)
         try:
-            params = params_from(max_new_tokens, temperature, top_p, top_k, repetition_penalty)
+            self.params(*values)  # bad input is refused before waiting for a loading model
             if not isinstance(include_reasoning, bool):
                 raise InputError("include_reasoning must be true or false.")
-            reasoning, answer = [], []
             cancel = threading.Event()
             async for _ in wait_for_model(self.engine, self.engine.settings.load_wait_s):
                 pass  # an API client waits for a loading model, up to MEDCOT_LOAD_WAIT_S
-            async for event in iterate_in_thread(self.stream(Query(question, (), params), cancel), cancel):
-                if isinstance(event, ReasoningDelta):
-                    reasoning.append(event.text)
-                elif isinstance(event, AnswerDelta):
-                    answer.append(event.text)
-        except UserError as exc:
+            record = AnswerRecord(question, self.params(*values))
+            async for event in iterate_in_thread(self.stream(Query(question, (), record.params), cancel), cancel):
+                record.apply(event)
+            return api_text(record, include_reasoning)
+        except (UserError, NoAnswerError) as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        final = "".join(answer).strip()
-        if include_reasoning:
-            return f"Reasoning:\n{''.join(reasoning).strip()}\n\nAnswer:\n{final}"
-        return final
 
     # -- Stop, the compare checkbox and a closed page ------------------------------------------------------------
     def stop(self, history: list[dict[str, Any]] | None, request: gr.Request) -> list[dict[str, Any]]:
         """Stop: the stopped answer settled (no spinner) with its stats and a "stopped" notice."""
-        return stopped_history(history, self.finished.wait(_session(request)))
+        session = _session(request)
+        self.finished.wait(session)  # the stopped answer's Finished, into its record
+        return stopped_history(history, self.answers.latest(session))
 
     def set_compare(self, on: bool, request: gr.Request) -> tuple[Any, Any]:
         """The compare checkbox: show or hide the base column, and remember the session's choice for the relay."""
@@ -266,6 +262,19 @@ class ChatHandlers:
         on = bool(on) and (engine.can_compare or (engine.loaded is None and engine.error is None))
         self.relay.set_compare(_session(request), on)
         return gr.Column(visible=on), gr.Chatbot(show_label=on)
+
+    def set_show_reasoning(self, on: bool, request: gr.Request) -> str:
+        """The "Show reasoning" switch: the session's answers from the next one on come with or without their
+        reasoning accordion; the choice goes back to the browser (gr.BrowserState, as a word: a stored False reads
+        back as unset) to be remembered."""
+        (self.hidden_reasoning.discard if on else self.hidden_reasoning.add)(_session(request))
+        return "shown" if on else "hidden"
+
+    def recall_show_reasoning(self, remembered: Any, request: gr.Request) -> bool:
+        """A page that opens: the switch as this browser left it (on when never set)."""
+        on = remembered != "hidden"
+        self.set_show_reasoning(on, request)
+        return on
 
     def restore_after_failure(
         self, history: list[dict[str, Any]] | None, question: str | None, request: gr.Request
@@ -291,6 +300,8 @@ class ChatHandlers:
         self.relay.forget(_session(request))
         self.finished.forget(_session(request))
         self.refused.discard(_session(request))
+        self.answers.forget(_session(request))
+        self.hidden_reasoning.discard(_session(request))
 
 
 def _message(exc: Exception) -> str:

@@ -11,11 +11,15 @@ import gradio as gr
 from medcot import DISCLAIMER
 from medcot.engine import Engine
 from medcot.events import StreamFn
+from medcot.prompt_styles import BASE_DECODING
 from medcot.ui.chat_handlers import ChatHandlers
 from medcot.ui.compare import COMPARE_LABEL, compare_controls
+from medcot.ui.feedback import FEEDBACK_NOTE, FeedbackHandlers, FeedbackLog
+from medcot.ui.gradio_internals import chat_submits, set_idle_poll
 from medcot.ui.links import AUTORUN_JS
 from medcot.ui.page_handlers import PageHandlers, model_status_markdown
 from medcot.ui.rendering import ADAPTER_LABEL, BASE_LABEL, footer_markdown
+from medcot.ui.unset_slider import UnsetSlider
 
 TITLE = "MedCoT · Medical chain-of-thought demo"
 # The model card's two questions first, then two in the same style.
@@ -26,7 +30,16 @@ EXAMPLES = [
     "A 24-year-old has fever, neck stiffness and a petechial rash. What is the most urgent next step?",
     "Which electrolyte abnormality is most typical of refeeding syndrome?",
 ]
+SHOW_REASONING_LABEL = "Show reasoning"
 QUEUE_POLL_S = 0.01
+# The page takes no files; Gradio's upload route is open to anyone all the same (a 200 MB file was kept on disk).
+MAX_UPLOAD = "1mb"
+CHAT_API_DESCRIPTION = (
+    "Chat; streams the message list (reasoning, answer, stats). Not for clinical use. Sampling values left unset take "
+    "the loaded model's own defaults, as the page's sliders do: the model card's for the fine-tune; the base alone, "
+    f"shown worked examples, decodes at temperature {BASE_DECODING.temperature:g}, repetition penalty "
+    f"{BASE_DECODING.repetition_penalty:g}."
+)
 # At launch Gradio warns that ChatInterface's /chat, public and so an MCP tool, takes its history from a gr.State
 # that MCP calls cannot carry: each MCP call starts a new conversation, which is what MCP clients should get (/ask is
 # the tool meant for them). Gradio 6.31 has no way to keep one public endpoint out of MCP, so this one warning is
@@ -44,26 +57,30 @@ CSS = """
 """
 
 
-def _chatbot(elem_id: str, label: str, placeholder: str, show_label: bool) -> gr.Chatbot:
-    """A chat column (the fine-tuned one shows its label only beside the base one: set_compare)."""
+def _chatbot(elem_id: str, label: str, placeholder: str, show_label: bool, feedback: bool = False) -> gr.Chatbot:
+    """A chat column (the fine-tuned one shows its label only beside the base one: set_compare); ``feedback``: its
+    answers get 👍 / 👎 buttons."""
     return gr.Chatbot(
+        feedback_options=("Like", "Dislike") if feedback else None,
         elem_id=elem_id,
         label=label,
         show_label=show_label,
         placeholder=placeholder,
         buttons=["copy", "copy_all"],
+        watermark=DISCLAIMER,  # appended to whatever the copy buttons copy
         scale=1,
     )
 
 
-def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
+def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: FeedbackLog | None = None) -> gr.Blocks:
     """The whole app for one engine: layout and wiring only (the handlers are ChatHandlers' and PageHandlers' methods).
 
-    ``stream`` is what answers (app.py passes the ZeroGPU-wrapped one); engine.stream when left out.
+    ``stream`` is what answers (app.py passes the ZeroGPU-wrapped one); engine.stream when left out. ``feedback``:
+    where ratings go; left out, the settings' (MEDCOT_FEEDBACK_DIR / MEDCOT_FEEDBACK_DATASET), else none at all.
     """
+    feedback = feedback or FeedbackLog.from_settings(engine.settings)
     handlers = ChatHandlers(engine, stream or engine.stream)
-    page = PageHandlers(engine)
-    defaults = page.defaults
+    page = PageHandlers(engine, handlers.answers)
     with gr.Blocks(title=TITLE, fill_height=True, delete_cache=(3600, 3600)) as demo:
         gr.Markdown(f"# 🩺 {TITLE}")
         gr.Markdown(f"⚠️ **{DISCLAIMER}**", elem_id="disclaimer")
@@ -77,18 +94,29 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
                 scale=0,
                 min_width=260,
             )
+            show_reasoning = gr.Checkbox(
+                True, label=SHOW_REASONING_LABEL, elem_id="show-reasoning", scale=0, min_width=180
+            )
             compare_note = gr.Markdown(note, elem_id="compare-note")
+        # The "Show reasoning" choice, remembered in this browser (the card advises hiding the chain of thought from
+        # end users to avoid over-trust): off, new answers come without the accordion; the export keeps it.
+        reasoning_choice = gr.BrowserState("shown", storage_key="medcot-show-reasoning")
+        # Unset (None) in the page's config: an API client that sets nothing gets the loaded model's own defaults;
+        # the page fills them in when it opens (PageHandlers.open_page) and once the model has loaded.
         sliders = [
-            gr.Slider(1, 4096, value=defaults.max_new_tokens, step=1, label="Max new tokens", render=False),
-            gr.Slider(0.0, 2.0, value=defaults.temperature, step=0.05, label="Temperature (0 = greedy)", render=False),
-            gr.Slider(0.01, 1.0, value=defaults.top_p, step=0.01, label="Top-p", render=False),
-            gr.Slider(0, 1000, value=defaults.top_k, step=1, label="Top-k (0 = off)", render=False),
-            gr.Slider(
-                1.0, 2.0, value=defaults.repetition_penalty, step=0.05, label="Repetition penalty", render=False
-            ),
+            UnsetSlider(1, 4096, step=1, label="Max new tokens", render=False),
+            UnsetSlider(0.0, 2.0, step=0.05, label="Temperature (0 = greedy)", render=False),
+            UnsetSlider(0.01, 1.0, step=0.01, label="Top-p", render=False),
+            UnsetSlider(0, 1000, step=1, label="Top-k (0 = off)", render=False),
+            UnsetSlider(1.0, 2.0, step=0.05, label="Repetition penalty", render=False),
         ]
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
+                # Not save_history=True (conversations kept in the browser across reloads): Gradio 6.31 saves this
+                # Chatbot's messages only, so a restored conversation would lose its base-model column; the export
+                # and the feedback read each answer's record (medcot.ui.answers), kept per page session on the
+                # server, which a reload does not bring back (message metadata keeps only Gradio's own keys); and
+                # its side panel would squeeze the chat beside the comparison column.
                 chat = gr.ChatInterface(
                     handlers.respond,
                     chatbot=_chatbot(
@@ -96,6 +124,7 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
                         ADAPTER_LABEL,
                         "Ask a medical question. The model reasons step by step before it answers.",
                         show_label=False,
+                        feedback=feedback is not None,
                     ),
                     # stop_btn=True: a custom Textbox's own stop_btn (default False) decides whether Stop is shown.
                     textbox=gr.Textbox(
@@ -113,7 +142,7 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
                     examples=[[question] for question in EXAMPLES],
                     run_examples_on_click=True,
                     api_name="chat",
-                    api_description="Chat; streams the message list (reasoning, answer, stats). Not for clinical use.",
+                    api_description=CHAT_API_DESCRIPTION,
                     fill_height=True,
                 )
             with gr.Column(scale=1, visible=False) as base_column:
@@ -132,7 +161,7 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
         # A refusal or failure of the chat handler (its message shown as Gradio's error toast) stops ChatInterface's
         # chain before it re-enables the textbox: the page could not ask again. This puts the page back, whichever
         # way the question came: typed, an example clicked, or Retry.
-        for submit in _chat_submits(demo, chat):
+        for submit in chat_submits(demo, chat):
             submit.failure(
                 handlers.restore_after_failure,
                 [chat.chatbot, chat.saved_input],
@@ -160,6 +189,9 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
         )
         chat.chatbot.clear(lambda: [], None, [base_chat], queue=False, api_visibility="undocumented")
 
+        quiet: dict[str, Any] = {"queue": False, "api_visibility": "undocumented"}
+        demo.load(handlers.recall_show_reasoning, [reasoning_choice], [show_reasoning], **quiet)
+        show_reasoning.change(handlers.set_show_reasoning, [show_reasoning], [reasoning_choice], **quiet)
         compare.change(
             handlers.set_compare, [compare], [base_column, chat.chatbot], queue=False, api_visibility="undocumented"
         )
@@ -176,6 +208,8 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
                 show_progress="hidden",
                 trigger_mode="always_last",
             )
+        if feedback is not None:
+            _feedback_controls(chat.chatbot, FeedbackHandlers(engine, handlers.answers, feedback))
         gr.api(handlers.ask, api_name="ask")
         footer = gr.Markdown(footer_markdown(engine), elem_id="footer")
 
@@ -188,7 +222,7 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
             api_visibility="undocumented",
         )
         demo.load(
-            page.refresh,
+            page.open_page,
             outputs=[status, timer, compare, compare_note, *sliders, footer],
             queue=False,
             api_visibility="undocumented",
@@ -212,19 +246,15 @@ def build_demo(engine: Engine, stream: StreamFn | None = None) -> gr.Blocks:
     return demo
 
 
-def _chat_submits(demo: gr.Blocks, chat: gr.ChatInterface) -> list[gr.events.Dependency]:
-    """ChatInterface's page events that run the chat handler (Gradio names their function ``_submit_fn``): the
-    textbox's submit, an example's click, Retry and an option's click, for ``.failure()`` listeners.
-
-    Gradio 6.31's ChatInterface keeps those events to itself, and its frontend runs only ``.failure()`` listeners
-    once a handler raised (ChatInterface's own follow-ups, which re-enable the textbox, are ``.then()``/``.success()``
-    ones that never run). The API's /chat is another event and keeps its errors.
-    """
-    return [
-        gr.events.Dependency(chat.textbox, {}, index, None)
-        for index, fn in demo.fns.items()
-        if getattr(fn.fn, "__name__", "") == "_submit_fn"
-    ]
+def _feedback_controls(chatbot: gr.Chatbot, rater: FeedbackHandlers) -> None:
+    """What feedback keeps, said in the page; a rating writes its record, then an optional comment can follow."""
+    gr.Markdown(FEEDBACK_NOTE, elem_id="feedback-note")
+    rated = gr.State(None)  # the feedback id the comment goes with
+    comment = gr.Textbox(
+        label="Comment on your rating (optional)", visible=False, elem_id="feedback-comment", submit_btn="Send"
+    )
+    chatbot.like(rater.rate, [chatbot], [rated, comment], queue=False, api_visibility="undocumented")
+    comment.submit(rater.comment, [rated, comment], [rated, comment], queue=False, api_visibility="undocumented")
 
 
 def launch_kwargs() -> dict[str, Any]:
@@ -235,6 +265,7 @@ def launch_kwargs() -> dict[str, Any]:
         "mcp_server": True,
         "show_error": True,
         "footer_links": ["api", "settings"],
+        "max_file_size": MAX_UPLOAD,
     }
 
 
@@ -243,6 +274,5 @@ def queue(demo: gr.Blocks, engine: Engine) -> gr.Blocks:
     demo = demo.queue(default_concurrency_limit=engine.settings.concurrency, max_size=engine.settings.queue_size)
     # Gradio's queue looks for new events every 1 ms while idle, which took 6% of a core from a 2-core CPU's
     # decoding; every 10 ms costs a request at most 10 ms and measured 2%. No public setting exists (Gradio 6.31).
-    if hasattr(demo._queue, "sleep_when_free"):
-        demo._queue.sleep_when_free = QUEUE_POLL_S
+    set_idle_poll(demo, QUEUE_POLL_S)
     return demo

@@ -6,6 +6,7 @@ medcot.ui.layout wires them to the page; the chat's own handlers are medcot.ui.c
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import astuple
 from typing import Any
@@ -16,6 +17,7 @@ import gradio as gr
 from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.export import write_files
+from medcot.ui.answers import AnswerStore
 from medcot.ui.compare import RELAY_WAIT_S, compare_controls
 from medcot.ui.history import EXPORT_ROOT, conversation_from, is_settled
 from medcot.ui.links import deep_link
@@ -47,17 +49,26 @@ def decoding_text(params: GenerationParams) -> str:
 class PageHandlers:
     """The page's handlers for one engine, apart from the chat's (ChatHandlers)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, answers: AnswerStore | None = None) -> None:
         self.engine = engine
+        self.answers = answers or AnswerStore()  # the chat's (ChatHandlers.answers): what the export reads
         self.defaults = engine.generation_defaults()  # before loading: the card's; refresh() updates the sliders
 
     # -- the status line and the sliders, while loading and once loaded ------------------------------------------
     def refresh(self) -> tuple[Any, ...]:
         """The model's status line, the timer that polls it while loading, the compare controls, once loaded the
         generation sliders at the loaded model's defaults (a primed base decodes differently), and the footer."""
+        return self._refresh(fill_sliders=self.engine.ready)
+
+    def open_page(self) -> tuple[Any, ...]:
+        """refresh() for a page that opens: its sliders (unset in the page's config, so that API clients that set
+        nothing get the loaded model's defaults) at the defaults known now."""
+        return self._refresh(fill_sliders=True)
+
+    def _refresh(self, fill_sliders: bool) -> tuple[Any, ...]:
         state, text = compare_controls(self.engine)
         sliders: tuple[Any, ...] = (gr.skip(),) * 5
-        if self.engine.ready:
+        if fill_sliders:
             self.defaults = self.engine.generation_defaults()
             sliders = tuple(gr.Slider(value=value) for value in astuple(self.defaults))
         return (
@@ -96,18 +107,28 @@ class PageHandlers:
 
     # -- the downloads --------------------------------------------------------------------------------------------
     def export_files(
-        self, history: Any, base_history: Any, *sliders: Any
+        self,
+        history: Any,
+        base_history: Any,
+        max_new_tokens: Any,
+        temperature: Any,
+        top_p: Any,
+        top_k: Any,
+        repetition_penalty: Any,
+        request: gr.Request | None = None,
     ) -> tuple[gr.DownloadButton, gr.DownloadButton]:
         """Both download buttons pointed at fresh files of the conversation (disabled while there is none); left as
         they are while an answer streams (its export comes when it is done or stopped)."""
         if not (is_settled(history) and is_settled(base_history)):
             return gr.skip(), gr.skip()
         try:
-            params = params_from(*sliders)
+            params = params_from(max_new_tokens, temperature, top_p, top_k, repetition_penalty, self.defaults)
         except ValueError:
             params = self.defaults
+        session = getattr(request, "session_hash", None)
         try:
-            conversation = conversation_from(history, base_history, self.engine, params)
+            answers = functools.partial(self.answers.get, session)
+            conversation = conversation_from(history, base_history, answers, self.engine, params)
             if not conversation.exchanges:
                 raise LookupError("nothing to export yet")
             markdown, document = write_files(conversation, EXPORT_ROOT)

@@ -14,15 +14,11 @@ from medcot.events import (
     STATS_END,
     STATS_PREFIX,
     STOPPED_NOTICE,
-    AnswerDelta,
-    Finished,
-    ReasoningDelta,
-    ReasoningDone,
-    Stats,
     format_stats,
     is_stats_line,
 )
 from medcot.prompt import Turn
+from medcot.ui.answers import AnswerRecord
 
 REASONING_TITLE = "Reasoning"
 CARD_URL = "https://huggingface.co/alphaaico/Medical-Diagnosis-COT-Gemma3-270M"
@@ -82,10 +78,16 @@ def turns_from_history(history: Any) -> list[Turn]:
 
 
 def params_from(
-    max_new_tokens: Any, temperature: Any, top_p: Any, top_k: Any, repetition_penalty: Any
+    max_new_tokens: Any,
+    temperature: Any,
+    top_p: Any,
+    top_k: Any,
+    repetition_penalty: Any,
+    defaults: GenerationParams | None = None,
 ) -> GenerationParams:
-    """The sliders' values as checked GenerationParams (a missing value takes the default)."""
-    defaults = GenerationParams()
+    """The sliders' (or an API client's) values as checked GenerationParams; a value left unset (None) takes
+    ``defaults``: the loaded model's own (Engine.generation_defaults), the card's when none are given."""
+    defaults = defaults or GenerationParams()
     return GenerationParams(
         max_new_tokens=defaults.max_new_tokens if max_new_tokens is None else max_new_tokens,
         temperature=defaults.temperature if temperature is None else temperature,
@@ -98,45 +100,71 @@ def params_from(
 CLOSED_BY_APP = "closed by the app"  # the accordion's note when medcot.budget_forcing closed the reasoning
 
 
+def answer_id(message: dict[str, Any]) -> str | None:
+    """The id of the answer record (medcot.ui.answers) a chat message ends, or None."""
+    metadata = message.get("metadata") or {}
+    return None if metadata.get("title") or not metadata.get("id") else str(metadata["id"])
+
+
+def ending_message(content: str, record: AnswerRecord) -> gr.ChatMessage:
+    """The message that ends an answer (stats line, stop or error mark), pointing at its record."""
+    return gr.ChatMessage(content=content, metadata={"id": record.id})
+
+
 class ChatRenderer:
-    """Turns engine events into the assistant messages Gradio shows: reasoning accordion, answer, stats.
+    """An answer's record (fed the engine's events) as the assistant messages Gradio shows: the reasoning
+    accordion (unless the page's "Show reasoning" is off), the answer, the stats line.
 
     Each call to messages() builds new message objects: Gradio streams the difference between successive
     yields, so mutating the objects it already holds would send nothing.
     """
 
-    def __init__(self) -> None:
-        self.reasoning = ""
-        self.reasoning_meta: dict[str, Any] = {"title": REASONING_TITLE, "status": "pending"}
-        self.answer = ""
-        self.stats = ""
-        self.thinking = True  # until the model shows it does not reason
-
-    def messages(self) -> list[gr.ChatMessage]:
-        shown = [gr.ChatMessage(content=self.reasoning, metadata=dict(self.reasoning_meta))] if self.thinking else []
-        shown += [gr.ChatMessage(content=self.answer)] if self.answer else []
-        return shown + ([gr.ChatMessage(content=self.stats)] if self.stats else [])
+    def __init__(self, record: AnswerRecord, show_reasoning: bool = True) -> None:
+        self.record = record
+        self.show_reasoning = show_reasoning
 
     def apply(self, event: object) -> None:
-        if isinstance(event, ReasoningDelta):
-            self.reasoning += event.text
-        elif isinstance(event, ReasoningDone):
-            self.reasoning = self.reasoning.strip()
-            self.reasoning_meta = {"title": REASONING_TITLE, "status": "done", "duration": round(event.duration, 1)}
-            if event.cut_off:
-                self.reasoning_meta["log"] = "cut off"
-        elif isinstance(event, AnswerDelta):
-            if not self.reasoning.strip():
-                self.thinking = False  # no <think> block: drop the placeholder accordion
-            self.answer += event.text
-        elif isinstance(event, Finished):
-            if self.reasoning_meta.get("status") == "pending":
-                self.thinking = bool(self.reasoning.strip())
-                self.reasoning_meta = {"title": REASONING_TITLE, "status": "done"}
-            if event.stats.reasoning_closed_by_app:  # said on the accordion: the model did not close it itself
-                self.reasoning_meta["log"] = CLOSED_BY_APP
-            self.answer = self.answer.strip()
-            self.stats = format_stats(event.stats, answered=bool(self.answer))
+        self.record.apply(event)
+
+    @property
+    def thinking(self) -> bool:
+        """Whether a reasoning accordion belongs to this answer (shown pending until the model shows it has none)."""
+        record = self.record
+        if record.finished or (record.answer and not record.reasoning.strip()):
+            return record.wrote_reasoning
+        return True
+
+    def reasoning_metadata(self) -> dict[str, Any]:
+        record = self.record
+        if not record.finished and record.reasoning_duration is None:
+            return {"title": REASONING_TITLE, "status": "pending"}
+        metadata: dict[str, Any] = {"title": REASONING_TITLE, "status": "done"}
+        if record.reasoning_duration is not None:
+            metadata["duration"] = round(record.reasoning_duration, 1)
+        if record.reasoning_cut_off:
+            metadata["log"] = "cut off"
+        if record.stats is not None and record.stats.reasoning_closed_by_app:  # the model did not close it itself
+            metadata["log"] = CLOSED_BY_APP
+        return metadata
+
+    def messages(self) -> list[gr.ChatMessage]:
+        record = self.record
+        shown = []
+        if self.show_reasoning and self.thinking:
+            shown.append(gr.ChatMessage(content=record.reasoning, metadata=self.reasoning_metadata()))
+        if record.answer:
+            shown.append(gr.ChatMessage(content=record.answer))
+        if record.stats is not None:
+            shown.append(ending_message(format_stats(record.stats, answered=bool(record.answer)), record))
+        return shown
+
+
+def stats_text(record: AnswerRecord) -> str | None:
+    """The stats line of an answer as plain text (the export's), or "stopped" when Stop came before its stats."""
+    if record.stats is None:
+        return "stopped" if record.stopped else None
+    line = format_stats(replace(record.stats, stopped=record.stopped or record.stats.stopped))
+    return line.partition(STATS_END)[0].removeprefix(STATS_PREFIX).strip()
 
 
 def mark_stopped(history: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -149,24 +177,22 @@ def mark_stopped(history: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     return history
 
 
-def stopped_history(history: list[dict[str, Any]] | None, stats: Stats | None) -> list[dict[str, Any]]:
-    """After Stop: ``mark_stopped``, then the stopped answer's stats line with its "stopped" notice (``stats``: the
-    stream's Finished, which Gradio's cancellation kept from the chat handler; None when it never came)."""
+def stopped_history(history: list[dict[str, Any]] | None, record: AnswerRecord | None) -> list[dict[str, Any]]:
+    """After Stop: ``mark_stopped``, then the stopped answer's stats line with its "stopped" notice, pointing at its
+    record (``record``: the session's newest answer, whose Finished Gradio's cancellation kept from the chat handler
+    and the Stop handler waited for; its stats are None when it never came)."""
     history = mark_stopped(history)
     last_question = max((i for i, m in enumerate(history) if m.get("role") == "user"), default=-1)
-    reply = [m for m in history[last_question + 1 :] if m.get("role") == "assistant"]
-    texts = [message_text(m.get("content")).strip() for m in reply]
-    if last_question < 0 or any(is_stats_line(text) for text in texts):
+    if last_question < 0 or any(answer_id(m) for m in history[last_question + 1 :]):
         return history  # nothing asked, or the answer finished before the Stop arrived
-    if stats is None:
-        line = f"{STATS_PREFIX} stopped{STATS_END}\n\n{STOPPED_NOTICE}"
-    else:
-        answered = any(
-            text and not (m.get("metadata") or {}).get("title") and not is_loading_notice(text)
-            for m, text in zip(reply, texts, strict=True)
-        )
-        line = format_stats(replace(stats, stopped=True), answered)
-    return [*history, {"role": "assistant", "content": line, "metadata": {}}]
+    asked = message_text(history[last_question].get("content")).strip()
+    line = f"{STATS_PREFIX} stopped{STATS_END}\n\n{STOPPED_NOTICE}"
+    if record is None or record.question.strip() != asked:  # stopped before its answer began
+        return [*history, {"role": "assistant", "content": line, "metadata": {}}]
+    record.stopped = True
+    if record.stats is not None:
+        line = format_stats(replace(record.stats, stopped=True), answered=bool(record.answer.strip()))
+    return [*history, as_dict(ending_message(line, record))]
 
 
 def is_loading_notice(text: str) -> bool:

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 
 from medcot.events import Finished, Stats
+from medcot.ui.answers import AnswerRecord
 
 # How long Stop waits for the stream's Finished: the engine ends within a token (~30 ms on 2 cores).
 STOP_STATS_WAIT_S = 3.0
@@ -23,13 +24,16 @@ class FinishedAnswers:
         self._lock = threading.Lock()
         self._answers: dict[str, tuple[threading.Event, list[Stats]]] = {}
 
-    def begin(self, session: str | None) -> Callable[[Finished], None] | None:
-        """A new answer of ``session``: the callback its stream's Finished goes to (None without a session)."""
+    def begin(self, session: str | None, record: AnswerRecord | None = None) -> Callable[[Finished], None] | None:
+        """A new answer of ``session``: the callback its stream's Finished goes to (None without a session), which
+        also hands it to the answer's ``record``."""
         if not session:
             return None
         arrived, stats = threading.Event(), []
 
         def finished(event: Finished) -> None:
+            if record is not None:
+                record.apply(event)
             stats.append(event.stats)
             arrived.set()
 

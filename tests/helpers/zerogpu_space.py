@@ -1,4 +1,4 @@
-"""Run app.py as a ZeroGPU Space runs it, on a CPU-only torch: `python tests/zerogpu_space.py [app.py]`.
+"""Run app.py as a ZeroGPU Space runs it, on a CPU-only torch: `python tests/helpers/zerogpu_space.py [app.py]`.
 
 The real `spaces` package runs in ZeroGPU mode (SPACES_ZERO_GPU=true, SPACES_ZERO_DEVICE_API_URL and
 ZEROGPU_PROC_SELF_CGROUP_PATH set by the caller): its CUDA emulation in the main process, its scheduling through the
@@ -13,12 +13,14 @@ device API, its forked worker per GPU. Replaced here is only what a CPU build of
   CUDA tensors' CPU originals (and, as the real pack does, leaves the main process's copies unusable); move points
   the emulated tensors back at those originals in the worker, so the model there computes on the CPU.
 
-With ZEROGPU_TEST_REPORT set, the packed tensors' count and size are written there as JSON at launch.
+With ZEROGPU_TEST_REPORT set, the packed tensors' count and size are written there as JSON at launch. The app's
+ZeroGPU log (medcot.zerogpu, at INFO: the duration each request asks and the figures it comes from) goes to stderr.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import runpy
 import sys
@@ -84,6 +86,9 @@ zero_torch.move = move_back
 zero_torch.size = no_size  # the transfer progress bar's total: nothing is transferred
 
 if __name__ == "__main__":
-    app = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parents[1] / "app.py")
+    zerogpu_log = logging.getLogger("medcot.zerogpu")
+    zerogpu_log.setLevel(logging.INFO)
+    zerogpu_log.addHandler(logging.StreamHandler(sys.stderr))
+    app = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parents[2] / "app.py")
     sys.path.insert(0, str(app.parent))
     runpy.run_path(str(app), run_name="__main__")

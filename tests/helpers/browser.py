@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Browser, Page, expect
-from polling import wait_until
 
 from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.events import Finished, ReasoningDelta, StreamEvent
 from medcot.prompt import Turn
 from medcot.request import Query
+from tests.helpers.polling import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -30,7 +30,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 
 
 class SlowStream:

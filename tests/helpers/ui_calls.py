@@ -27,3 +27,27 @@ def handler(demo: gr.Blocks, name: str) -> Any:
 
 def content(message: Any) -> str:
     return message["content"] if isinstance(message, dict) else message.content
+
+
+def expected_feedback(engine: Any, rating: str, generation: dict[str, Any]) -> dict[str, Any]:
+    """The feedback record (medcot.ui.feedback) of a rating on the tiny adapter's answer to QUESTIONS[0], less its
+    feedback_id and time."""
+    from tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS
+
+    from medcot import __version__
+    from medcot.ui.history import models_of
+
+    return {
+        "format": "medcot-feedback",
+        "format_version": 1,
+        "rating": rating,
+        "question": QUESTIONS[0],
+        "reasoning": ADAPTER_REASONING,
+        "reasoning_note": "'reasoning' is the model's chain of thought as it wrote it: not an explanation anyone "
+        "checked.",
+        "answer": ADAPTER_ANSWER,
+        "notes": [],
+        "models": models_of(engine),
+        "generation": generation,
+        "app": {"name": "MedCoT Space", "version": __version__},
+    }

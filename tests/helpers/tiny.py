@@ -111,14 +111,20 @@ class TinyRepos:
     bare_base: Path  # same weights, tokenizer saved without a chat template
 
 
+def repos_in(root: Path) -> TinyRepos:
+    """Where build_repos puts each repo under ``root``."""
+    return TinyRepos(root / "base", root / "adapter", root / "merged", root / "bare-base")
+
+
 def build_repos(root: Path, train_base: bool = True) -> TinyRepos:
     """The tiny repos; ``train_base=False`` leaves the base's weights random: greedy, it then writes newlines without
-    end (to the token limit), a base answer long enough for a test to stop it."""
+    end (to the token limit), a base answer long enough for a test to stop it. Tests get them through
+    tests/helpers/tiny_cache.py, which builds them once per version of this file and of the libraries."""
     tokenizer = build_tokenizer()
     model = build_model(tokenizer)
     if train_base:
         train(model, tokenizer, BASE_OUTPUT, steps=60, lr=3e-3)
-    repos = TinyRepos(root / "base", root / "adapter", root / "merged", root / "bare-base")
+    repos = repos_in(root)
     model.save_pretrained(repos.base)
     tokenizer.save_pretrained(repos.base)
     model.save_pretrained(repos.bare_base)

@@ -1,0 +1,114 @@
+"""How many seconds of GPU to ask for one answer, from the speed measured on the answers before it.
+
+On ZeroGPU every request states a duration before it gets a GPU: the platform refuses a request that asks more than
+the visitor has left of their daily quota (about two minutes for a visitor who is not signed in), ranks shorter
+requests first in its queue, and stops a request that runs past what it asked. So the ask is
+`MARGIN * (start-up + first token + max_new_tokens * seconds a token)`, each part measured on the answers served
+(a high percentile of the recent ones), clamped to [MIN_SECONDS, MAX_SECONDS]. Nothing here knows about spaces or
+Gradio: medcot.zerogpu feeds it and asks it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from medcot.events import Stats
+
+# Until an answer has been measured, a request asks what every request asked before the speed was measured:
+# 15 s of start-up and 0.04 s a token (25 tok/s: slower than this model decodes on 2 CPU cores, 37 tok/s in
+# docs/benchmark.md, so it is a pessimistic guess for a GPU slice). No margin on top: the guess is the margin.
+PRIOR_STARTUP_S = 15.0
+PRIOR_SECONDS_PER_TOKEN = 0.04
+# Measured figures get 50% on top: the time a token takes varies with the GPU slice the request lands on and with
+# the other work of its node, and an answer that runs past its asked duration is stopped by ZeroGPU mid-answer.
+MARGIN = 1.5
+MIN_SECONDS = 5  # never ask less: a fresh worker's start-up alone can take a few seconds
+MAX_SECONDS = 120  # quotas are minutes a day: never ask for more than two (spaces refuses asks over its tier's cap)
+WINDOW = 32  # answers remembered: recent enough to follow a change of GPU, enough to take a 90th percentile of
+PERCENTILE = 0.9
+MIN_DECODED_TOKENS = 4  # answers shorter than this say little about the time a token takes
+
+
+def high(values: Iterable[float]) -> float | None:
+    """The PERCENTILE-th of ``values`` (nearest rank, so never below any but the highest tenth); None if empty."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(PERCENTILE * len(ordered)) - 1)]
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What an ask is computed from; ``measured`` is False while the prior stands in for the speed."""
+
+    startup_s: float
+    first_token_s: float
+    seconds_per_token: float
+    answers: int
+    measured: bool
+
+    def seconds_for(self, max_new_tokens: int) -> int:
+        if not self.measured:
+            estimate = PRIOR_STARTUP_S + max_new_tokens * PRIOR_SECONDS_PER_TOKEN
+        else:
+            estimate = MARGIN * (self.startup_s + self.first_token_s + max_new_tokens * self.seconds_per_token)
+        return int(min(MAX_SECONDS, max(MIN_SECONDS, math.ceil(estimate))))
+
+    def describe(self) -> str:
+        if not self.measured:
+            return f"not measured yet: {PRIOR_STARTUP_S:g} s + {PRIOR_SECONDS_PER_TOKEN:g} s a token"
+        return (
+            f"measured over {self.answers} answer(s): start-up {self.startup_s:.6g} s, first token "
+            f"{self.first_token_s:.6g} s, {self.seconds_per_token:.6g} s a token; margin {MARGIN:g}"
+        )
+
+
+class GpuBudget:
+    """The durations to ask, learnt from the answers served (thread-safe: requests run side by side)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._startups: deque[float] = deque(maxlen=WINDOW)  # a fresh GPU worker's, to its first generation
+        self._first_tokens: deque[float] = deque(maxlen=WINDOW)
+        self._per_token: deque[tuple[float, bool]] = deque(maxlen=WINDOW)  # (seconds a token, from a cut answer)
+
+    def observe_startup(self, seconds: float) -> None:
+        """A fresh worker's start-up: from its fork to the start of its first generation (weights moved to the GPU)."""
+        with self._lock:
+            self._startups.append(max(0.0, seconds))
+
+    def observe_answer(self, stats: Stats) -> None:
+        """An answer's time to first text and its time a token after that (a stopped answer counts too)."""
+        with self._lock:
+            if stats.time_to_first_token is not None:
+                self._first_tokens.append(stats.time_to_first_token)
+            decoded = stats.new_tokens - stats.tokens_at_first_text
+            decode_s = stats.seconds - (stats.time_to_first_token or 0.0)
+            if decoded >= MIN_DECODED_TOKENS and decode_s > 0:
+                self._per_token.append((decode_s / decoded, False))
+
+    def observe_cut(self, held_s: float, max_new_tokens: int) -> None:
+        """An answer ZeroGPU stopped after ``held_s`` s on the GPU, short of its ``max_new_tokens``: a token took
+        longer than held_s / max_new_tokens. Until WINDOW answers later, no ask assumes less (the percentile alone
+        could pass over it), so the asks grow by about MARGIN per cut until an answer fits."""
+        if max_new_tokens > 0 and held_s > 0:
+            with self._lock:
+                self._per_token.append((held_s / max_new_tokens, True))
+
+    def figures(self) -> Figures:
+        with self._lock:
+            per_token = high(value for value, _ in self._per_token)
+            floor = max((value for value, cut in self._per_token if cut), default=0.0)
+            startup = high(self._startups)
+            first_token = high(self._first_tokens)
+            answers = sum(not cut for _, cut in self._per_token)
+        if per_token is None or startup is None:
+            return Figures(PRIOR_STARTUP_S, 0.0, PRIOR_SECONDS_PER_TOKEN, 0, measured=False)
+        return Figures(startup, first_token or 0.0, max(per_token, floor), answers, measured=True)
+
+    def seconds_for(self, max_new_tokens: int) -> int:
+        return self.figures().seconds_for(max_new_tokens)
