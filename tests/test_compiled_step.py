@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_static_decode import PROMPT, TOTAL, six_layers
 from torch._dynamo.utils import counters
 
 from medcot.model import compiled_step
 from medcot.model.compiled_step import CompiledStep, build_in_background, cache_key
 from medcot.model.static_decode import StaticDecoder
 from medcot.static_generation import StaticGenerator
+from tests.test_static_decode import PROMPT, TOTAL, six_layers
 
 
 # Compiling takes minutes on 2 shared cores.

@@ -7,12 +7,12 @@ import copy
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from tiny import tiny_config
 from transformers import Gemma3ForCausalLM
 
 from medcot.model.cpu_speed import optimize_for_cpu
 from medcot.model.lora_delta import LoraDelta
 from medcot.model.static_decode import StaticDecoder, unsupported
+from tests.helpers.tiny import tiny_config
 
 PROMPT = 7
 TOTAL = 24
