@@ -77,3 +77,20 @@ def test_a_failed_compilation_leaves_eager_with_one_log_line(
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "no C++ compiler here" in warnings[0].getMessage()
     assert "eager" in generator.compiled.status
+
+
+def test_a_compiled_step_that_fails_at_run_time_turns_eager(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("kernel crashed")
+
+    decoder = StaticDecoder(six_layers())
+    step = CompiledStep(decoder, tmp_path)
+    step.ready[False] = broken
+    ids = torch.randint(0, 300, (PROMPT + 1,), generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        cache = decoder.new_cache(PROMPT + 1)
+        decoder.prefill(ids[:PROMPT], cache)
+        with caplog.at_level(logging.WARNING, logger="medcot.model.compiled_step"):
+            logits = step(ids[PROMPT:], torch.tensor([PROMPT]), cache, False)
+    assert logits.shape == (1, 300) and not step.ready
+    assert len(caplog.records) == 1 and "kernel crashed" in caplog.records[0].getMessage()

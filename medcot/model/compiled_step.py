@@ -60,7 +60,13 @@ class CompiledStep:
         layers = self.ready.get(base)
         if layers is None:
             return self.decoder.step(token, position, cache, base)
-        hidden = layers(token, position, cache.keys, cache.values, cache.ring_positions, base)
+        try:
+            hidden = layers(token, position, cache.keys, cache.values, cache.ring_positions, base)
+        except Exception as exc:  # the compiled code failed at run time: eager from now on, said once
+            self.ready.clear()
+            self.status = f"eager (the compiled step failed: {type(exc).__name__}: {exc})"[:300]
+            log.warning("decode step back to eager: %s", self.status)
+            return self.decoder.step(token, position, cache, base)
         return self.decoder.head(hidden)
 
     def build(self, progress: Callable[[str], None] = log.info) -> bool:
