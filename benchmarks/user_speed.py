@@ -1,12 +1,14 @@
 """Decode speed as users get it: the card's default sampling next to greedy, and llama.cpp on the same GGUF.
 
-    python -m benchmarks.user_speed [--rounds 5] [--new-tokens 128] [--threads 2] [--no-profile]
+    python -m benchmarks.user_speed [--rounds 5] [--new-tokens 128] [--threads 2] [--no-profile] [--decode auto]
                                     [--out docs/bench/user_speed.json] [--chart docs/bench/user_speed.png]
 
 Ours is the embedded Gemma 3 270M as the app loads it (CPU mode auto), generating through medcot.generation's
 stream_generate, the app's streaming path, with the card's defaults (temperature 1.0, top-p 0.95, top-k 64) and
-greedily. llama.cpp (the optional `llama` extra: `pip install -e .[llama]`, llama-cpp-python builds from source)
-runs the very GGUF the embedded model is converted from, with the same prompt tokens, `--threads` threads,
+greedily, decoded as `--decode` says (auto: the static step, medcot/model/static_decode.py); "generate" is the
+same stream decoded by transformers' generate(), as before the static step. llama.cpp (the optional `llama` extra:
+`pip install -e .[llama]`, llama-cpp-python builds from source) runs the very GGUF the embedded model is converted
+from, with the same prompt tokens, `--threads` threads,
 streamed token by token, both ways too. Every variant produces exactly `--new-tokens` tokens (end of text is
 suppressed on our side, by NoEndTokens, and not checked on llama.cpp's), and the variants take turns round by
 round, so load from other processes hits them alike. Medians are reported with the same-run ratios, which
@@ -33,11 +35,12 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from benchmarks.bench_cpu import BENCH_QUESTION
 from benchmarks.machine import machine_info
-from medcot.config import EMBEDDED_MODEL, GenerationParams, Settings
+from medcot.config import DECODE_MODES, EMBEDDED_MODEL, GenerationParams, Settings
 from medcot.generation import sampling_kwargs, stream_generate
 from medcot.load_state import in_passing_thread
 from medcot.model.loading import LoadedModel, load_model
 from medcot.prompt import encode_prompt, stop_token_ids
+from medcot.static_generation import StaticGenerator, static_generator
 
 CARD = GenerationParams()  # the card's defaults, as the app serves them
 GREEDY = GenerationParams(temperature=0.0)
@@ -71,13 +74,22 @@ class NoEndTokens(LogitsProcessor):
         return scores
 
 
-def measure_ours(loaded: LoadedModel, prompt: list[int], params: GenerationParams, new_tokens: int) -> dict:
-    """One streamed generation of exactly `new_tokens` tokens through stream_generate, timed per chunk."""
+def measure_ours(
+    loaded: LoadedModel,
+    prompt: list[int],
+    params: GenerationParams,
+    new_tokens: int,
+    static: StaticGenerator | None = None,
+) -> dict:
+    """One streamed generation of exactly `new_tokens` tokens through stream_generate, timed per chunk; with
+    `static`, decoded as the app decodes on CPU (its static step), else by transformers' generate()."""
     params = GenerationParams(**{**params.__dict__, "max_new_tokens": new_tokens})
     times: list[float] = []
     start = time.perf_counter()
     no_end = LogitsProcessorList([NoEndTokens(stop_token_ids(loaded.tokenizer, loaded.model))])
-    chunks = stream_generate(loaded.model, loaded.tokenizer, prompt, params, stop_texts=(), logits_processor=no_end)
+    chunks = stream_generate(
+        loaded.model, loaded.tokenizer, prompt, params, stop_texts=(), static=static, logits_processor=no_end
+    )
     counted = 0
     for chunk in chunks:
         # A chunk may carry several tokens (text held until it decodes): each is counted at its arrival.
@@ -117,7 +129,9 @@ def embedded_gguf(folder: Path) -> Path:
     return package.assemble(folder / package.MODEL_NAME)
 
 
-def profile_tokens(loaded: LoadedModel, prompt: list[int], top: int = 12) -> dict[str, Any]:
+def profile_tokens(
+    loaded: LoadedModel, prompt: list[int], static: StaticGenerator | None = None, top: int = 12
+) -> dict[str, Any]:
     """Where a sampled token's time goes: torch's per-op self CPU time over a generation at the card's defaults.
 
     generate() runs in this thread here (the profiler records the thread it is started in; stream_generate's
@@ -131,17 +145,23 @@ def profile_tokens(loaded: LoadedModel, prompt: list[int], top: int = 12) -> dic
     no_end = NoEndTokens(stop_token_ids(tokenizer, model))  # before the sampler, which must be the last processor
     processors = LogitsProcessorList([no_end, *arguments["logits_processor"]])
     arguments.update(max_new_tokens=_PROFILE_TOKENS, logits_processor=processors)
+    generate = model.generate if static is None else static.generate
     with torch.inference_mode():
-        model.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=tokenizer.pad_token_id, **arguments)
+        generate(input_ids=ids, attention_mask=torch.ones_like(ids), pad_token_id=tokenizer.pad_token_id, **arguments)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             start = time.perf_counter()
-            model.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=tokenizer.pad_token_id, **arguments)
+            generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), pad_token_id=tokenizer.pad_token_id, **arguments
+            )
             wall = time.perf_counter() - start
     ops = sorted((e for e in prof.key_averages() if e.self_cpu_time_total > 0), key=lambda e: -e.self_cpu_time_total)
     total_us = wall * 1e6
     return {
+        "path": "generate()" if static is None else static.mode,
         "tokens": _PROFILE_TOKENS,
         "wall_ms_per_token": round(wall * 1e3 / _PROFILE_TOKENS, 2),
+        # Every ATen op the profiler saw, nested ones included (a linear's mm counts twice), as issue 22 counted.
+        "aten_ops_per_token": round(sum(e.count for e in prof.key_averages()) / _PROFILE_TOKENS),
         # The rest of the wall time: Python (generate's loop, transformers' modules), waiting for a core.
         "ops_share_of_wall": round(sum(e.self_cpu_time_total for e in ops) / total_us, 3),
         "top_ops": [
@@ -156,11 +176,17 @@ def profile_tokens(loaded: LoadedModel, prompt: list[int], top: int = 12) -> dic
     }
 
 
-def _variants(loaded: LoadedModel, llm: Any | None) -> dict[str, Callable[[list[int], int], dict]]:
+def _variants(
+    loaded: LoadedModel, static: StaticGenerator | None, llm: Any | None
+) -> dict[str, Callable[[list[int], int], dict]]:
+    """ours: the app's decoding (the static step where it runs); generate: transformers' generate(), as before it."""
     variants = {
-        "ours_card_sampling": lambda p, n: measure_ours(loaded, p, CARD, n),
-        "ours_greedy": lambda p, n: measure_ours(loaded, p, GREEDY, n),
+        "ours_card_sampling": lambda p, n: measure_ours(loaded, p, CARD, n, static),
+        "ours_greedy": lambda p, n: measure_ours(loaded, p, GREEDY, n, static),
     }
+    if static is not None:
+        variants["generate_card_sampling"] = lambda p, n: measure_ours(loaded, p, CARD, n)
+        variants["generate_greedy"] = lambda p, n: measure_ours(loaded, p, GREEDY, n)
     if llm is not None:
         variants["llama_cpp_card_sampling"] = lambda p, n: in_passing_thread(measure_llama, llm, p, CARD, n)
         variants["llama_cpp_greedy"] = lambda p, n: in_passing_thread(measure_llama, llm, p, GREEDY, n)
@@ -189,23 +215,33 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, Any]:
         "card_sampling_over_greedy": ratio("ours_card_sampling", "ours_greedy"),
         "ours_over_llama_cpp_card_sampling": ratio("ours_card_sampling", "llama_cpp_card_sampling"),
         "ours_over_llama_cpp_greedy": ratio("ours_greedy", "llama_cpp_greedy"),
+        "ours_over_generate_card_sampling": ratio("ours_card_sampling", "generate_card_sampling"),
     }
     return {"variants": variants, "ratios": ratios}
 
 
-def run(rounds: int, new_tokens: int, threads: int, profile: bool, report: Callable[[str], None] = print) -> dict:
+def run(
+    rounds: int,
+    new_tokens: int,
+    threads: int,
+    profile: bool,
+    report: Callable[[str], None] = print,
+    decode: str = "auto",
+) -> dict:
     torch.set_num_threads(threads)
     # Loaded, and llama.cpp run, in passing threads as the app loads (medcot.engine.in_passing_thread): an OpenMP team
     # left with this thread made generation's threads wait for work with 100 spins instead of 300,000, which halved
     # our decode speed in this process (measured: 28 against 50 tok/s) while the app decodes at full speed.
     loaded = in_passing_thread(load_model, Settings(base_model=EMBEDDED_MODEL, adapter=None, device="cpu"))
     prompt = encode_prompt(loaded.tokenizer, BENCH_QUESTION).input_ids
+    static = static_generator(loaded.model, loaded.device, loaded.base_delta, decode)
     result: dict[str, Any] = {
         "benchmark": "benchmarks.user_speed",
         "machine": _machine(threads),
         "settings": {
             "model": loaded.base_id,
             "cpu_mode": loaded.dtype,
+            "decode": "generate()" if static is None else static.mode,
             "prompt_tokens": len(prompt),
             "new_tokens": new_tokens,
             "rounds": rounds,
@@ -217,7 +253,7 @@ def run(rounds: int, new_tokens: int, threads: int, profile: bool, report: Calla
         result["settings"]["llama_cpp"] = _llama_version() if llm is not None else None
         if llm is None:
             report("llama-cpp-python is not installed (pip install -e .[llama]): measuring ours alone")
-        variants = _variants(loaded, llm)
+        variants = _variants(loaded, static, llm)
         for measure in variants.values():
             measure(prompt, 16)  # warm-up: first-call allocations, llama.cpp's graph
         runs: dict[str, list[dict]] = collections.defaultdict(list)
@@ -229,7 +265,9 @@ def run(rounds: int, new_tokens: int, threads: int, profile: bool, report: Calla
         del llm
     result.update(summarize(runs))
     if profile:
-        result["profile"] = profile_tokens(loaded, prompt)
+        result["profile"] = profile_tokens(loaded, prompt, static)
+        if static is not None:
+            result["profile_generate"] = profile_tokens(loaded, prompt)
     result["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     speed = result["variants"]["ours_card_sampling"]["decode_tok_s_median"]
     result["targets"] = {
@@ -270,6 +308,8 @@ def format_markdown(result: dict[str, Any]) -> str:
     names = {
         "ours_card_sampling": "ours, card's sampling (what users get)",
         "ours_greedy": "ours, greedy",
+        "generate_card_sampling": "transformers generate(), card's sampling (before)",
+        "generate_greedy": "transformers generate(), greedy (before)",
         "llama_cpp_card_sampling": "llama.cpp, card's sampling",
         "llama_cpp_greedy": "llama.cpp, greedy",
     }
@@ -298,7 +338,9 @@ def draw_chart(result: dict[str, Any], path: Path) -> None:
         f"{' vs llama.cpp' if any(n.startswith('llama') for n in names) else ''}, {machine['threads']} threads,"
         f" {machine['date'][:10]}, load {machine['load_average_start'][0]}→{machine['load_average_end'][0]}"
     )
-    colors = ["tab:blue" if name.startswith("ours") else "tab:orange" for name in names]
+    colors = [
+        "tab:blue" if n.startswith("ours") else "tab:gray" if n.startswith("generate") else "tab:orange" for n in names
+    ]
     labels = [name.replace("_", "\n", 1).replace("_", " ") for name in names]
     speed.bar(labels, [variants[n]["decode_tok_s_median"] for n in names], color=colors)
     speed.axhline(TARGET_TOK_S, color="gray", linestyle="--", label=f"target {TARGET_TOK_S:g} tok/s (card sampling)")
@@ -322,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--decode", choices=DECODE_MODES, default="auto", help="ours: how the app decodes")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/user_speed.json"))
     parser.add_argument("--chart", type=Path, default=Path("docs/bench/user_speed.png"))
     parser.add_argument("--markdown", type=Path, metavar="JSON", help="print a result's tables; no run")
@@ -330,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_markdown(json.loads(args.markdown.read_text(encoding="utf-8"))))
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    result = run(args.rounds, args.new_tokens, args.threads, not args.no_profile)
+    result = run(args.rounds, args.new_tokens, args.threads, not args.no_profile, decode=args.decode)
     result["command"] = " ".join(["python -m benchmarks.user_speed", *(sys.argv[1:] if argv is None else argv)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

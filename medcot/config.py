@@ -42,6 +42,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # How a base model alone is prompted (medcot.prompt_styles): auto gives the embedded base the worked-example primer.
 BASE_PROMPT_CHOICES = ("auto", "card", "primer", "primer-chat")
 DEVICES = ("auto", "cpu", "cuda")
+# How tokens are decoded (medcot.static_generation): auto is the static step on CPU, generate() elsewhere.
+DECODE_MODES = ("auto", "generate", "static", "compiled")
 _SWITCH = ("1", "0", "true", "false", "yes", "no")  # MEDCOT_MERGE
 
 
@@ -93,6 +95,7 @@ class Settings:
     device: str = "auto"
     merge_adapter: bool = True  # merged weights decode faster; the base stays reachable either way (lora_delta)
     cpu_mode: str = "auto"  # see medcot.model.cpu_speed
+    decode: str = "auto"  # see DECODE_MODES
     concurrency: int = 2  # generations run at once (per event); more wait in the queue
     queue_size: int = 16  # waiting requests beyond this are refused with a "queue is full" message
     base_prompt: str = "auto"  # a base model alone: see BASE_PROMPT_CHOICES
@@ -159,6 +162,7 @@ class Settings:
             device=choice("MEDCOT_DEVICE", DEVICES, "auto"),
             merge_adapter=choice("MEDCOT_MERGE", _SWITCH, "1") in ("1", "true", "yes"),
             cpu_mode=env.get("MEDCOT_CPU_MODE", "").strip().lower() or "auto",  # checked by medcot.model.cpu_speed
+            decode=choice("MEDCOT_DECODE", DECODE_MODES, "auto"),
             concurrency=integer("MEDCOT_CONCURRENCY", SERVER_CONCURRENCY if serving else 2, 1),
             queue_size=integer("MEDCOT_QUEUE_SIZE", SERVER_QUEUE_SIZE if serving else 16, 1),
             base_prompt=choice("MEDCOT_BASE_PROMPT", BASE_PROMPT_CHOICES, "auto"),

@@ -37,7 +37,7 @@ class Engine(LoadState):
         if backend is not None and not hasattr(backend, "stream"):
             from medcot.backends.local import LocalBackend
 
-            backend = LocalBackend(backend)
+            backend = LocalBackend(backend, settings.decode)
         super().__init__(settings, backend)
         self.base_style: PromptStyle | None = None  # set: overrides MEDCOT_BASE_PROMPT for a base alone (the eval)
 

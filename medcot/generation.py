@@ -16,6 +16,7 @@ from medcot.config import GenerationParams
 from medcot.errors import GenerationError
 from medcot.prompt import stop_token_ids
 from medcot.sampling import TopKSampler
+from medcot.static_generation import StaticGenerator
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +109,15 @@ def stream_generate(
     cancel: threading.Event | None = None,
     *,
     stop_texts: Sequence[str],
+    static: StaticGenerator | None = None,
     **generate_kwargs: Any,
 ) -> Iterator[Chunk]:
     """Yield decoded text chunks as the model produces them (a last one with no text may carry the final count).
 
     Closing the iterator (generator close, client gone) or setting ``cancel`` stops generate() at its next token
     and joins the thread before returning. An exception raised by generate() is re-raised here as GenerationError.
-    Generation also ends where the model starts one of ``stop_texts``, which is never yielded.
+    Generation also ends where the model starts one of ``stop_texts``, which is never yielded. With ``static``,
+    tokens come from its decode step (medcot.static_generation) wherever it runs these arguments as generate() would.
     """
     closed = threading.Event()  # set when this iterator ends for any reason; ``cancel`` stays the caller's
     streamer = _CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -140,10 +143,18 @@ def stream_generate(
         **generate_kwargs,
     }
 
+    generate = model.generate
+    if static is not None:
+        refusal = static.refusal(kwargs)
+        if refusal is None:
+            generate = static.generate
+        else:
+            log.info("%s needs transformers' generate(); the static decode step is not used", refusal)
+
     def run() -> None:
         try:
             with torch.inference_mode():
-                model.generate(**kwargs)
+                generate(**kwargs)
         except BaseException as exc:  # surfaced in the caller's thread below
             failure.append(exc)
         finally:

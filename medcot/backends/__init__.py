@@ -66,4 +66,4 @@ def load_backend(settings: Settings, progress: Progress) -> Backend:
     from medcot.backends.local import LocalBackend
     from medcot.model.loading import load_model
 
-    return LocalBackend(load_model(settings, progress))
+    return LocalBackend(load_model(settings, progress), settings.decode)

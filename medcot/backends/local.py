@@ -13,6 +13,7 @@ from medcot.generation import stream_generate
 from medcot.model.adapter_switch import AdapterSwitch
 from medcot.model.loading import LoadedModel
 from medcot.model.memory import release_freed_memory
+from medcot.static_generation import static_generator
 
 
 class LocalBackend:
@@ -20,12 +21,14 @@ class LocalBackend:
 
     runs_base_beside = False  # one copy of the weights: the base answers after the fine-tune, never beside it
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, decode: str = "auto") -> None:
         self.loaded = loaded
         self.tokenizer, self.base_id, self.adapter_id = loaded.tokenizer, loaded.base_id, loaded.adapter_id
         self.embedded, self.notes, self.base_alone = loaded.embedded, loaded.notes, loaded.kind == "base"
         # None: nothing switches (no adapter, or merged weights without a delta), so requests share the model freely
         self.switch = AdapterSwitch(loaded.model, loaded.base_delta) if self.compare_unavailable() is None else None
+        delta = loaded.base_delta if loaded.merged else None
+        self.static = static_generator(loaded.model, loaded.device, delta, decode)  # None: generate() decodes
 
     def describe(self) -> str:
         return f"{self.loaded.describe()}. {' '.join(self.loaded.notes)}".strip()
@@ -72,7 +75,13 @@ class LocalBackend:
     ) -> Iterator[Chunk]:
         """The one place the model turns token ids into text chunks."""
         chunks = stream_generate(
-            self.loaded.model, self.loaded.tokenizer, list(ids), params, cancel, stop_texts=stop_texts
+            self.loaded.model,
+            self.loaded.tokenizer,
+            list(ids),
+            params,
+            cancel,
+            stop_texts=stop_texts,
+            static=self.static,
         )
         try:
             yield from chunks

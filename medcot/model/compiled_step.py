@@ -1,0 +1,125 @@
+"""The static decode step compiled with torch.compile, built in the background while the eager step serves.
+
+The step's decoder layers (StaticDecoder.step_hidden) compile to one graph: static shapes but for the full-attention
+layers' cache length, marked dynamic so that every generation length shares it. Inductor's on-disk caches live under
+``<cache dir>/compiled/<key>`` (the key: the CPU's instruction set, torch's version, the model's shape and precision),
+so a later start reuses the compiled kernels instead of compiling again. Until the build is done, and for ever if it
+fails, generations use the eager step; a failure leaves one log line saying why. Once built, the compiled code runs in
+dynamo's run-only mode: a call it was not compiled for runs eagerly instead of compiling in a request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medcot.model.static_decode import KVCache, StaticDecoder
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(decoder: StaticDecoder) -> str:
+    """The machine's instruction set, torch's version, and the model's architecture and precision, as a folder name."""
+    model = decoder.model
+    identity = {
+        "cpu": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "config": model.config.to_json_string(use_diff=False),
+        "weights": str(decoder.layers[0].qkv.dtype),
+        "head": type(model.lm_head).__name__,
+        "delta": decoder.deltas is not None,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{identity['cpu'].lower()}-torch{torch.__version__.split('+')[0]}-{digest}"
+
+
+class CompiledStep:
+    """A generator's step: the compiled decoder layers once built, the eager step until then (or if the build failed).
+
+    ``build`` compiles for the plain model and, with an adapter delta, for the base; ``status`` says where it is.
+    """
+
+    def __init__(self, decoder: StaticDecoder, cache_dir: Path) -> None:
+        self.decoder = decoder
+        self.folder = cache_dir / "compiled" / cache_key(decoder)
+        self.status = "not built"
+        self.ready: dict[bool, Callable[..., torch.Tensor]] = {}
+        self.compile_s: float | None = None
+        self.compiled: Callable[..., torch.Tensor] | None = None  # torch.compile's wrapper, once build started
+
+    def __call__(self, token: torch.Tensor, position: torch.Tensor, cache: KVCache, base: bool) -> torch.Tensor:
+        layers = self.ready.get(base)
+        if layers is None:
+            return self.decoder.step(token, position, cache, base)
+        try:
+            hidden = layers(token, position, cache.keys, cache.values, cache.ring_positions, base)
+        except Exception as exc:  # the compiled code failed at run time: eager from now on, said once
+            self.ready.clear()
+            self.status = f"eager (the compiled step failed: {type(exc).__name__}: {exc})"[:300]
+            log.warning("decode step back to eager: %s", self.status)
+            return self.decoder.step(token, position, cache, base)
+        return self.decoder.head(hidden)
+
+    def build(self, progress: Callable[[str], None] = log.info) -> bool:
+        """Compile (or load from the on-disk cache) the step; True when it is in use. Never raises."""
+        started = time.monotonic()
+        try:
+            # Inductor reads its cache folder from here at each compile (torch sets it to /tmp's on first use).
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(self.folder)
+            self.compiled = torch.compile(self.decoder.step_hidden, fullgraph=True, dynamic=False)
+            for base in (False, True) if self.decoder.deltas is not None else (False,):
+                self.status = f"compiling the decode step{' for the base model' if base else ''}"
+                progress(f"{self.status} (cache {os.environ['TORCHINDUCTOR_CACHE_DIR']})")
+                self._warm_up(self.compiled, base)
+                self.ready[base] = torch._dynamo.run(self.compiled)
+        except BaseException as exc:  # any failure or interruption leaves the eager step serving, said once
+            first_line = (str(exc).splitlines() or [""])[0][:200]
+            self.status = f"eager (compilation failed: {type(exc).__name__}: {first_line})"
+            log.warning("decode step not compiled, the eager step serves: %s", self.status)
+            return False
+        self.compile_s = time.monotonic() - started
+        self.status = f"compiled in {self.compile_s:.0f} s"
+        progress(f"decode step {self.status}")
+        return True
+
+    def _warm_up(self, compiled: Callable[..., torch.Tensor], base: bool) -> None:
+        """One step on two caches of different lengths: the second proves the length is dynamic (no recompile)."""
+        for length in (64, 96):
+            with torch.inference_mode():  # as generations run: guards tell inference tensors from others
+                cache = mark_dynamic(self.decoder, self.decoder.new_cache(length))
+                compiled(torch.tensor([0]), torch.tensor([1]), cache.keys, cache.values, cache.ring_positions, base)
+
+
+def mark_dynamic(decoder: StaticDecoder, cache: KVCache) -> KVCache:
+    """The full-attention layers' cache length marked dynamic, so that one compiled graph serves every length."""
+    for layer, keys, values in zip(decoder.layers, cache.keys, cache.values, strict=True):
+        if not layer.sliding:
+            torch._dynamo.mark_dynamic(keys, 2)
+            torch._dynamo.mark_dynamic(values, 2)
+    return cache
+
+
+def build_in_background(
+    generator: Any, cache_dir: Path, progress: Callable[[str], None] = log.info
+) -> threading.Thread:
+    """Compile ``generator``'s step in a daemon thread; its step and mode switch to the compiled ones when done."""
+    step = CompiledStep(generator.decoder, cache_dir)
+    generator.compiled = step
+
+    def run() -> None:
+        if step.build(progress):
+            generator.step = step
+            generator.mode = "compiled"
+
+    thread = threading.Thread(target=run, name="medcot-compile", daemon=True)
+    thread.start()
+    return thread

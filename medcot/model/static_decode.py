@@ -1,0 +1,339 @@
+"""Gemma 3's forward pass written as one plain function over the loaded model's weights, with a static KV cache.
+
+Why by hand: on CPU a 270M token is set by framework dispatch, not math. transformers' forward runs ~7,050 ATen ops a
+token (measured with torch.profiler: casts, masks, cache bookkeeping, rotate_half's slices and cats), and its static
+cache cannot be compiled for Gemma 3 (StaticSlidingWindowLayer keeps a Python int: one recompile per token, issue 22).
+Here each layer is ~60 ops: Q, K and V in one matmul, gate and up in another, q/k norms together, RoPE from tables
+indexed by a position tensor, the cache written with index_copy_, and no Python branch on a value, so the same
+function also compiles to one graph (compiled_step.py).
+
+The weights stay the model's: the fused matrices are allocated once and the model's Linear layers are pointed at views
+of them, so transformers' forward (prefill of other callers, the eager fallback) keeps working with no copy. Matmuls
+keep cpu_speed's precision: float16 weights take float16 activations for one row and upcast for a prompt; norms,
+attention and the residual stream stay float32. The output projection is the model's own module (the rescored int8
+head in the CPU modes).
+
+Sliding-window layers keep a ring buffer of the window's size: the newest key goes to slot ``position % window``, so
+the buffer always holds exactly the keys in the window, and attention, which does not care about order, needs only a
+mask of the slots written yet. Full-attention layers keep every position up to the generation's length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# One-row products use the weight's own dtype (the CPU's f16 matrix-vector kernel); more rows upcast the weight, as
+# cpu_speed.HalfLinear does (the f16 matrix-matrix kernel is ~4x slower than f32 for a prompt).
+_ONE_ROW = 1
+
+
+def unsupported(model: Any) -> str | None:
+    """Why this model cannot decode through the static step (None: it can)."""
+    if type(model).__name__ != "Gemma3ForCausalLM":
+        return f"{type(model).__name__} is not a plain Gemma3ForCausalLM (an unmerged adapter?)"
+    config = model.config
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        return "attention logit softcapping is not implemented"
+    if getattr(config, "use_bidirectional_attention", False):
+        return "bidirectional attention is not implemented"
+    if config.hidden_activation != "gelu_pytorch_tanh":
+        return f"activation {config.hidden_activation} is not implemented"
+    if any(getattr(layer, "bias", None) is not None for layer in _linears(model)):
+        return "projection biases are not implemented"
+    for parameters in config.rope_parameters.values():
+        if parameters is not None and parameters.get("rope_type", "default") != "default":
+            return f"RoPE type {parameters['rope_type']} is not implemented"
+    return None
+
+
+def _linears(model: Any) -> list[nn.Module]:
+    names = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    layers = [(layer.self_attn, layer.mlp) for layer in model.model.layers]
+    return [getattr(part, name) for parts in layers for part in parts for name in names if hasattr(part, name)]
+
+
+@dataclass
+class _Layer:
+    norm_in: torch.Tensor  # 1 + weight, float32, as Gemma3RMSNorm multiplies
+    qkv: torch.Tensor  # (heads + 2 kv heads) * head_dim x hidden
+    qk_norm: torch.Tensor  # (heads + kv heads) x head_dim: q_norm's rows then k_norm's
+    o: torch.Tensor
+    norm_post_attn: torch.Tensor
+    norm_pre_ffn: torch.Tensor
+    gate_up: torch.Tensor  # 2 * intermediate x hidden
+    down: torch.Tensor
+    norm_post_ffn: torch.Tensor
+    kind: str  # "sliding_attention" or "full_attention"
+
+    @property
+    def sliding(self) -> bool:
+        return self.kind == "sliding_attention"
+
+
+class StaticDecoder:
+    """The model's weights arranged for the step; ``prefill`` and ``step`` over a ``KVCache`` give the logits."""
+
+    def __init__(self, model: Any, delta: Any = None) -> None:
+        """``delta``: a merged adapter's LoraDelta (lora_delta.py), subtracted in steps asked for the base model."""
+        reason = unsupported(model)
+        if reason:
+            raise ValueError(reason)
+        config = model.config
+        self.model = model
+        self.heads, self.kv_heads, self.head_dim = (
+            config.num_attention_heads,
+            config.num_key_value_heads,
+            config.head_dim,
+        )
+        self.eps = config.rms_norm_eps
+        self.scale = config.query_pre_attn_scalar**-0.5
+        self.window = config.sliding_window
+        self.softcap = config.final_logit_softcapping
+        self.embedding = model.model.embed_tokens
+        self.final_norm = _norm_weight(model.model.norm)
+        self.max_positions = config.max_position_embeddings
+        kinds = list(config.layer_types)
+        self.full_layer = kinds.index("full_attention") if "full_attention" in kinds else None
+        with torch.no_grad():
+            self.layers = [
+                self._arrange(layer, kind) for layer, kind in zip(model.model.layers, config.layer_types, strict=True)
+            ]
+            self.delta = delta
+            self.deltas = _arrange_delta(delta, model) if delta is not None else None
+            self.rope = {kind: self._rope_frequencies(model, kind) for kind in set(config.layer_types)}
+
+    def _arrange(self, layer: Any, kind: str) -> _Layer:
+        attention, mlp = layer.self_attn, layer.mlp
+        qkv = _fuse(attention.q_proj, attention.k_proj, attention.v_proj)
+        gate_up = _fuse(mlp.gate_proj, mlp.up_proj)
+        heads = torch.cat(
+            [
+                _norm_weight(attention.q_norm).expand(self.heads, -1),
+                _norm_weight(attention.k_norm).expand(self.kv_heads, -1),
+            ]
+        )
+        return _Layer(
+            _norm_weight(layer.input_layernorm),
+            qkv,
+            heads,
+            attention.o_proj.weight,
+            _norm_weight(layer.post_attention_layernorm),
+            _norm_weight(layer.pre_feedforward_layernorm),
+            gate_up,
+            mlp.down_proj.weight,
+            _norm_weight(layer.post_feedforward_layernorm),
+            kind,
+        )
+
+    def _rope_frequencies(self, model: Any, kind: str) -> tuple[torch.Tensor, float]:
+        rotary = model.model.rotary_emb
+        return getattr(rotary, f"{kind}_inv_freq").float().clone(), getattr(rotary, f"{kind}_attention_scaling")
+
+    def new_cache(self, length: int) -> KVCache:
+        """An empty cache for a generation of at most ``length`` tokens, prompt included."""
+        length = min(length, self.max_positions)
+        # The ring keeps the window's size whatever the length, so that a compiled step sees one shape for it.
+        shapes = [self.window if layer.sliding else length for layer in self.layers]
+        return KVCache(
+            [torch.zeros(1, self.kv_heads, size, self.head_dim) for size in shapes],
+            [torch.zeros(1, self.kv_heads, size, self.head_dim) for size in shapes],
+            torch.full((self.window,), -1, dtype=torch.long),
+            length,
+        )
+
+    def prefill(self, ids: torch.Tensor, cache: KVCache, base: bool = False) -> torch.Tensor:
+        """Logits (1 x vocabulary) after the prompt ``ids`` (1-D), which fill the cache from position 0; ``base``:
+        the merged adapter's update subtracted (the base model's logits)."""
+        count = ids.shape[0]
+        if count > cache.length:
+            raise ValueError(f"a prompt of {count} tokens does not fit a cache of {cache.length}")
+        positions = torch.arange(count)
+        causal = positions[None, :] <= positions[:, None]
+        masks = {False: causal, True: causal & (positions[None, :] > positions[:, None] - self.window)}
+        kept = positions[-self.window :]  # the ring's content after the prompt
+        cache.ring_positions.index_copy_(0, kept % cache.ring_positions.shape[0], kept)
+        hidden, rope = self._embed(ids), self._rotations(positions)
+        for index, layer in enumerate(self.layers):
+            delta = self._delta(index, base)
+            q, k, v = self._attention_inputs(hidden, layer, rope[layer.kind], delta)
+            slots, ks, vs = (kept % cache.keys[index].shape[2], k[:, :, -len(kept) :], v[:, :, -len(kept) :])
+            if not layer.sliding:
+                slots, ks, vs = positions, k, v
+            cache.keys[index].index_copy_(2, slots, ks)
+            cache.values[index].index_copy_(2, slots, vs)
+            out = F.scaled_dot_product_attention(q, k, v, masks[layer.sliding], scale=self.scale, enable_gqa=True)
+            hidden = self._after_attention(hidden, out.transpose(1, 2).reshape(count, -1), layer, delta)
+        return self.head(_rms(hidden[-1:], self.final_norm, self.eps))
+
+    def step(self, token: torch.Tensor, position: torch.Tensor, cache: KVCache, base: bool = False) -> torch.Tensor:
+        """Logits (1 x vocabulary) for one new token (shape (1,)) at ``position`` (shape (1,)), cached."""
+        return self.head(self.step_hidden(token, position, cache.keys, cache.values, cache.ring_positions, base))
+
+    def step_hidden(
+        self,
+        token: torch.Tensor,
+        position: torch.Tensor,
+        keys: list[torch.Tensor],
+        values: list[torch.Tensor],
+        ring_positions: torch.Tensor,
+        base: bool = False,
+    ) -> torch.Tensor:
+        """The decoder layers of a step, up to the final norm, with no Python branch on a value: the part
+        compiled_step.py compiles (the int8 head's packed weights are opaque objects a graph cannot hold)."""
+        ring_slot = position % ring_positions.shape[0]
+        ring_positions.index_copy_(0, ring_slot, position)
+        full_length = keys[self.full_layer].shape[2] if self.full_layer is not None else 0
+        masks = {True: (ring_positions >= 0)[None, :], False: (torch.arange(full_length) <= position)[None, :]}
+        hidden, rope = self._embed(token), self._rotations(position)
+        for index, layer in enumerate(self.layers):
+            delta = self._delta(index, base)
+            q, k, v = self._attention_inputs(hidden, layer, rope[layer.kind], delta)
+            slot = ring_slot if layer.sliding else position
+            keys[index].index_copy_(2, slot, k)
+            values[index].index_copy_(2, slot, v)
+            mask = masks[layer.sliding][:, : keys[index].shape[2]]
+            # One token: the query heads sharing a KV head become rows of one query, so no KV head is repeated.
+            grouped = q.reshape(1, self.kv_heads, -1, self.head_dim)
+            out = F.scaled_dot_product_attention(grouped, keys[index], values[index], mask, scale=self.scale)
+            hidden = self._after_attention(hidden, out.reshape(1, -1), layer, delta)
+        return _rms(hidden, self.final_norm, self.eps)
+
+    def base_wanted(self) -> bool:
+        """Whether the model is switched to the base now: the adapter switch attached the delta's hooks."""
+        return self.delta is not None and self.delta.attached
+
+    def _delta(self, index: int, base: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if not base:
+            return {}
+        if self.deltas is None:
+            raise ValueError("the base model was asked for, but this decoder has no adapter delta")
+        return self.deltas[index]
+
+    def _rotations(self, positions: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """cos and sin at ``positions`` per layer kind, shaped (tokens, 1, head_dim), as Gemma3RotaryEmbedding computes
+        them (computed per step: tables for all 32k positions would take 134 MB), sin's first half negated so that
+        rotate_half(x) * sin is x.roll(half) * signed sin (two ops fewer, the same numbers)."""
+        rotations = {}
+        half = self.head_dim // 2
+        for kind, (inv_freq, scaling) in self.rope.items():
+            freqs = positions[:, None].float() * inv_freq[None, :]
+            emb = torch.cat((freqs, freqs), dim=-1)
+            cos, sin = emb.cos() * scaling, emb.sin() * scaling
+            rotations[kind] = cos[:, None], torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)[:, None]
+        return rotations
+
+    def _embed(self, ids: torch.Tensor) -> torch.Tensor:
+        weight = self.embedding.weight
+        return (F.embedding(ids, weight) * self.embedding.embed_scale.to(weight.dtype)).float()
+
+    def _attention_inputs(
+        self, hidden: torch.Tensor, layer: _Layer, rope: tuple[torch.Tensor, torch.Tensor], delta: _Delta
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normed, rotated queries and keys, and values, each (1, heads, tokens, head_dim)."""
+        count = hidden.shape[0]
+        qkv = _matmul(_rms(hidden, layer.norm_in, self.eps), layer.qkv, delta.get("qkv"))
+        split = (self.heads + self.kv_heads) * self.head_dim
+        qk = _rms(qkv[:, :split].reshape(count, -1, self.head_dim), layer.qk_norm, self.eps)
+        cos, sin = rope
+        qk = (qk * cos + qk.roll(self.head_dim // 2, dims=-1) * sin).transpose(0, 1)[None]
+        v = qkv[:, split:].reshape(1, count, self.kv_heads, self.head_dim).transpose(1, 2)
+        return qk[:, : self.heads], qk[:, self.heads :], v
+
+    def _after_attention(
+        self, hidden: torch.Tensor, attended: torch.Tensor, layer: _Layer, delta: _Delta
+    ) -> torch.Tensor:
+        hidden = hidden + _rms(_matmul(attended, layer.o, delta.get("o")), layer.norm_post_attn, self.eps)
+        normed = _rms(hidden, layer.norm_pre_ffn, self.eps)
+        gate, up = _matmul(normed, layer.gate_up, delta.get("gate_up")).chunk(2, dim=-1)
+        down = _matmul(F.gelu(gate, approximate="tanh") * up, layer.down, delta.get("down"))
+        return hidden + _rms(down, layer.norm_post_ffn, self.eps)
+
+    def head(self, normed: torch.Tensor) -> torch.Tensor:
+        """Logits from the final norm's output: the model's output projection, softcapped where configured."""
+        logits = self.model.lm_head(normed)
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+@dataclass
+class KVCache:
+    """One generation's keys and values per layer (1, kv heads, slots, head_dim), float32."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    ring_positions: torch.Tensor  # the position held in each sliding-window slot; -1: not written yet
+    length: int  # positions the full-attention layers hold
+
+
+def _rms(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Gemma3RMSNorm's arithmetic in its order (x * rsqrt(mean(x^2) + eps) * (1 + w)), on float32."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def _norm_weight(norm: nn.Module) -> torch.Tensor:
+    return 1.0 + norm.weight.detach().float()
+
+
+def _matmul(x: torch.Tensor, weight: torch.Tensor, delta: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    if x.shape[0] <= _ONE_ROW or weight.dtype == x.dtype:
+        out = F.linear(x.to(weight.dtype), weight).float()
+    else:
+        out = F.linear(x, weight.to(x.dtype))
+    if delta is not None:  # the base model from merged weights: the adapter's low-rank update taken off again
+        out = out - F.linear(F.linear(x, delta[0]), delta[1])
+    return out
+
+
+# Each fused matrix's LoRA update: A stacked (ranks x in) and B block-diagonal, scaled (out x ranks).
+_Delta = dict[str, tuple[torch.Tensor, torch.Tensor]]
+_GROUPS = {
+    "qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "o": ("self_attn.o_proj",),
+    "gate_up": ("mlp.gate_proj", "mlp.up_proj"),
+    "down": ("mlp.down_proj",),
+}
+
+
+def _arrange_delta(delta: Any, model: Any) -> list[_Delta]:
+    """A LoraDelta's factors per layer and fused matrix; refuses factors of any other layer (the head, embeddings)."""
+    factors = {name.removeprefix("base_model.model."): f for name, f in delta.factors.items()}
+    arranged: list[_Delta] = []
+    for index in range(len(model.model.layers)):
+        layer: _Delta = {}
+        for group, names in _GROUPS.items():
+            members = [(name, factors.pop(f"model.layers.{index}.{name}", None)) for name in names]
+            if all(f is None for _, f in members):
+                continue
+            modules = [model.model.layers[index].get_submodule(name) for name, _ in members]
+            rows = [module.weight.shape[0] for module in modules]
+            ranks = [0 if f is None else f.a.shape[0] for _, f in members]
+            a = torch.zeros(sum(ranks), modules[0].weight.shape[1])
+            b = torch.zeros(sum(rows), sum(ranks))
+            row = rank = 0
+            for (_, f), count, r in zip(members, rows, ranks, strict=True):
+                if f is not None:
+                    a[rank : rank + r] = f.a.float()
+                    b[row : row + count, rank : rank + r] = f.b.float() * f.scaling
+                row, rank = row + count, rank + r
+            layer[group] = (a, b)
+        arranged.append(layer)
+    if factors:
+        raise ValueError(f"the adapter also updates {', '.join(sorted(factors)[:3])}, which the static step lacks")
+    return arranged
+
+
+def _fuse(*linears: nn.Module) -> torch.Tensor:
+    """The layers' weights stacked into one matrix, each layer's weight made a view of its rows (no second copy)."""
+    fused = torch.cat([linear.weight.detach() for linear in linears])
+    start = 0
+    for linear in linears:
+        rows = linear.weight.shape[0]
+        linear.weight = nn.Parameter(fused[start : start + rows], requires_grad=False)
+        start += rows
+    return fused
