@@ -34,6 +34,14 @@ def tiny_repos(tmp_path_factory: pytest.TempPathFactory) -> TinyRepos:
 
 
 @pytest.fixture(scope="session")
+def untrained_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny base with random weights (built in a blink): what `python -m training` tests train on."""
+    from tiny import save_untrained_base
+
+    return save_untrained_base(tmp_path_factory.mktemp("untrained-base"))
+
+
+@pytest.fixture(scope="session")
 def tiny_settings(tiny_repos: TinyRepos) -> Settings:
     """Base + adapter from local folders, f32 (the CPU speed modes are tested on their own)."""
     return Settings(
