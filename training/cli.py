@@ -92,7 +92,7 @@ def train(args: argparse.Namespace, command: str) -> int:
 
     from training.base_model import load_base, pick_hardware
     from training.formatting import tokenize_dataset
-    from training.outputs import merge, push_to_hub, summary, write_model_card, write_summary
+    from training.outputs import merge, name_base, push_to_hub, summary, write_model_card, write_summary
     from training.trainer import build_trainer, run
 
     hardware = pick_hardware(recipe.optimizer)
@@ -103,8 +103,6 @@ def train(args: argparse.Namespace, command: str) -> int:
     held_out = tokenize_dataset(data.eval, base.tokenizer, "held-out") if data.eval is not None else None
     args.output.mkdir(parents=True, exist_ok=True)
     trainer, _, interrupt = build_trainer(base, recipe, train_rows, held_out, args.output, hardware)
-    # The adapter names its base as given ("embedded", a Hub id), not the cache folder it was read from.
-    trainer.model.peft_config["default"].base_model_name_or_path = base.name
     result = run(trainer, interrupt, args.output, args.resume, hardware.device)
     if result.interrupted:
         _say(
@@ -112,6 +110,7 @@ def train(args: argparse.Namespace, command: str) -> int:
             f"Run the same command with --resume to continue."
         )
         return 130
+    name_base(args.output, base.name)
     figures = summary(command, base, data, recipe, hardware, result)
     write_summary(args.output, figures)
     write_model_card(args.output, figures)

@@ -3,6 +3,8 @@ read through `datasets`, checked for the card's columns, blank rows dropped, and
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,16 +44,18 @@ def is_local(source: str) -> bool:
     )
 
 
-def _read_local(path: Path) -> Any:
+def _check_file(path: Path) -> None:
     if not path.is_file():
         raise TrainingError(f"The data file {path} does not exist (or is not a file).")
-    builder = LOCAL_SUFFIXES.get(path.suffix.lower())
-    if builder is None:
+    if path.suffix.lower() not in LOCAL_SUFFIXES:
         raise TrainingError(f"{path}: unknown file type; use one of {', '.join(LOCAL_SUFFIXES)}.")
+
+
+def _read_local(path: Path) -> Any:
     from datasets import load_dataset
 
     try:
-        return load_dataset(builder, data_files=str(path), split="train")
+        return load_dataset(LOCAL_SUFFIXES[path.suffix.lower()], data_files=str(path), split="train")
     except Exception as exc:  # datasets raises many kinds for a malformed file; the first line says which
         raise TrainingError(f"The data file {path} cannot be read as {path.suffix}: {_first_line(exc)}") from None
 
@@ -75,9 +79,33 @@ def _usable(row: dict[str, Any]) -> bool:
     return all(isinstance(row[column], str) and row[column].strip() for column in COLUMNS)
 
 
+@contextlib.contextmanager
+def _quiet_bars(quiet: bool) -> Iterator[None]:
+    """No `datasets` progress bars while a local file is read and filtered (well under a second even for the card's
+    19.7k rows), so that a bad file's message is the only line on stderr; a Hub download keeps its bars."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    if quiet:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if quiet and was_enabled:
+            datasets.enable_progress_bars()
+
+
 def load_data(source: str, split: str = "train", eval_rows: int = 0, seed: int = 0) -> TrainingData:
     """The rows of ``source`` with the card's columns; ``eval_rows`` of them held out (seeded) for an eval loss."""
-    dataset = _read_local(Path(source).expanduser()) if is_local(source) else _read_hub(source, split)
+    local = is_local(source)
+    if local:
+        path = Path(source).expanduser()
+        _check_file(path)  # before `datasets` is imported: a missing file is reported at once
+    with _quiet_bars(local):
+        return _load(_read_local(path) if local else _read_hub(source, split), source, eval_rows, seed)
+
+
+def _load(dataset: Any, source: str, eval_rows: int, seed: int) -> TrainingData:
     missing = [column for column in COLUMNS if column not in dataset.column_names]
     if missing:
         raise TrainingError(

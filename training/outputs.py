@@ -59,6 +59,17 @@ def summary(
     }
 
 
+def name_base(output: Path, name: str) -> None:
+    """adapter_config.json names the base as given ("embedded", a Hub id), not the cache folder it was read from.
+
+    Written after saving: peft, saving with "embedded" as its base, looks that name up on the Hub and warns.
+    """
+    path = output / "adapter_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = name
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def write_summary(output: Path, figures: dict[str, Any]) -> Path:
     path = output / SUMMARY
     path.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
