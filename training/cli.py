@@ -17,7 +17,7 @@ from training.errors import TrainingError
 from training.recipe import CARD_RECIPE
 
 HUB_DATA = "FreedomIntelligence/medical-o1-reasoning-SFT:en"
-# Command-line overrides of recipe keys: option name → recipe key.
+# Command-line overrides of recipe keys: the recipe key (--max-steps for max_steps) → its type.
 OVERRIDES = {
     "max_steps": int,
     "batch_size": int,

@@ -126,7 +126,9 @@ def peak_memory_mb(device: str) -> float:
 def run(trainer: SFTTrainer, interrupt: StopOnInterrupt, output: Path, resume: bool, device: str) -> RunResult:
     """Train (from the last checkpoint when resuming); Ctrl-C leaves a checkpoint; the adapter is saved at the end."""
     checkpoint = checkpoint_to_resume(output) if resume else None
-    tokens_before = trainer._total_train_tokens if hasattr(trainer, "_total_train_tokens") else 0
+    # TRL's running count of the tokens trained on (what it logs as num_tokens); read directly, as the logs hold it
+    # only every logging_steps.
+    tokens_before = getattr(trainer, "_total_train_tokens", 0)
     interrupt.install()
     started = time.monotonic()
     try:
