@@ -53,8 +53,8 @@ class TrainingProgress(TrainerCallback):
             self._postfix["tok/s"] = f"{self.tokens_per_second:.0f}"
         if self.bar is not None and self._postfix:
             self.bar.set_postfix(self._postfix, refresh=True)
-        if "eval_loss" in logs:
-            (self.bar.write if self.bar is not None else print)(f"eval loss: {logs['eval_loss']:.4f}")
+        if "eval_loss" in logs:  # the log is stderr's, with the bar: stdout stays empty
+            tqdm.write(f"eval loss: {logs['eval_loss']:.4f}", file=sys.stderr)
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any) -> None:
         if self.bar is not None:
