@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ GREEDY = GenerationParams(temperature=0, max_new_tokens=24)
 
 
 def figures(base: str = "embedded", source: str = "FreedomIntelligence/medical-o1-reasoning-SFT:en") -> dict:
-    data = load_data(str(write_training_rows(Path("/tmp") / "medcot-outputs-rows.jsonl")), eval_rows=2)
+    data = load_data(str(write_training_rows(Path(tempfile.mkdtemp()) / "rows.jsonl")), eval_rows=2)
     data.source = source
     result = RunResult(4, 8, 12.5, 1000, [{"step": 1, "loss": 3.0}, {"step": 4, "loss": 2.25}], 2.5)
     return summary("python -m training --max-steps 8", Base(None, None, base, Path("/x")), data, load_recipe(),
