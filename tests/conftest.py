@@ -86,6 +86,14 @@ def tiny_repos(tiny_cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="session")
+def untrained_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny base with random weights (built in a blink): what `python -m training` tests train on."""
+    from tests.helpers.tiny import save_untrained_base
+
+    return save_untrained_base(tmp_path_factory.mktemp("untrained-base"))
+
+
+@pytest.fixture(scope="session")
 def tiny_settings(tiny_repos: TinyRepos) -> Settings:
     """Base + adapter from local folders, f32 (the CPU speed modes are tested on their own)."""
     return Settings(

@@ -47,8 +47,8 @@ SPACE_MARKER_ENV = {
     "platform_python_implementation": "CPython",
 }
 LOCAL_COMMAND = (
-    'python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && pip install -e ".[app,local,dev]"'
-    " && python app.py"
+    "python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && "
+    'pip install -e ".[app,local,dev,train]" && python app.py'
 )
 TEST_COMMAND = ". .venv/bin/activate && pytest"
 FULL_TEST_COMMAND = "pytest --all"  # every tier, as .ci/run calls it
@@ -257,7 +257,14 @@ def test_ci_workflow_runs_lint_and_the_whole_suite():
     runs = "\n".join(step.get("run", "") for step in _steps(workflow))
     assert "bash .ci/run" in runs
     ci_run = CI_RUN.read_text()
-    needles = ("torch==2.13.0", '-e ".[app,local,dev]"', "chromium", "shellcheck", "ruff check", "ruff format --check")
+    needles = (
+        "torch==2.13.0",
+        '-e ".[app,local,dev,train]"',
+        "chromium",
+        "shellcheck",
+        "ruff check",
+        "ruff format --check",
+    )
     for needle in needles:
         assert needle in ci_run
     assert re.search(r'^pytest --all "\$@"$', ci_run, re.MULTILINE), "the whole suite, browser tests included"

@@ -11,7 +11,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-from medcot.config import GenerationParams, Settings
+import medcot.model.embedded
+from medcot.config import DEFAULT_ADAPTER, GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.errors import ModelLoadError
 from medcot.model.loading import (
@@ -85,6 +86,47 @@ def test_merged_and_unmerged_logits_agree(engine: Engine, unmerged_engine: Engin
     unmerged = logits(unmerged_engine.loaded)
     torch.testing.assert_close(logits(engine.loaded), unmerged, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(logits(from_disk), unmerged, atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture
+def embedded_is_tiny_base(tiny_repos: TinyRepos, monkeypatch: pytest.MonkeyPatch) -> list[Path | None]:
+    """MEDCOT_BASE_MODEL=embedded resolves to the tiny base (the conversion itself is tested in test_embedded)."""
+    calls: list[Path | None] = []
+
+    def converted(cache_dir: Path | None = None, progress: object = None) -> Path:
+        calls.append(cache_dir)
+        return tiny_repos.base
+
+    monkeypatch.setattr(medcot.model.embedded, "embedded_model_dir", converted)
+    return calls
+
+
+def test_embedded_base_with_a_named_adapter_applies_it(
+    tiny_settings: Settings, tiny_repos: TinyRepos, embedded_is_tiny_base: list[Path | None]
+) -> None:
+    # What `python -m training --base embedded` makes: MEDCOT_BASE_MODEL=embedded MEDCOT_ADAPTER=<its folder>.
+    settings = replace(tiny_settings, base_model="embedded", cache_dir=Path("/nowhere"))
+    engine = Engine(settings).load()
+    loaded = engine.loaded
+    assert embedded_is_tiny_base == [Path("/nowhere")]
+    assert (loaded.kind, loaded.merged, loaded.embedded, loaded.adapter_id) == (
+        "adapter",
+        True,
+        True,
+        settings.adapter,
+    )
+    assert loaded.base_delta is not None  # the comparison can subtract it again
+    assert engine.compare_unavailable() is None
+    assert engine.ask(Query(QUESTION, params=GREEDY)).answer == "Start a loop diuretic."
+    assert engine.ask(Query(QUESTION, params=GREEDY, use_adapter=False)).answer == "Rest and fluids."
+
+
+def test_embedded_base_with_the_cards_adapter_still_runs_alone(
+    tiny_settings: Settings, embedded_is_tiny_base: list[Path | None]
+) -> None:
+    # The card's adapter was trained on google/gemma-3-270m-it, not on the embedded pretrained base.
+    loaded = load_model(replace(tiny_settings, base_model="embedded", adapter=DEFAULT_ADAPTER))
+    assert (loaded.kind, loaded.adapter_id, loaded.embedded) == ("base", None, True)
 
 
 # ---------------------------------------------------------------------------------------------------- devices

@@ -516,3 +516,40 @@ def test_the_page_in_server_mode_streams_stops_and_shows_server_errors(
 
     # Not frozen: Gradio notices a closed tab when it next sends the page an update, and only then ends the handler.
     stops_abort(vllm, open_and_ask, lambda: tabs[-1].close(), needed=1, freeze=False)
+
+
+def test_a_trl_trained_adapter_is_served_with_its_rank(tiny_repos: TinyRepos, tmp_path: Path) -> None:
+    """`python -m training`'s adapter (TRL + peft) under vLLM's --lora-modules, --max-lora-rank read from its
+    adapter_config.json as the README says: the app in server mode gets the local path's greedy answer."""
+    import json
+
+    from tests.helpers.tiny import tiny_trainer, write_training_rows
+
+    trained = tmp_path / "trained"
+    trainer, _, _ = tiny_trainer(tiny_repos.base, write_training_rows(tmp_path / "rows.jsonl"), trained, max_steps=8)
+    trainer.train()
+    trainer.save_model(str(trained))
+    rank = json.loads((trained / "adapter_config.json").read_text())["r"]
+    server = VllmServer(
+        tiny_repos.base,
+        free_port(),
+        tmp_path / "vllm.log",
+        lora_modules={"trained": trained},
+        max_lora_rank=rank,
+        max_model_len=MAX_MODEL_LEN,
+        served_name=BASE_NAME,
+        niceness=VLLM_NICENESS,
+    )
+    server.start()
+    try:
+        served = Engine(server_settings(tiny_repos, server, adapter=str(trained), server_model="trained")).load()
+        assert served.ready, served.error
+        local = Engine(Settings(base_model=str(tiny_repos.base), adapter=str(trained), dtype="float32")).load()
+        for question in QUESTIONS[:2]:
+            expected = local.ask(Query(question, params=GREEDY))
+            got = served.ask(Query(question, params=GREEDY))
+            assert (got.reasoning, got.answer) == (expected.reasoning, expected.answer)
+            base = served.ask(Query(question, params=GREEDY, use_adapter=False))
+            assert (base.reasoning, base.answer) != (got.reasoning, got.answer)
+    finally:
+        server.stop()

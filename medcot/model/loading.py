@@ -11,14 +11,14 @@ import logging
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
-from medcot.config import Settings, is_embedded
+from medcot.config import DEFAULT_ADAPTER, EMBEDDED_MODEL, Settings, is_embedded
 from medcot.errors import ModelLoadError
 from medcot.model.cpu_speed import optimize_for_cpu, resolve_mode
 from medcot.model.embedded_fallback import falls_back_to_embedded
@@ -126,7 +126,7 @@ def load_model(settings: Settings, progress: Progress | None = None) -> LoadedMo
     progress = progress or log_progress
     # On CPU, the loading's large temporaries go back to the OS as soon as they are freed (peak RSS).
     with large_blocks_mapped() if pick_device(settings) == "cpu" else contextlib.nullcontext():
-        if is_embedded(settings.base_model):
+        if is_embedded(settings.base_model) and not _names_own_adapter(settings):
             return _load_embedded(settings, progress, reason="selected by MEDCOT_BASE_MODEL")
         try:
             return _load_configured(settings, progress)
@@ -135,6 +135,26 @@ def load_model(settings: Settings, progress: Progress | None = None) -> LoadedMo
                 log.warning("%s Falling back to the embedded Gemma 3 270M base.", exc)
                 return _load_embedded(settings, progress, reason="the Hugging Face Hub cannot be reached")
             raise
+
+
+def _names_own_adapter(settings: Settings) -> bool:
+    """An adapter other than the card's is configured: with the embedded base it is applied (one trained on that
+    base by `python -m training --base embedded`). The card's adapter was trained on google/gemma-3-270m-it, not on
+    this pretrained base, so the embedded base runs alone under the defaults."""
+    return settings.adapter is not None and settings.adapter != DEFAULT_ADAPTER
+
+
+def base_folder(settings: Settings, progress: Progress) -> Path:
+    """The base model's folder: the embedded base converted once, a local folder, or a Hub repo fetched (also what
+    `python -m training` trains on)."""
+    if is_embedded(settings.base_model):
+        from medcot.model import embedded
+
+        try:
+            return embedded.embedded_model_dir(settings.cache_dir, progress)
+        except Exception as exc:
+            raise ModelLoadError(f"The embedded model could not be prepared: {exc}") from None
+    return fetch(settings.base_model, settings, progress, "base model")
 
 
 def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
@@ -153,7 +173,7 @@ def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
         loaded = LoadedModel(model, tokenizer, settings.base_model, settings.adapter, "merged", True, device, "")
         return _finish(loaded, settings, progress)
 
-    base_dir = fetch(settings.base_model, settings, progress, "base model")
+    base_dir = base_folder(settings, progress)
     progress(f"Loading the base model `{settings.base_model}`", None)
     try:
         tokenizer, model = _tokenizer_beside(
@@ -167,6 +187,7 @@ def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
         loaded = LoadedModel(model, tokenizer, settings.base_model, None, "base", False, device, "")
         return _finish(loaded, settings, progress)
     loaded = LoadedModel(model, tokenizer, settings.base_model, settings.adapter, "adapter", False, device, "")
+    loaded.embedded = is_embedded(settings.base_model)
     return _finish(apply_adapter(loaded, adapter_dir, settings, progress), settings, progress)
 
 
@@ -226,10 +247,7 @@ def _finish(loaded: LoadedModel, settings: Settings, progress: Progress) -> Load
 def _load_embedded(settings: Settings, progress: Progress, reason: str) -> LoadedModel:
     from medcot.model import embedded
 
-    try:
-        folder = embedded.embedded_model_dir(settings.cache_dir, progress)
-    except Exception as exc:
-        raise ModelLoadError(f"The embedded model could not be prepared: {exc}") from None
+    folder = base_folder(replace(settings, base_model=EMBEDDED_MODEL), progress)
     device = pick_device(settings)
     progress("Loading the embedded Gemma 3 270M base", None)
     dtype, cpu_mode = pick_dtype(settings, device), pick_cpu_mode(settings, device)

@@ -139,3 +139,51 @@ def build_repos(root: Path, train_base: bool = True) -> TinyRepos:
     merged.save_pretrained(repos.merged)
     tokenizer.save_pretrained(repos.merged)
     return repos
+
+
+def save_untrained_base(folder: Path) -> Path:
+    """The tiny base with random weights and the tokenizer, saved in a blink (no training): a base to train on."""
+    tokenizer = build_tokenizer()
+    build_model(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_training_rows(path: Path, repeats: int = 4) -> Path:
+    """A JSONL in the card's dataset columns that the tiny tokenizer encodes compactly: the tiny adapter's target
+    answer for each of QUESTIONS, ``repeats`` times (for `python -m training` tests)."""
+    import json
+
+    rows = [
+        {"Question": question, "Complex_CoT": ADAPTER_REASONING, "Response": ADAPTER_ANSWER}
+        for _ in range(repeats)
+        for question in QUESTIONS
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def tiny_recipe(**overrides: object) -> object:
+    """A recipe for the tiny model: a few quick steps at a learning rate that moves it (training.recipe.Recipe)."""
+    from training.recipe import load_recipe
+
+    values = dict(max_steps=6, batch_size=2, learning_rate=1e-2, max_length=512, lora_r=8, warmup_steps=0)
+    return load_recipe(overrides={**values, **overrides})
+
+
+def tiny_trainer(base_folder: Path, rows: Path, output: Path, eval_rows: int = 0, **recipe: object) -> tuple:
+    """`python -m training`'s pieces over a tiny base, on the CPU: (trainer, interrupt callback, data)."""
+    from training.base_model import load_base, pick_hardware
+    from training.data import load_data
+    from training.formatting import tokenize_dataset
+    from training.trainer import build_trainer
+
+    chosen = tiny_recipe(**recipe)
+    hardware = pick_hardware()
+    base = load_base(str(base_folder), hardware)
+    data = load_data(str(rows), eval_rows=eval_rows, seed=chosen.seed)
+    held_out = tokenize_dataset(data.eval, base.tokenizer) if data.eval is not None else None
+    trainer, _, interrupt = build_trainer(
+        base, chosen, tokenize_dataset(data.train, base.tokenizer), held_out, output, hardware
+    )
+    return trainer, interrupt, data
