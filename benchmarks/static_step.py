@@ -26,7 +26,7 @@ from transformers import DynamicCache
 from benchmarks.bench_cpu import BENCH_QUESTION
 from benchmarks.machine import machine_info
 from medcot.config import EMBEDDED_MODEL, Settings, default_cache_dir
-from medcot.engine import in_passing_thread
+from medcot.load_state import in_passing_thread
 from medcot.model.compiled_step import CompiledStep
 from medcot.model.loading import load_model
 from medcot.model.static_decode import StaticDecoder

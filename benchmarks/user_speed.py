@@ -229,7 +229,7 @@ def run(
     decode: str = "auto",
 ) -> dict:
     torch.set_num_threads(threads)
-    # Loaded, and llama.cpp run, in passing threads as the app loads (medcot.engine.in_passing_thread): an OpenMP team
+    # Loaded, and llama.cpp run, in passing threads as the app loads (load_state.in_passing_thread): an OpenMP team
     # left with this thread made generation's threads wait for work with 100 spins instead of 300,000, which halved
     # our decode speed in this process (measured: 28 against 50 tok/s) while the app decodes at full speed.
     loaded = in_passing_thread(load_model, Settings(base_model=EMBEDDED_MODEL, adapter=None, device="cpu"))

@@ -38,8 +38,9 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from benchmarks.client import parse_stats
 from medcot import gpu_budget, gpu_refusals
-from medcot.events import STATS_PREFIX, parse_stats
+from medcot.ui.stats_line import STATS_PREFIX
 from tests.helpers.serving import free_port
 from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS, TinyRepos
 from tests.helpers.tiny_cache import cached_repos
