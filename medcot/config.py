@@ -13,6 +13,8 @@ from medcot.errors import ConfigError, InputError
 DEFAULT_BASE_MODEL = "google/gemma-3-270m-it"
 # As the card's Quick Start writes it; the card is also published as alpha-ai/Medical-Diagnosis-COT-Gemma3-270M.
 DEFAULT_ADAPTER = "alphaaico/Medical-Diagnosis-COT-Gemma3-270M"
+# The card's Hub ids: any other adapter (a local folder, a self-trained one) is never called the card's model.
+CARD_ADAPTERS = (DEFAULT_ADAPTER, "alpha-ai/Medical-Diagnosis-COT-Gemma3-270M")
 
 # MEDCOT_BASE_MODEL value selecting the real Gemma 3 270M base shipped on PyPI (medcot.model.embedded).
 EMBEDDED_MODEL = "embedded"

@@ -6,7 +6,9 @@ import asyncio
 from pathlib import Path
 
 import gradio as gr
+import pytest
 
+from medcot.config import DEFAULT_ADAPTER
 from medcot.engine import Engine
 from medcot.ui.chat_handlers import ChatHandlers
 from medcot.ui.page_handlers import PageHandlers
@@ -88,3 +90,27 @@ def test_an_answer_whose_reasoning_the_app_closed_says_so_on_screen_and_in_the_e
 def test_refresh_names_what_answers_in_the_footer(engine: Engine) -> None:
     footer = PageHandlers(engine).refresh()[-1]
     assert footer.startswith("Answering now:") and engine.loaded.adapter_id in footer  # the fine-tune answers
+
+
+def test_the_footer_calls_only_the_cards_own_adapter_the_card(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local or self-trained adapter (the tiny one is a folder) is named as what it is, never as the card's model;
+    the card's Hub id is."""
+    footer = PageHandlers(engine).refresh()[-1]
+    assert f"the adapter `{engine.loaded.adapter_id}` over `{engine.loaded.base_id}`, not the published" in footer
+    monkeypatch.setattr(engine.backend, "adapter_id", DEFAULT_ADAPTER)
+    footer = PageHandlers(engine).refresh()[-1]
+    assert "a LoRA fine-tune of Gemma 3 270M, as `alphaaico/" in footer and "not the published" not in footer
+
+
+def test_the_sliders_are_filled_once_per_page_so_polling_keeps_what_the_visitor_set(engine: Engine) -> None:
+    """In server mode the timer polls for as long as the page is open: after the first fill, its ticks leave the
+    sliders alone (they had reset them every second, undoing the visitor's settings); another page still gets its
+    fill."""
+    page = PageHandlers(engine)
+    opened = page.open_page(request("visitor"))
+    assert all(isinstance(slider, gr.Slider) for slider in opened[4:9])
+    ticked = page.refresh(request("visitor"))
+    assert all(slider == gr.skip() for slider in ticked[4:9])
+    other = page.refresh(request("other-visitor"))
+    assert all(isinstance(slider, gr.Slider) for slider in other[4:9])
+    assert all(slider == gr.skip() for slider in page.refresh(request("other-visitor"))[4:9])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import OrderedDict
 from dataclasses import astuple
 from typing import Any
 
@@ -24,6 +25,7 @@ from medcot.ui.links import deep_link
 from medcot.ui.rendering import footer_markdown, params_from
 
 log = logging.getLogger(__name__)
+FILLED_PAGES_KEPT = 10_000  # a forgotten page gets its sliders reset once more, no worse than before
 
 
 def model_status_markdown(engine: Engine) -> str:
@@ -53,17 +55,33 @@ class PageHandlers:
         self.engine = engine
         self.answers = answers or AnswerStore()  # the chat's (ChatHandlers.answers): what the export reads
         self.defaults = engine.generation_defaults()  # before loading: the card's; refresh() updates the sliders
+        # Pages whose sliders got the loaded model's defaults: the timer polls on in server mode, and filling them on
+        # every tick would undo what the visitor set (sessions in order, the oldest forgotten past the cap).
+        self._filled: OrderedDict[str, None] = OrderedDict()
 
     # -- the status line and the sliders, while loading and once loaded ------------------------------------------
-    def refresh(self) -> tuple[Any, ...]:
+    def refresh(self, request: gr.Request | None = None) -> tuple[Any, ...]:
         """The model's status line, the timer that polls it while loading, the compare controls, once loaded the
-        generation sliders at the loaded model's defaults (a primed base decodes differently), and the footer."""
-        return self._refresh(fill_sliders=self.engine.ready)
+        generation sliders at the loaded model's defaults (a primed base decodes differently), once per page, and the
+        footer."""
+        session = getattr(request, "session_hash", None)
+        fill = self.engine.ready and (session is None or session not in self._filled)
+        if fill and session is not None:
+            self._remember_filled(session)
+        return self._refresh(fill_sliders=fill)
 
-    def open_page(self) -> tuple[Any, ...]:
+    def open_page(self, request: gr.Request | None = None) -> tuple[Any, ...]:
         """refresh() for a page that opens: its sliders (unset in the page's config, so that API clients that set
         nothing get the loaded model's defaults) at the defaults known now."""
+        session = getattr(request, "session_hash", None)
+        if self.engine.ready and session is not None:
+            self._remember_filled(session)
         return self._refresh(fill_sliders=True)
+
+    def _remember_filled(self, session: str) -> None:
+        self._filled[session] = None
+        while len(self._filled) > FILLED_PAGES_KEPT:
+            self._filled.popitem(last=False)
 
     def _refresh(self, fill_sliders: bool) -> tuple[Any, ...]:
         state, text = compare_controls(self.engine)

@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from medcot.config import GenerationParams
+from medcot.config import CARD_ADAPTERS, GenerationParams
 from medcot.engine import Engine
 from medcot.errors import InputError
 from medcot.prompt import Turn
@@ -221,4 +221,10 @@ def footer_markdown(engine: Engine) -> str:
             f"Answering now: the base model `{backend.base_id}` without the medical adapter, not the fine-tune "
             f"{_CARD} this demo is for. {_TERMS}"
         )
-    return f"Answering now: {card}, as `{backend.adapter_id}`. {_TERMS}"
+    if backend.adapter_id in CARD_ADAPTERS:
+        return f"Answering now: {card}, as `{backend.adapter_id}`. {_TERMS}"
+    # a local folder or another repo (a self-trained adapter, say): never called the card's model
+    return (
+        f"Answering now: the adapter `{backend.adapter_id}` over `{backend.base_id}`, not the published {_CARD} "
+        f"this demo is built for. {_TERMS}"
+    )
