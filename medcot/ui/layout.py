@@ -86,7 +86,7 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
         gr.Markdown(f"⚠️ **{DISCLAIMER}**", elem_id="disclaimer")
         status = gr.Markdown(model_status_markdown(engine), elem_id="model-status")
         checkbox_state, note = compare_controls(engine)
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False):  # the checkboxes as tall as their label, not as the note
             compare = gr.Checkbox(
                 **{"value": False, **checkbox_state},
                 label=COMPARE_LABEL,
