@@ -27,8 +27,8 @@ class LocalBackend:
         self.embedded, self.notes, self.base_alone = loaded.embedded, loaded.notes, loaded.kind == "base"
         # None: nothing switches (no adapter, or merged weights without a delta), so requests share the model freely
         self.switch = AdapterSwitch(loaded.model, loaded.base_delta) if self.compare_unavailable() is None else None
-        delta = loaded.base_delta if loaded.merged else None
-        self.static = static_generator(loaded.model, loaded.device, delta, decode)  # None: generate() decodes
+        # base_delta is set only for merged weights: the step subtracts it for base answers
+        self.static = static_generator(loaded.model, loaded.device, loaded.base_delta, decode)  # None: generate()
 
     def describe(self) -> str:
         return f"{self.loaded.describe()}. {' '.join(self.loaded.notes)}".strip()
