@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import TextIO
 
 from medcot import DISCLAIMER
+from medcot.backends import settings_from_env
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.errors import InputError, UserError
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings.from_env()
+    settings = settings_from_env()
     if args.base_model is not None:
         settings = replace(settings, base_model=args.base_model)
     if args.adapter is not None:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from medcot.errors import ConfigError, InputError
 
@@ -22,12 +22,6 @@ EMBEDDED_MODEL = "embedded"
 
 def is_embedded(name: str) -> bool:
     return name == EMBEDDED_MODEL or name.startswith(EMBEDDED_MODEL + ":")
-
-
-DEFAULT_SERVER_MODEL = "medcot"
-# A server batches requests, so many more run at once than the two a local model serves well.
-SERVER_CONCURRENCY = 16
-SERVER_QUEUE_SIZE = 64
 
 
 def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -87,6 +81,14 @@ class GenerationParams:
         return replace(self, **values)
 
 
+class BackendSettings(Protocol):
+    """A backend's own settings, read from the environment by its module (medcot.backends lists them)."""
+
+    concurrency: int  # MEDCOT_CONCURRENCY's default with this backend
+    queue_size: int  # MEDCOT_QUEUE_SIZE's default
+    remote: bool  # it generates elsewhere: no weights load here, no GPU is asked for
+
+
 @dataclass(frozen=True)
 class Settings:
     base_model: str = DEFAULT_BASE_MODEL
@@ -107,26 +109,22 @@ class Settings:
     # start converts the embedded GGUF for a minute or two.
     load_wait_s: int = 180
     hf_token: str | None = field(default=None, repr=False)  # never printed
-    # Server mode (medcot.backends.server): an OpenAI-compatible URL such as http://127.0.0.1:8000/v1. Set, no
-    # weights load here; the tokenizer still does, so that the prompt goes to the server as the card's token ids.
-    server_url: str | None = None
-    server_model: str = DEFAULT_SERVER_MODEL  # the fine-tuned model's served name (a vLLM --lora-modules name)
-    server_base_model: str | None = None  # the base's served name; None: the one /v1/models lists
-    server_api_key: str | None = field(default=None, repr=False)  # bearer token, never printed
     # Feedback on answers (medcot.ui.feedback): JSONL under this folder; pushed to this Hub dataset repo when set.
     feedback_dir: Path | None = None
     feedback_dataset: str | None = None
+    backend: BackendSettings | None = None  # a backend other than the local model, with its own settings
 
     @property
     def server_mode(self) -> bool:
-        return self.server_url is not None
+        return self.backend is not None and self.backend.remote
 
     @property
     def generation_defaults(self) -> GenerationParams:
         return GenerationParams(max_new_tokens=self.max_new_tokens)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, backend: BackendSettings | None = None) -> Settings:
+        """The environment's settings; a backend's own are read by its module (medcot.backends.settings_from_env)."""
         env = os.environ if env is None else env
 
         def integer(name: str, default: int, low: int) -> int:
@@ -150,10 +148,6 @@ class Settings:
         adapter = env.get("MEDCOT_ADAPTER", DEFAULT_ADAPTER).strip()
         cache = env.get("MEDCOT_CACHE_DIR", "").strip()
         feedback = env.get("MEDCOT_FEEDBACK_DIR", "").strip()
-        server_url = env.get("MEDCOT_SERVER_URL", "").strip() or None
-        if server_url is not None and not server_url.startswith(("http://", "https://")):
-            raise ConfigError(f"MEDCOT_SERVER_URL must start with http:// or https://, got {server_url!r}.")
-        serving = server_url is not None
 
         return cls(
             base_model=env.get("MEDCOT_BASE_MODEL", "").strip() or DEFAULT_BASE_MODEL,
@@ -165,17 +159,14 @@ class Settings:
             merge_adapter=choice("MEDCOT_MERGE", _SWITCH, "1") in ("1", "true", "yes"),
             cpu_mode=env.get("MEDCOT_CPU_MODE", "").strip().lower() or "auto",  # checked by medcot.model.cpu_speed
             decode=choice("MEDCOT_DECODE", DECODE_MODES, "auto"),
-            concurrency=integer("MEDCOT_CONCURRENCY", SERVER_CONCURRENCY if serving else 2, 1),
-            queue_size=integer("MEDCOT_QUEUE_SIZE", SERVER_QUEUE_SIZE if serving else 16, 1),
+            concurrency=integer("MEDCOT_CONCURRENCY", backend.concurrency if backend else 2, 1),
+            queue_size=integer("MEDCOT_QUEUE_SIZE", backend.queue_size if backend else 16, 1),
             base_prompt=choice("MEDCOT_BASE_PROMPT", BASE_PROMPT_CHOICES, "auto"),
             cache_dir=Path(cache).expanduser() if cache else None,
             load_wait_s=integer("MEDCOT_LOAD_WAIT_S", 180, 0),
             hf_token=env.get("HF_TOKEN", "").strip() or None,
-            server_url=server_url,
-            server_model=env.get("MEDCOT_SERVER_MODEL", "").strip() or DEFAULT_SERVER_MODEL,
-            server_base_model=env.get("MEDCOT_SERVER_BASE_MODEL", "").strip() or None,
-            server_api_key=env.get("MEDCOT_SERVER_API_KEY", "").strip() or None,
             hub_offline=env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes"),
             feedback_dir=Path(feedback).expanduser() if feedback else None,
             feedback_dataset=env.get("MEDCOT_FEEDBACK_DATASET", "").strip() or None,
+            backend=backend,
         )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self, TypeVar
 
-from medcot.backends import Backend, load_backend
+from medcot.backends import Backend, load_backend, settings_from_env
 from medcot.config import Settings
 from medcot.errors import ConfigError, ModelLoadError
 from medcot.model.progress import Progress, log_progress
@@ -48,7 +48,7 @@ class LoadState:
     def from_env(cls) -> Self:
         """The state for the environment's settings; a bad setting becomes its error, not a crash."""
         try:
-            return cls(Settings.from_env())
+            return cls(settings_from_env())
         except ConfigError as exc:
             state = cls(Settings())
             state.error = f"Configuration error: {exc}"

@@ -21,6 +21,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from medcot import DISCLAIMER
+from medcot.backends.server import ServerSettings
 from medcot.config import Settings
 from medcot.engine import Engine
 from medcot.ui.compare import COMPARE_LABEL
@@ -65,7 +66,7 @@ def base_only_url(tiny_settings: Settings) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def unreachable_server_url(tiny_settings: Settings) -> Iterator[str]:
     """The app in server mode with nothing listening at the server's address: every answer fails, readably."""
-    down = Engine(replace(tiny_settings, server_url=f"http://127.0.0.1:{free_port()}/v1")).load()
+    down = Engine(replace(tiny_settings, backend=ServerSettings(f"http://127.0.0.1:{free_port()}/v1"))).load()
     assert down.ready, down.error  # an unreachable server is no load failure: the status line says why
     with serve(down) as url:
         yield url

@@ -11,8 +11,6 @@ import pytest
 from medcot.config import (
     DEFAULT_ADAPTER,
     DEFAULT_BASE_MODEL,
-    SERVER_CONCURRENCY,
-    SERVER_QUEUE_SIZE,
     GenerationParams,
     Settings,
     is_embedded,
@@ -176,31 +174,3 @@ def test_validated_rejects_naming_the_parameter(name: str, value: object) -> Non
     with pytest.raises(ValueError, match=rf"^{name} must be") as caught:
         params.validated()
     assert not isinstance(caught.value, ConfigError)
-
-
-def test_server_mode_settings() -> None:
-    local = Settings.from_env({})
-    assert (local.server_mode, local.server_url, local.concurrency, local.queue_size) == (False, None, 2, 16)
-    settings = Settings.from_env(
-        {
-            "MEDCOT_SERVER_URL": " http://10.0.0.5:8000/v1 ",
-            "MEDCOT_SERVER_MODEL": "medcot-lora",
-            "MEDCOT_SERVER_BASE_MODEL": "google/gemma-3-270m-it",
-            "MEDCOT_SERVER_API_KEY": "sk-abc",
-        }
-    )
-    assert settings.server_mode and settings.server_url == "http://10.0.0.5:8000/v1"
-    assert (settings.server_model, settings.server_base_model) == ("medcot-lora", "google/gemma-3-270m-it")
-    assert settings.server_api_key == "sk-abc" and "sk-abc" not in repr(settings)
-    # the server batches: more requests run at once by default, and an explicit setting still wins
-    assert (settings.concurrency, settings.queue_size) == (SERVER_CONCURRENCY, SERVER_QUEUE_SIZE)
-    assert settings.concurrency > local.concurrency
-    explicit = Settings.from_env({"MEDCOT_SERVER_URL": "https://x/v1", "MEDCOT_CONCURRENCY": "3"})
-    assert explicit.concurrency == 3
-    defaults = Settings.from_env({"MEDCOT_SERVER_URL": "https://x/v1"})
-    assert (defaults.server_model, defaults.server_base_model, defaults.server_api_key) == ("medcot", None, None)
-
-
-def test_server_url_must_be_http() -> None:
-    with pytest.raises(ConfigError, match="MEDCOT_SERVER_URL"):
-        Settings.from_env({"MEDCOT_SERVER_URL": "127.0.0.1:8000"})

@@ -12,7 +12,6 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from medcot import cli
+from medcot.backends import settings_from_env
 from medcot.backends.openai_client import (
     ServedModel,
     ServerAuthError,
@@ -32,10 +32,10 @@ from medcot.backends.openai_client import (
     Usage,
     sampling_body,
 )
-from medcot.backends.server import base_model_of
+from medcot.backends.server import ServerSettings, base_model_of
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
-from medcot.errors import GenerationError, PromptTooLongError, UserError
+from medcot.errors import ConfigError, GenerationError, PromptTooLongError, UserError
 from medcot.prompt import Turn, encode_prompt
 from medcot.request import Query
 from medcot.ui.chat_handlers import ChatHandlers
@@ -312,8 +312,37 @@ def serve_models(server: ScriptedServer, models: list[dict[str, object]] = MODEL
     server.scripts["GET", "/v1/models"] = lambda h: h.send_json(200, {"object": "list", "data": models})
 
 
-def server_settings(repos: TinyRepos, url: str, **changes: object) -> Settings:
-    return replace(Settings(base_model=str(repos.base), adapter=str(repos.adapter), server_url=url), **changes)
+def server_settings(repos: TinyRepos, url: str, **server: Any) -> Settings:
+    return Settings(base_model=str(repos.base), adapter=str(repos.adapter), backend=ServerSettings(url, **server))
+
+
+def test_server_mode_settings() -> None:
+    local = settings_from_env({})
+    assert (local.server_mode, local.backend, local.concurrency, local.queue_size) == (False, None, 2, 16)
+    settings = settings_from_env(
+        {
+            "MEDCOT_SERVER_URL": " http://10.0.0.5:8000/v1 ",
+            "MEDCOT_SERVER_MODEL": "medcot-lora",
+            "MEDCOT_SERVER_BASE_MODEL": "google/gemma-3-270m-it",
+            "MEDCOT_SERVER_API_KEY": "sk-abc",
+        }
+    )
+    assert settings.server_mode and settings.backend == ServerSettings(
+        "http://10.0.0.5:8000/v1", "medcot-lora", "google/gemma-3-270m-it", "sk-abc"
+    )
+    assert "sk-abc" not in repr(settings)
+    # the server batches: more requests run at once by default, and an explicit setting still wins
+    assert (settings.concurrency, settings.queue_size) == (ServerSettings.concurrency, ServerSettings.queue_size)
+    assert settings.concurrency > local.concurrency
+    explicit = settings_from_env({"MEDCOT_SERVER_URL": "https://x/v1", "MEDCOT_CONCURRENCY": "3"})
+    assert explicit.concurrency == 3
+    defaults = settings_from_env({"MEDCOT_SERVER_URL": "https://x/v1"})
+    assert defaults.backend == ServerSettings("https://x/v1", "medcot", None, None)
+
+
+def test_server_url_must_be_http() -> None:
+    with pytest.raises(ConfigError, match="MEDCOT_SERVER_URL"):
+        settings_from_env({"MEDCOT_SERVER_URL": "127.0.0.1:8000"})
 
 
 def test_base_model_of_prefers_the_adapters_parent() -> None:
@@ -362,19 +391,17 @@ def test_status_names_what_the_server_serves_when_the_model_is_missing(
     server: ScriptedServer, tiny_repos: TinyRepos
 ) -> None:
     serve_models(server)
-    engine = Engine(server_settings(tiny_repos, server.url, server_model="nope")).load()
+    engine = Engine(server_settings(tiny_repos, server.url, model="nope")).load()
     status = engine.status()
     assert "does not serve `nope`" in status and "`medcot`" in status and "MEDCOT_SERVER_MODEL" in status
 
 
 def test_no_base_listed_means_no_comparison_with_the_reason(server: ScriptedServer, tiny_repos: TinyRepos) -> None:
     serve_models(server, [{"id": "medcot-merged", "object": "model", "parent": None}])
-    engine = Engine(server_settings(tiny_repos, server.url, server_model="medcot-merged")).load()
+    engine = Engine(server_settings(tiny_repos, server.url, model="medcot-merged")).load()
     reason = engine.compare_unavailable()
     assert reason is not None and "MEDCOT_SERVER_BASE_MODEL" in reason
-    configured = Engine(
-        server_settings(tiny_repos, server.url, server_model="medcot-merged", server_base_model="gemma")
-    ).load()
+    configured = Engine(server_settings(tiny_repos, server.url, model="medcot-merged", base_model="gemma")).load()
     assert configured.can_compare
 
 
@@ -382,7 +409,7 @@ def test_cli_prints_the_servers_error_and_exits_non_zero(
     tiny_repos: TinyRepos, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
-    code = cli.main(["Edema?"], Engine(server_settings(tiny_repos, url, server_api_key=KEY)))
+    code = cli.main(["Edema?"], Engine(server_settings(tiny_repos, url, api_key=KEY)))
     err = capsys.readouterr().err
     assert code == 1
     assert f"error: The model server at {url} cannot be reached" in err

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,6 +29,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from medcot.answer_stream import Answer
+from medcot.backends.server import ServerSettings
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.prompt import SYSTEM_PROMPT, USER_TEMPLATE
@@ -111,7 +113,7 @@ def vllm(tiny_repos: TinyRepos, tmp_path_factory: pytest.TempPathFactory) -> Ite
         server.stop()
 
 
-def server_settings(repos: TinyRepos, server: VllmServer, **changes: object) -> Settings:
+def server_settings(repos: TinyRepos, server: VllmServer, model: str = "medcot", **changes: Any) -> Settings:
     """Server mode for the tiny models: the tokenizer from the adapter/base folders, no weights loaded here.
 
     The app's own prompt budget is set above the server's context so that the server's refusal is what shows.
@@ -121,7 +123,7 @@ def server_settings(repos: TinyRepos, server: VllmServer, **changes: object) -> 
         adapter=str(repos.adapter),
         max_new_tokens=64,
         max_input_tokens=2 * MAX_MODEL_LEN,
-        server_url=server.url,
+        backend=ServerSettings(server.url, model),
     )
     return replace(settings, **changes)
 
@@ -228,7 +230,7 @@ def test_base_and_adapter_differ_and_run_at_once_both_right(server_engine: Engin
 
 @pytest.fixture(scope="module")
 def rambling_url(tiny_repos: TinyRepos, vllm: VllmServer) -> Iterator[str]:
-    engine = Engine(server_settings(tiny_repos, vllm, server_model=RAMBLER, max_new_tokens=LONG)).load()
+    engine = Engine(server_settings(tiny_repos, vllm, model=RAMBLER, max_new_tokens=LONG)).load()
     assert engine.ready, engine.error
     with launched(engine) as (url, _):
         yield url
@@ -392,7 +394,7 @@ def test_prompt_over_the_servers_context_is_readable_and_the_next_is_served(app:
 
 
 def test_unknown_model_is_readable_in_status_and_requests(tiny_repos: TinyRepos, vllm: VllmServer) -> None:
-    engine = Engine(server_settings(tiny_repos, vllm, server_model="no-such-model")).load()
+    engine = Engine(server_settings(tiny_repos, vllm, model="no-such-model")).load()
     assert engine.ready, engine.error  # the app still comes up
     assert "does not serve `no-such-model`" in engine.status() and "`medcot`" in engine.status()
     with (
@@ -544,7 +546,7 @@ def test_a_trl_trained_adapter_is_served_with_its_rank(tiny_repos: TinyRepos, tm
     )
     server.start()
     try:
-        served = Engine(server_settings(tiny_repos, server, adapter=str(trained), server_model="trained")).load()
+        served = Engine(server_settings(tiny_repos, server, adapter=str(trained), model="trained")).load()
         assert served.ready, served.error
         local = Engine(Settings(base_model=str(tiny_repos.base), adapter=str(trained), dtype="float32")).load()
         for question in QUESTIONS[:2]:

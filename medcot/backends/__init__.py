@@ -1,19 +1,22 @@
 """The seam between the app and the model: a Backend says what it is, whether the base model can answer beside it
 (and why not), and streams prompt token ids to text chunks.
 
-Two backends: medcot.backends.local (the model in this process) and medcot.backends.server (a model server). The
-engine keeps everything around generation (question checks, the prompt, the reasoning parser, the stats), so a new
-backend is one module here plus its line in load_backend.
+The local model in this process (medcot.backends.local) answers unless the environment selects one of BACKENDS.
+The engine keeps everything around generation (question checks, the prompt, the reasoning parser, the stats), so a
+new backend is one module here (its Backend, its own settings, whether they select it, its load) plus its line in
+BACKENDS.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from medcot.backends import server
 from medcot.chunks import Chunk
-from medcot.config import GenerationParams, Settings
+from medcot.config import BackendSettings, GenerationParams, Settings
 from medcot.model.progress import Progress
 
 if TYPE_CHECKING:
@@ -54,15 +57,36 @@ class Backend(Protocol):
         ...
 
 
+class BackendModule(Protocol):
+    """What each module in BACKENDS provides."""
+
+    def settings_from_env(self, env: Mapping[str, str]) -> BackendSettings | None:
+        """Its own settings, or None when the environment does not select it; raises ConfigError when bad."""
+        ...
+
+    def selected(self, settings: Settings) -> bool: ...
+
+    def load(self, settings: Settings, progress: Progress) -> Backend:
+        """Loaded; raises ModelLoadError with a readable message."""
+        ...
+
+
+# The backends besides the local model, the first the environment selects answers. The local one is imported only
+# when used (it imports torch), so it is not listed: it answers when none of these is selected.
+BACKENDS: tuple[BackendModule, ...] = (server,)
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings.from_env with the settings of the backend the environment selects, read by its module."""
+    env = os.environ if env is None else env
+    return Settings.from_env(env, next(filter(None, (module.settings_from_env(env) for module in BACKENDS)), None))
+
+
 def load_backend(settings: Settings, progress: Progress) -> Backend:
-    """The backend the settings name, loaded; raises ModelLoadError with a readable message.
-
-    The local backend is imported only when used: server mode imports no torch of ours.
-    """
-    if settings.server_mode:
-        from medcot.backends.server import connect
-
-        return connect(settings, progress)
+    """The backend the settings select, loaded; raises ModelLoadError with a readable message."""
+    for module in BACKENDS:
+        if module.selected(settings):
+            return module.load(settings, progress)
     from medcot.backends.local import LocalBackend
     from medcot.model.loading import load_model
 

@@ -11,21 +11,56 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from transformers import PreTrainedTokenizerBase
 
 from medcot.backends.openai_client import ServedModel, ServerClient, ServerError, UnknownModelError
 from medcot.chunks import Chunk
 from medcot.config import GenerationParams, Settings, is_embedded
-from medcot.errors import ModelLoadError
+from medcot.errors import ConfigError, ModelLoadError
 from medcot.model.embedded_fallback import falls_back_to_embedded
 from medcot.model.hub import fetch, load_tokenizer, ships_tokenizer
 from medcot.model.progress import Progress
 from medcot.prompt import stop_token_ids
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """MEDCOT_SERVER_*: an OpenAI-compatible URL such as http://127.0.0.1:8000/v1 selects server mode. No weights
+    load here; the tokenizer still does, so that the prompt goes to the server as the card's token ids."""
+
+    url: str
+    model: str = "medcot"  # the fine-tuned model's served name (a vLLM --lora-modules name)
+    base_model: str | None = None  # the base's served name; None: the one /v1/models lists
+    api_key: str | None = field(default=None, repr=False)  # bearer token, never printed
+    # A server batches requests, so many more run at once than the two a local model serves well.
+    concurrency: ClassVar[int] = 16
+    queue_size: ClassVar[int] = 64
+    remote: ClassVar[bool] = True
+
+
+def settings_from_env(env: Mapping[str, str]) -> ServerSettings | None:
+    """The server's settings, or None when MEDCOT_SERVER_URL is unset (the environment selects no server)."""
+    url = env.get("MEDCOT_SERVER_URL", "").strip()
+    if not url:
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"MEDCOT_SERVER_URL must start with http:// or https://, got {url!r}.")
+    return ServerSettings(
+        url,
+        model=env.get("MEDCOT_SERVER_MODEL", "").strip() or ServerSettings.model,
+        base_model=env.get("MEDCOT_SERVER_BASE_MODEL", "").strip() or None,
+        api_key=env.get("MEDCOT_SERVER_API_KEY", "").strip() or None,
+    )
+
+
+def selected(settings: Settings) -> bool:
+    return isinstance(settings.backend, ServerSettings)
 
 
 # Hub files of a tokenizer (and the adapter's config): never the weights.
@@ -184,17 +219,18 @@ class ServerBackend:
             chunks.close()
 
 
-def connect(settings: Settings, progress: Progress) -> ServerBackend:
+def load(settings: Settings, progress: Progress) -> ServerBackend:
     """The tokenizer and a backend streaming from MEDCOT_SERVER_URL; no weights are loaded.
 
     An unreachable server is no load failure: the app comes up, its status line says why the server cannot answer,
     and the first request after the server is back is served.
     """
-    if settings.server_url is None:
+    server = settings.backend
+    if not isinstance(server, ServerSettings):
         raise ModelLoadError("MEDCOT_SERVER_URL is not set.")
     tokenizer = load_tokenizer_for_server(settings, progress)
-    client = ServerClient(settings.server_url, settings.server_api_key)
-    backend = ServerBackend(client, settings.server_model, settings.server_base_model, tokenizer)
+    client = ServerClient(server.url, server.api_key)
+    backend = ServerBackend(client, server.model, server.base_model, tokenizer)
     try:
         backend.listed()
     except ServerError as exc:
