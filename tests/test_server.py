@@ -440,7 +440,7 @@ def test_compare_in_server_mode_runs_the_base_beside_the_fine_tuned_answer(
     handlers.set_compare(True, session)
 
     async def both() -> tuple[list[Any], list[Any]]:
-        base = asyncio.ensure_future(collect(handlers.show_base([], True, session)))
+        base = asyncio.ensure_future(collect(handlers.base.show_base([], True, session)))
         chat = await collect(handlers.respond("Edema?", [], 16, 0.0, 0.95, 64, 1.0, session))
         return chat, await base
 

@@ -105,7 +105,7 @@ def test_compare_runs_the_base_model_into_its_column(unmerged_engine: Engine) ->
     assert column.visible and chatbot.show_label and "s2" in handlers.relay.comparing
 
     async def both() -> list[Any]:
-        base = asyncio.ensure_future(replies(handlers.show_base([], True, request("s2"))))
+        base = asyncio.ensure_future(replies(handlers.base.show_base([], True, request("s2"))))
         await replies(handlers.respond(QUESTIONS[0], [], *GREEDY, request("s2")))
         return await base
 

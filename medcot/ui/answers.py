@@ -20,6 +20,11 @@ from medcot.export import Reply
 KEEP_PER_SESSION = 500
 
 
+def session_of(request: object) -> str | None:
+    """The page session of a Gradio request (None for a direct call)."""
+    return getattr(request, "session_hash", None)
+
+
 @dataclass
 class AnswerRecord:
     """One model's answer to one question, as it streams in."""

@@ -1,7 +1,8 @@
 """The chat's event handlers, one named method each, over one engine, its stream function and the compare relay:
-the chat (/chat), the base column, the /ask API and MCP tool, Stop, the compare checkbox and a closed page.
+the chat (/chat), the /ask API and MCP tool, Stop, the compare checkbox and a closed page.
 
-The page's other controls are medcot.ui.page_handlers; medcot.ui.layout wires both to the page; tests call them.
+The base column is medcot.ui.base_column, the page's other controls medcot.ui.page_handlers; medcot.ui.layout wires
+them to the page; tests call them.
 """
 
 from __future__ import annotations
@@ -20,31 +21,16 @@ from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.errors import InputError, UserError
 from medcot.request import Query, StreamFn, clean_question
-from medcot.ui.answers import AnswerRecord, AnswerStore, NoAnswerError, api_text
+from medcot.ui.answers import AnswerRecord, AnswerStore, NoAnswerError, api_text, session_of
+from medcot.ui.base_column import BaseColumn, error_text
 from medcot.ui.compare import BaseRelay
 from medcot.ui.history import last_question_index
 from medcot.ui.model_wait import wait_for_model
-from medcot.ui.rendering import (
-    NOT_RUN_MARK,
-    STOPPED_MARK,
-    WAITING_FOR_ADAPTER,
-    ChatRenderer,
-    as_dict,
-    ending_message,
-    loading_notice,
-    mark_stopped,
-    params_from,
-    stopped_history,
-    turns_from_history,
-)
+from medcot.ui.rendering import ChatRenderer, loading_notice, params_from, stopped_history, turns_from_history
 from medcot.ui.stopping import FinishedAnswers
 from medcot.ui.streaming import UPDATE_INTERVAL_S, CoalescedEvents, iterate_in_thread, when_task_ends
 
 log = logging.getLogger(__name__)
-
-
-def _session(request: gr.Request | None) -> str | None:
-    return getattr(request, "session_hash", None)
 
 
 class ChatHandlers:
@@ -58,6 +44,7 @@ class ChatHandlers:
         self.refused: set[str | None] = set()  # sessions whose last chat request ended in an error, not a Stop
         self.answers = AnswerStore()  # every answer shown, as data: the export and the feedback read it
         self.hidden_reasoning: set[str | None] = set()  # sessions whose "Show reasoning" switch is off
+        self.base = BaseColumn(engine, stream, self.relay, self.answers, self.shows_reasoning)
 
     def params(self, *values: Any) -> GenerationParams:
         """Checked generation settings; a value left unset (None) takes the loaded model's own default."""
@@ -66,7 +53,7 @@ class ChatHandlers:
     def shows_reasoning(self, session: str | None) -> bool:
         return session not in self.hidden_reasoning
 
-    # -- the chat (ChatInterface's /chat) and the base column ----------------------------------------------------
+    # -- the chat (ChatInterface's /chat) -------------------------------------------------------------------
     async def respond(
         self,
         message: str,
@@ -83,7 +70,7 @@ class ChatHandlers:
         locally (one copy of the weights), at the same time from a model server."""
         cancel = threading.Event()
         when_task_ends(cancel.set)  # Stop, a closed tab: also when Gradio drops this generator unclosed
-        session = _session(request)
+        session = session_of(request)
         relay = self.relay
         channel = relay.open(session) if session in relay.comparing and self.engine.can_compare else None
         events: CoalescedEvents | None = None
@@ -101,7 +88,7 @@ class ChatHandlers:
             if channel is not None:
                 channel.put_nowait(("question", clean_question(message), query.params))
                 if self.engine.base_runs_beside:
-                    beside = asyncio.ensure_future(self.run_base(channel, query))
+                    beside = asyncio.ensure_future(self.base.run(channel, query))
                     when_task_ends(beside.cancel)
             view = ChatRenderer(record, self.shows_reasoning(session))
             stream = self.stream(query, cancel)
@@ -116,11 +103,11 @@ class ChatHandlers:
             if beside is not None:
                 await beside
             elif channel is not None:
-                await self.run_base(channel, query)
+                await self.base.run(channel, query)
         except (UserError, gr.Error) as exc:  # gr.Error: already readable (the ZeroGPU glue's, or spaces' own)
             self.refused.add(session)
             if channel is not None:
-                channel.put_nowait(("error", _message(exc)))
+                channel.put_nowait(("error", error_text(exc)))
             raise _as_gr_error(exc) from None
         except Exception as exc:
             self.refused.add(session)
@@ -135,73 +122,6 @@ class ChatHandlers:
                     await beside
             if channel is not None and session:
                 relay.close(session, channel)
-
-    async def run_base(self, channel: asyncio.Queue[Any], query: Query) -> None:
-        """The same query through the base model (adapter off); its events go to the base column."""
-        cancel = threading.Event()  # its own: the adapter stream's event is set once that stream ends
-        channel.put_nowait(("start", None))
-        base = replace(query, use_adapter=False)
-        try:
-            async for event in iterate_in_thread(self.stream(base, cancel), cancel):
-                channel.put_nowait(event)
-        except (UserError, gr.Error) as exc:
-            channel.put_nowait(("error", _message(exc)))
-        except Exception as exc:  # the fine-tuned answer is already shown: report this one in its column only
-            log.exception("base-model generation failed")
-            channel.put_nowait(("error", f"Something went wrong while answering ({type(exc).__name__})."))
-
-    async def show_base(
-        self, base_history: list[dict[str, Any]] | None, compare: bool, request: gr.Request
-    ) -> AsyncIterator[Any]:
-        """The base column: the compared question, then the base model's answer as the chat handler relays it."""
-        session = _session(request)
-        if not compare or not session or not self.engine.can_compare:
-            yield gr.skip()
-            return
-        channel = await self.relay.take(session)
-        if channel is None:
-            yield gr.skip()
-            return
-        self.relay.set_compare(session, True)  # the checkbox said so at submit, whatever its change event's timing
-        shown = list(base_history or [])
-        view: ChatRenderer | None = None
-        record: AnswerRecord | None = None  # set once the question came: it was not refused
-        tail: list[Any] = []
-        items = CoalescedEvents(self.relay.items(channel), UPDATE_INTERVAL_S)
-        try:
-            async for batch in items:
-                for item in batch:
-                    kind = item[0] if isinstance(item, tuple) else None
-                    if kind == "question":
-                        record = self.answers.add(session, AnswerRecord(item[1], item[2], use_adapter=False))
-                        shown.append(gr.ChatMessage(role="user", content=item[1]))
-                        tail = [gr.ChatMessage(content=WAITING_FOR_ADAPTER)]
-                    elif record is None:
-                        continue  # the question was refused: the fine-tuned column says why, this one stays as it was
-                    elif kind == "start":
-                        view = ChatRenderer(record, self.shows_reasoning(session))
-                        tail = view.messages()
-                    elif kind == "error":
-                        record.failure = f"The base model did not answer: {item[1]}"
-                        tail = [*(view.messages() if view else []), ending_message(f"⚠️ {item[1]}", record)]
-                        view = None
-                    elif view is not None:
-                        view.apply(item)
-                        tail = view.messages()
-                if record is not None:
-                    yield [*shown, *tail]
-        finally:
-            await items.aclose()
-        if record is None:
-            yield gr.skip()
-            return
-        if tail and tail[-1].content == WAITING_FOR_ADAPTER:
-            record.failure = "The base model did not answer: the fine-tuned answer did not complete."
-            tail = [ending_message(NOT_RUN_MARK, record)]
-        elif view is not None and not record.finished:
-            record.stopped = True
-            tail = [*view.messages(), ending_message(STOPPED_MARK, record)]
-        yield mark_stopped([as_dict(m) for m in [*shown, *tail]])
 
     # -- the /ask API and MCP tool -------------------------------------------------------------------------------
     async def ask(
@@ -250,7 +170,7 @@ class ChatHandlers:
     # -- Stop, the compare checkbox and a closed page ------------------------------------------------------------
     def stop(self, history: list[dict[str, Any]] | None, request: gr.Request) -> list[dict[str, Any]]:
         """Stop: the stopped answer settled (no spinner) with its stats and a "stopped" notice."""
-        session = _session(request)
+        session = session_of(request)
         self.finished.wait(session)  # the stopped answer's Finished, into its record
         return stopped_history(history, self.answers.latest(session))
 
@@ -259,14 +179,14 @@ class ChatHandlers:
         # While loading only a ?compare=1 link can tick it: kept, and unticked by PageHandlers.refresh if unavailable.
         engine = self.engine
         on = bool(on) and (engine.can_compare or (engine.backend is None and engine.error is None))
-        self.relay.set_compare(_session(request), on)
+        self.relay.set_compare(session_of(request), on)
         return gr.Column(visible=on), gr.Chatbot(show_label=on)
 
     def set_show_reasoning(self, on: bool, request: gr.Request) -> str:
         """The "Show reasoning" switch: the session's answers from the next one on come with or without their
         reasoning accordion; the choice goes back to the browser (gr.BrowserState, as a word: a stored False reads
         back as unset) to be remembered."""
-        (self.hidden_reasoning.discard if on else self.hidden_reasoning.add)(_session(request))
+        (self.hidden_reasoning.discard if on else self.hidden_reasoning.add)(session_of(request))
         return "shown" if on else "hidden"
 
     def recall_show_reasoning(self, remembered: Any, request: gr.Request) -> bool:
@@ -285,7 +205,7 @@ class ChatHandlers:
         the chat as Stop left it.
         """
         enabled = {"interactive": True, "submit_btn": True, "stop_btn": False}
-        session = _session(request)
+        session = session_of(request)
         if session not in self.refused:
             return gr.skip(), gr.skip(), gr.update(**enabled)
         self.refused.discard(session)
@@ -296,15 +216,12 @@ class ChatHandlers:
 
     def forget(self, request: gr.Request) -> None:
         """A closed page: drop its session from the relay, its last answer's stats and its refusal mark."""
-        self.relay.forget(_session(request))
-        self.finished.forget(_session(request))
-        self.refused.discard(_session(request))
-        self.answers.forget(_session(request))
-        self.hidden_reasoning.discard(_session(request))
-
-
-def _message(exc: Exception) -> str:
-    return str(exc.message) if isinstance(exc, gr.Error) else str(exc)
+        session = session_of(request)
+        self.relay.forget(session)
+        self.finished.forget(session)
+        self.refused.discard(session)
+        self.answers.forget(session)
+        self.hidden_reasoning.discard(session)
 
 
 def _as_gr_error(exc: Exception) -> gr.Error:

@@ -25,7 +25,7 @@ from medcot import __version__
 from medcot.config import Settings, default_cache_dir
 from medcot.engine import Engine
 from medcot.export import APP_NAME, REASONING_NOTE
-from medcot.ui.answers import AnswerRecord, AnswerStore
+from medcot.ui.answers import AnswerRecord, AnswerStore, session_of
 from medcot.ui.history import models_of
 from medcot.ui.rendering import answer_id
 
@@ -133,7 +133,7 @@ class FeedbackHandlers:
         """A like or dislike: its record written; the comment box opened for it (the feedback id kept in the page)."""
         if not isinstance(data.liked, bool):  # a rating taken back: nothing to keep
             return gr.skip(), gr.skip()
-        record = liked_record(list(history or []), data.index, self.answers, getattr(request, "session_hash", None))
+        record = liked_record(list(history or []), data.index, self.answers, session_of(request))
         if record is None or not record.finished:
             gr.Warning("Feedback can be left on a finished answer only.")
             return gr.skip(), gr.skip()

@@ -180,7 +180,7 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
         # limit (the model work is counted in the chat handler's).
         gr.on(
             [chat.textbox.submit, chat.chatbot.example_select, chat.chatbot.retry],
-            handlers.show_base,
+            handlers.base.show_base,
             [base_chat, compare],
             [base_chat],
             api_visibility="undocumented",

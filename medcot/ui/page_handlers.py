@@ -18,7 +18,7 @@ import gradio as gr
 from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.export import write_files
-from medcot.ui.answers import AnswerStore
+from medcot.ui.answers import AnswerStore, session_of
 from medcot.ui.compare import RELAY_WAIT_S, compare_controls
 from medcot.ui.history import EXPORT_ROOT, conversation_from, is_settled
 from medcot.ui.links import deep_link
@@ -64,7 +64,7 @@ class PageHandlers:
         """The model's status line, the timer that polls it while loading, the compare controls, once loaded the
         generation sliders at the loaded model's defaults (a primed base decodes differently), once per page, and the
         footer."""
-        session = getattr(request, "session_hash", None)
+        session = session_of(request)
         fill = self.engine.ready and (session is None or session not in self._filled)
         if fill and session is not None:
             self._remember_filled(session)
@@ -73,7 +73,7 @@ class PageHandlers:
     def open_page(self, request: gr.Request | None = None) -> tuple[Any, ...]:
         """refresh() for a page that opens: its sliders (unset in the page's config, so that API clients that set
         nothing get the loaded model's defaults) at the defaults known now."""
-        session = getattr(request, "session_hash", None)
+        session = session_of(request)
         if self.engine.ready and session is not None:
             self._remember_filled(session)
         return self._refresh(fill_sliders=True)
@@ -143,7 +143,7 @@ class PageHandlers:
             params = params_from(max_new_tokens, temperature, top_p, top_k, repetition_penalty, self.defaults)
         except ValueError:
             params = self.defaults
-        session = getattr(request, "session_hash", None)
+        session = session_of(request)
         try:
             answers = functools.partial(self.answers.get, session)
             conversation = conversation_from(history, base_history, answers, self.engine, params)
