@@ -6,10 +6,17 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import (
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
 
 from medcot.chunks import Chunk, StopTextFilter
 from medcot.config import GenerationParams
@@ -17,6 +24,9 @@ from medcot.errors import GenerationError
 from medcot.prompt import stop_token_ids
 from medcot.sampling import TopKSampler
 from medcot.static_generation import StaticGenerator
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +57,7 @@ class StopTextCriteria(StoppingCriteria):
     marker completed by the newest token; the prompt, which contains the marker itself, is never looked at.
     """
 
-    def __init__(self, tokenizer: Any, prompt_length: int, texts: Sequence[str]) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_length: int, texts: Sequence[str]) -> None:
         self.tokenizer = tokenizer
         self.prompt_length = prompt_length
         self.texts = tuple(texts)
@@ -67,7 +77,7 @@ class _CountingStreamer(TextIteratorStreamer):
     that text (reading a counter from the consumer's thread would race ahead of the queue).
     """
 
-    def __init__(self, tokenizer: Any, **kwargs: Any) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, **kwargs: Any) -> None:
         super().__init__(tokenizer, **kwargs)
         self.tokens = 0
 
@@ -102,8 +112,8 @@ def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
 
 
 def stream_generate(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
     input_ids: list[int],
     params: GenerationParams,
     cancel: threading.Event | None = None,

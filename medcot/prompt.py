@@ -6,13 +6,17 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from transformers import PreTrainedTokenizerBase
 
 from medcot.errors import PromptTooLongError
 from medcot.prompt_styles import CARD, CARD_STOP_TEXTS, PromptStyle
 from medcot.reasoning import split_reasoning
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
 
 # The card's "Training prompt style": the system block goes in the system turn, the question in the user turn.
 SYSTEM_PROMPT = (
@@ -210,7 +214,7 @@ def encode_prompt(
     )
 
 
-def stop_token_ids(tokenizer: Any, model: Any) -> list[int]:
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | PeftModel | None) -> list[int]:
     """EOS ids: the model's generation config, the tokenizer's eos and Gemma's <end_of_turn>."""
     ids: list[int] = []
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)

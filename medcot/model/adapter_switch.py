@@ -5,7 +5,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
+    from medcot.model.lora_delta import LoraDelta
 
 
 class AdapterSwitch:
@@ -19,7 +25,7 @@ class AdapterSwitch:
     other state holds back new arrivals until it got its turn, so a stream of one kind never starves the other.
     """
 
-    def __init__(self, model: Any, base_delta: Any = None) -> None:
+    def __init__(self, model: PreTrainedModel | PeftModel, base_delta: LoraDelta | None = None) -> None:
         self.model = model
         self.base_delta = base_delta  # a LoraDelta for merged weights; None: an unmerged PeftModel
         self._changed = threading.Condition()

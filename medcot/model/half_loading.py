@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +20,7 @@ _CHUNK_BYTES = 32 * 2**20
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
-def load_half(folder: Path) -> Any | None:
+def load_half(folder: Path) -> PreTrainedModel | None:
     """Load a checkpoint straight into the layout of the f16 modes, or None where this loader cannot.
 
     transformers' loader maps the whole checkpoint and every page it reads stays resident until it returns: from a

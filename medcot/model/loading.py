@@ -13,10 +13,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from medcot.config import DEFAULT_ADAPTER, EMBEDDED_MODEL, Settings, is_embedded
 from medcot.errors import ModelLoadError
@@ -28,6 +28,8 @@ from medcot.model.memory import large_blocks_mapped
 from medcot.model.progress import Progress, log_progress
 
 if TYPE_CHECKING:
+    from peft import PeftModel
+
     from medcot.model.lora_delta import LoraDelta
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     """The model loaded in this process, as medcot.backends.local serves it."""
 
-    model: Any
+    model: PreTrainedModel | PeftModel  # a PeftModel when the adapter is not merged
     tokenizer: PreTrainedTokenizerBase
     base_id: str
     adapter_id: str | None  # None when no adapter is applied
@@ -75,8 +77,8 @@ def pick_dtype(settings: Settings, device: str) -> torch.dtype:
 
 
 def _tokenizer_beside(
-    primary: Path, fallback: Path | None, load: Callable[[], Any]
-) -> tuple[PreTrainedTokenizerBase, Any]:
+    primary: Path, fallback: Path | None, load: Callable[[], PreTrainedModel]
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """load_tokenizer(primary, fallback) in a thread of its own while `load()` reads the weights here.
 
     Gemma's tokenizer (262k tokens) takes ~3 s to build, mostly parsing, while reading the weights is mostly file
@@ -98,7 +100,7 @@ def pick_cpu_mode(settings: Settings, device: str) -> str | None:
         raise ModelLoadError(f"MEDCOT_CPU_MODE: {exc}") from None
 
 
-def _load_causal_lm(path: Path, dtype: torch.dtype, cpu_mode: str | None = None) -> Any:
+def _load_causal_lm(path: Path, dtype: torch.dtype, cpu_mode: str | None = None) -> PreTrainedModel:
     """The weights on the CPU; _finish moves the finished model to its device once (see there)."""
     if cpu_mode is not None and cpu_mode.startswith("f16"):
         model = load_half(path)  # reads float32 checkpoints without the full-size float32 copy in memory

@@ -21,12 +21,17 @@ switches) where these never change them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +48,10 @@ class LoraDelta:
 
     def __init__(self, factors: dict[str, _Factors]) -> None:
         self.factors = factors
-        self._handles: list[Any] = []
+        self._handles: list[RemovableHandle] = []
 
     @classmethod
-    def from_peft(cls, peft_model: Any) -> LoraDelta | None:
+    def from_peft(cls, peft_model: PeftModel) -> LoraDelta | None:
         """The factors of an unmerged PeftModel's active adapter, to be called before merging; None when the adapter
         is not plain LoRA on Linear layers (DoRA and other variants, LoRA biases, embedding LoRA, fully trained
         modules), whose merge this cannot undo."""
@@ -115,7 +120,7 @@ class LoraDelta:
         return sum(f.a.nbytes + f.b.nbytes for f in self.factors.values())
 
 
-def _subtract(factors: _Factors) -> Any:
+def _subtract(factors: _Factors) -> Callable[[nn.Module, tuple[Any, ...], torch.Tensor], torch.Tensor]:
     def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
         x = args[0]
         update = F.linear(F.linear(x.to(factors.a.dtype), factors.a), factors.b) * factors.scaling
