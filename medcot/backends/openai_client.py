@@ -73,16 +73,19 @@ class Usage:
     completion_tokens: int
 
 
+def _message_of(error: object) -> str:
+    """The server's own message from an error (OpenAI shape ``{"message"}``, or vLLM's older ``{"detail"}``)."""
+    if isinstance(error, dict):
+        error = error.get("message") or error.get("detail") or error
+    return str(error)[:300]
+
+
 def _error_text(response: httpx.Response) -> str:
-    """The server's own message from an error body (OpenAI shape ``{"error": {"message"}}``, or vLLM's older ones)."""
     try:
         body = response.json()
     except ValueError:
         return response.text.strip()[:300]
-    error = body.get("error", body) if isinstance(body, dict) else body
-    if isinstance(error, dict):
-        return str(error.get("message") or error.get("detail") or error)[:300]
-    return str(error)[:300]
+    return _message_of(body.get("error", body) if isinstance(body, dict) else body)
 
 
 def _is_context_error(status: int, text: str) -> bool:
@@ -238,12 +241,12 @@ class ServerClient:
                             break
                         if "error" in data:  # vLLM reports a failure after the stream began this way
                             raise ServerStreamError(
-                                f"The model server failed mid-answer: {_error_text_of(data['error'])}"
+                                f"The model server failed mid-answer: {_message_of(data['error'])}"
                             )
-                        if data.get("usage") and usage is not None:
-                            usage.append(Usage(data["usage"]["prompt_tokens"], data["usage"]["completion_tokens"]))
-                        if data.get("usage"):
-                            tokens = max(tokens, int(data["usage"].get("completion_tokens") or 0))
+                        if reported := data.get("usage"):
+                            tokens = max(tokens, int(reported.get("completion_tokens") or 0))
+                            if usage is not None:
+                                usage.append(Usage(reported["prompt_tokens"], reported["completion_tokens"]))
                         for choice in data.get("choices") or []:
                             ids = choice.get("token_ids")
                             tokens += len(ids) if isinstance(ids, list) else 1
@@ -261,11 +264,10 @@ class ServerClient:
                 raise
             if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
                 raise self._unreachable(exc) from None
-            else:
-                raise ServerStreamError(
-                    f"The connection to the model server at {self.url} broke mid-answer ({type(exc).__name__}). "
-                    "Please try again."
-                ) from None
+            raise ServerStreamError(
+                f"The connection to the model server at {self.url} broke mid-answer ({type(exc).__name__}). "
+                "Please try again."
+            ) from None
         if cancel.is_set():
             return
         if text := shown.close():
@@ -273,10 +275,6 @@ class ServerClient:
             yield Chunk(text, tokens)
         if tokens > counted:  # tokens that print nothing (the EOS) still count
             yield Chunk("", tokens)
-
-
-def _error_text_of(error: Any) -> str:
-    return str(error.get("message", error) if isinstance(error, dict) else error)[:300]
 
 
 def _events(response: httpx.Response) -> Iterator[dict[str, Any]]:

@@ -50,6 +50,8 @@ warnings.filterwarnings(
     category=UserWarning,
     module="gradio",
 )
+# The page's own events: answered at once, and no API endpoint a client should call.
+QUIET: dict[str, Any] = {"queue": False, "api_visibility": "undocumented"}
 CSS = """
 #disclaimer { border-left: 4px solid #d97706; padding: 0.4rem 0.8rem; background: rgba(217, 119, 6, 0.08); }
 #model-status { font-size: 0.85rem; opacity: 0.85; }
@@ -162,20 +164,15 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
         # chain before it re-enables the textbox: the page could not ask again. This puts the page back, whichever
         # way the question came: typed, an example clicked, or Retry.
         for submit in chat_submits(demo, chat):
+            inputs = [chat.chatbot, chat.saved_input]
             submit.failure(
-                handlers.restore_after_failure,
-                [chat.chatbot, chat.saved_input],
-                [chat.chatbot, chat.chatbot_state, chat.textbox],
-                queue=False,
-                api_visibility="undocumented",
+                handlers.restore_after_failure, inputs, [chat.chatbot, chat.chatbot_state, chat.textbox], **QUIET
             )
         # Stop cancels the stream; this settles the accordion it left pending. The chat's state is set from the
         # visible chat too: Gradio syncs it only after a stream that completes, and the next reply is drawn from
         # the state, so a stale one would wipe the stopped exchange from the page.
-        chat.textbox.stop(handlers.stop, [chat.chatbot], [chat.chatbot], queue=False, api_visibility="undocumented")
-        chat.textbox.stop(
-            handlers.stop, [chat.chatbot], [chat.chatbot_state], queue=False, api_visibility="undocumented"
-        )
+        for stopped in (chat.chatbot, chat.chatbot_state):
+            chat.textbox.stop(handlers.stop, [chat.chatbot], [stopped], **QUIET)
         # The base column follows every way the chat handler starts; its handler only relays, so no concurrency
         # limit (the model work is counted in the chat handler's).
         gr.on(
@@ -187,26 +184,17 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
             concurrency_limit=None,
             show_progress="hidden",
         )
-        chat.chatbot.clear(lambda: [], None, [base_chat], queue=False, api_visibility="undocumented")
-
-        quiet: dict[str, Any] = {"queue": False, "api_visibility": "undocumented"}
-        demo.load(handlers.recall_show_reasoning, [reasoning_choice], [show_reasoning], **quiet)
-        show_reasoning.change(handlers.set_show_reasoning, [show_reasoning], [reasoning_choice], **quiet)
-        compare.change(
-            handlers.set_compare, [compare], [base_column, chat.chatbot], queue=False, api_visibility="undocumented"
-        )
+        chat.chatbot.clear(lambda: [], None, [base_chat], **QUIET)
+        demo.load(handlers.recall_show_reasoning, [reasoning_choice], [show_reasoning], **QUIET)
+        show_reasoning.change(handlers.set_show_reasoning, [show_reasoning], [reasoning_choice], **QUIET)
+        compare.change(handlers.set_compare, [compare], [base_column, chat.chatbot], **QUIET)
         # The export follows what both chats show (each streamed update, the last one included; a Stop; a clear):
         # at any moment a click downloads every answer shown so far. Only the newest run is written.
         export_inputs = [chat.chatbot, base_chat, *sliders]
         for shown in (chat.chatbot.change, base_chat.change):
+            outputs = [export_md, export_json]
             shown(
-                page.export_files,
-                export_inputs,
-                [export_md, export_json],
-                queue=False,
-                api_visibility="undocumented",
-                show_progress="hidden",
-                trigger_mode="always_last",
+                page.export_files, export_inputs, outputs, **QUIET, show_progress="hidden", trigger_mode="always_last"
             )
         if feedback is not None:
             _feedback_controls(chat.chatbot, FeedbackHandlers(engine, handlers.answers, feedback))
@@ -214,19 +202,9 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
         footer = gr.Markdown(footer_markdown(engine), elem_id="footer")
 
         timer = gr.Timer(1.0, active=not engine.wait_until_loaded(0))
-
-        timer.tick(
-            page.refresh,
-            outputs=[status, timer, compare, compare_note, *sliders, footer],
-            queue=False,
-            api_visibility="undocumented",
-        )
-        demo.load(
-            page.open_page,
-            outputs=[status, timer, compare, compare_note, *sliders, footer],
-            queue=False,
-            api_visibility="undocumented",
-        )
+        refreshed = [status, timer, compare, compare_note, *sliders, footer]
+        timer.tick(page.refresh, outputs=refreshed, **QUIET)
+        demo.load(page.open_page, outputs=refreshed, **QUIET)
 
         # Deep links (?q=…&run=1&compare=1): pre-fill, then ask once the model is ready.
         # A hidden checkbox, not a gr.State: the browser-side script reads it, and State values stay on the server.
@@ -253,8 +231,8 @@ def _feedback_controls(chatbot: gr.Chatbot, rater: FeedbackHandlers) -> None:
     comment = gr.Textbox(
         label="Comment on your rating (optional)", visible=False, elem_id="feedback-comment", submit_btn="Send"
     )
-    chatbot.like(rater.rate, [chatbot], [rated, comment], queue=False, api_visibility="undocumented")
-    comment.submit(rater.comment, [rated, comment], [rated, comment], queue=False, api_visibility="undocumented")
+    chatbot.like(rater.rate, [chatbot], [rated, comment], **QUIET)
+    comment.submit(rater.comment, [rated, comment], [rated, comment], **QUIET)
 
 
 def launch_kwargs() -> dict[str, Any]:

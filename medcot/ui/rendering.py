@@ -81,14 +81,9 @@ def params_from(
 ) -> GenerationParams:
     """The sliders' (or an API client's) values as checked GenerationParams; a value left unset (None) takes
     ``defaults``: the loaded model's own (Engine.generation_defaults), the card's when none are given."""
-    defaults = defaults or GenerationParams()
-    return GenerationParams(
-        max_new_tokens=defaults.max_new_tokens if max_new_tokens is None else max_new_tokens,
-        temperature=defaults.temperature if temperature is None else temperature,
-        top_p=defaults.top_p if top_p is None else top_p,
-        top_k=defaults.top_k if top_k is None else top_k,
-        repetition_penalty=defaults.repetition_penalty if repetition_penalty is None else repetition_penalty,
-    ).validated()
+    values = (max_new_tokens, temperature, top_p, top_k, repetition_penalty)  # in GenerationParams.LIMITS' order
+    chosen = {name: value for name, value in zip(GenerationParams.LIMITS, values, strict=True) if value is not None}
+    return replace(defaults or GenerationParams(), **chosen).validated()
 
 
 CLOSED_BY_APP = "closed by the app"  # the accordion's note when medcot.budget_forcing closed the reasoning
