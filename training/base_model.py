@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from medcot.config import Settings
 from medcot.errors import ModelLoadError
-from medcot.model import loading
+from medcot.model import hub
 from medcot.model.hub import load_tokenizer
 from training.errors import TrainingError
 
@@ -63,7 +63,7 @@ def base_folder(name: str) -> Path:
     folder, or a Hub repo (HF_TOKEN for the gated Gemma)."""
     settings = replace(Settings.from_env(), base_model=name)
     try:
-        return loading.base_folder(settings, _progress)
+        return hub.base_folder(settings, _progress)
     except ModelLoadError as exc:
         raise TrainingError(str(exc)) from None
 

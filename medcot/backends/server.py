@@ -12,17 +12,17 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from transformers import PreTrainedTokenizerBase
 
 from medcot.backends.openai_client import ServedModel, ServerClient, ServerError, UnknownModelError
 from medcot.chunks import Chunk
-from medcot.config import GenerationParams, Settings, is_embedded
+from medcot.config import EMBEDDED_MODEL, GenerationParams, Settings, is_embedded
 from medcot.errors import ConfigError, ModelLoadError
 from medcot.model.embedded_fallback import falls_back_to_embedded
-from medcot.model.hub import fetch, load_tokenizer, ships_tokenizer
+from medcot.model.hub import base_folder, fetch, load_tokenizer, ships_tokenizer
 from medcot.model.progress import Progress
 from medcot.prompt import stop_token_ids
 
@@ -67,36 +67,19 @@ def selected(settings: Settings) -> bool:
 TOKENIZER_PATTERNS = ["*.json", "*.model", "*.txt", "*.jinja"]
 
 
-def _embedded_tokenizer(settings: Settings, progress: Progress) -> PreTrainedTokenizerBase:
-    from medcot.model import embedded
-
-    try:
-        folder = embedded.embedded_model_dir(settings.cache_dir, progress)
-    except Exception as exc:
-        raise ModelLoadError(f"The embedded model's tokenizer could not be prepared: {exc}") from None
-    return load_tokenizer(folder, None)
-
-
-def _configured_tokenizer(settings: Settings, progress: Progress) -> PreTrainedTokenizerBase:
-    if settings.adapter:
-        adapter_dir = fetch(settings.adapter, settings, progress, "adapter", TOKENIZER_PATTERNS)
-        if ships_tokenizer(adapter_dir):
-            return load_tokenizer(adapter_dir, None)
-    base_dir = fetch(settings.base_model, settings, progress, "base model", TOKENIZER_PATTERNS)
-    return load_tokenizer(base_dir, None)
-
-
 def load_tokenizer_for_server(settings: Settings, progress: Progress) -> PreTrainedTokenizerBase:
     """The tokenizer local mode would use; with the defaults and no Hub, the embedded base's (the same Gemma 3 one)."""
     progress("Loading the tokenizer (the model server holds the weights)", None)
-    if is_embedded(settings.base_model):
-        return _embedded_tokenizer(settings, progress)
     try:
-        return _configured_tokenizer(settings, progress)
+        if settings.adapter and not is_embedded(settings.base_model):
+            adapter_dir = fetch(settings.adapter, settings, progress, "adapter", TOKENIZER_PATTERNS)
+            if ships_tokenizer(adapter_dir):
+                return load_tokenizer(adapter_dir, None)
+        return load_tokenizer(base_folder(settings, progress, TOKENIZER_PATTERNS), None)
     except ModelLoadError as exc:
         if falls_back_to_embedded(settings, exc):
             log.warning("%s Using the embedded Gemma 3 270M's tokenizer.", exc)
-            return _embedded_tokenizer(settings, progress)
+            return load_tokenizer(base_folder(replace(settings, base_model=EMBEDDED_MODEL), progress), None)
         raise
     except Exception as exc:
         raise ModelLoadError(f"The tokenizer could not be loaded: {str(exc).splitlines()[0][:300]}") from None

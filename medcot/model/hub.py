@@ -10,7 +10,7 @@ from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNot
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from medcot.config import Settings
+from medcot.config import Settings, is_embedded
 from medcot.errors import ModelLoadError
 from medcot.model.memory import drop_tokenizer_build_data
 from medcot.model.progress import Progress
@@ -86,6 +86,19 @@ def fetch(
                 "model (MEDCOT_BASE_MODEL=embedded)."
             ) from None
         raise ModelLoadError(f"Could not download the {role} `{location}`: {scrub_token(str(exc), token)}") from None
+
+
+def base_folder(settings: Settings, progress: Progress, patterns: list[str] = _HUB_PATTERNS) -> Path:
+    """The base model's folder: the embedded base converted once, a local folder, or a Hub repo fetched (also what
+    `python -m training` trains on)."""
+    if is_embedded(settings.base_model):
+        from medcot.model import embedded
+
+        try:
+            return embedded.embedded_model_dir(settings.cache_dir, progress)
+        except Exception as exc:
+            raise ModelLoadError(f"The embedded model could not be prepared: {exc}") from None
+    return fetch(settings.base_model, settings, progress, "base model", patterns)
 
 
 def is_adapter_folder(path: Path) -> bool:

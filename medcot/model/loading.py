@@ -23,7 +23,7 @@ from medcot.errors import ModelLoadError
 from medcot.model.cpu_speed import optimize_for_cpu, resolve_mode
 from medcot.model.embedded_fallback import falls_back_to_embedded
 from medcot.model.half_loading import load_half
-from medcot.model.hub import fetch, is_adapter_folder, load_tokenizer, scrub_token
+from medcot.model.hub import base_folder, fetch, is_adapter_folder, load_tokenizer, scrub_token
 from medcot.model.memory import large_blocks_mapped
 from medcot.model.progress import Progress, log_progress
 
@@ -146,19 +146,6 @@ def _names_own_adapter(settings: Settings) -> bool:
     return settings.adapter is not None and settings.adapter != DEFAULT_ADAPTER
 
 
-def base_folder(settings: Settings, progress: Progress) -> Path:
-    """The base model's folder: the embedded base converted once, a local folder, or a Hub repo fetched (also what
-    `python -m training` trains on)."""
-    if is_embedded(settings.base_model):
-        from medcot.model import embedded
-
-        try:
-            return embedded.embedded_model_dir(settings.cache_dir, progress)
-        except Exception as exc:
-            raise ModelLoadError(f"The embedded model could not be prepared: {exc}") from None
-    return fetch(settings.base_model, settings, progress, "base model")
-
-
 def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
     device = pick_device(settings)
     dtype, cpu_mode = pick_dtype(settings, device), pick_cpu_mode(settings, device)
@@ -255,16 +242,6 @@ def _load_embedded(settings: Settings, progress: Progress, reason: str) -> Loade
     dtype, cpu_mode = pick_dtype(settings, device), pick_cpu_mode(settings, device)
     tokenizer, model = _tokenizer_beside(folder, None, lambda: _load_causal_lm(folder, dtype, cpu_mode))
     note = f"Running the embedded Gemma 3 270M base model without the medical adapter ({reason})."
-    loaded = LoadedModel(
-        model,
-        tokenizer,
-        settings.base_model if is_embedded(settings.base_model) else embedded.EMBEDDED_ID,
-        None,
-        "base",
-        False,
-        device,
-        "",
-        True,
-        [note],
-    )
+    base_id = settings.base_model if is_embedded(settings.base_model) else embedded.EMBEDDED_ID
+    loaded = LoadedModel(model, tokenizer, base_id, None, "base", False, device, "", embedded=True, notes=[note])
     return _finish(loaded, settings, progress)
