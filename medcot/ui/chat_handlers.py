@@ -24,9 +24,15 @@ from medcot.request import Query, StreamFn, clean_question
 from medcot.ui.answers import AnswerRecord, AnswerStore, NoAnswerError, api_text, session_of
 from medcot.ui.base_column import BaseColumn, error_text
 from medcot.ui.compare import BaseRelay
-from medcot.ui.history import last_question_index
 from medcot.ui.model_wait import wait_for_model
-from medcot.ui.rendering import ChatRenderer, loading_notice, params_from, stopped_history, turns_from_history
+from medcot.ui.rendering import (
+    ChatRenderer,
+    last_question_index,
+    loading_notice,
+    params_from,
+    stopped_history,
+    turns_from_history,
+)
 from medcot.ui.stopping import FinishedAnswers
 from medcot.ui.streaming import UPDATE_INTERVAL_S, CoalescedEvents, iterate_in_thread, when_task_ends
 

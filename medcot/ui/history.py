@@ -13,7 +13,7 @@ from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.export import Conversation, Exchange, Reply
 from medcot.ui.answers import AnswerRecord
-from medcot.ui.rendering import BASE_LABEL, answer_id, message_text, served_label, stats_text
+from medcot.ui.rendering import BASE_LABEL, answer_id, last_question_index, message_text, served_label, stats_text
 
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "medcot-exports"
 
@@ -72,11 +72,6 @@ def models_of(engine: Engine) -> dict[str, Any]:
     if engine.backend is None:
         return {"base": engine.settings.base_model, "adapter": engine.settings.adapter}
     return {**engine.backend.facts(), "prompt": engine.prompt_style().label}
-
-
-def last_question_index(messages: list[dict[str, Any]]) -> int | None:
-    """Where the newest user message stands in a chat's messages; None before the first question."""
-    return max((i for i, message in enumerate(messages) if message.get("role") == "user"), default=None)
 
 
 def is_settled(history: Any) -> bool:

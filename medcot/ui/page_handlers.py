@@ -10,6 +10,7 @@ import functools
 import logging
 from collections import OrderedDict
 from dataclasses import astuple
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -143,17 +144,13 @@ class PageHandlers:
             params = params_from(max_new_tokens, temperature, top_p, top_k, repetition_penalty, self.defaults)
         except ValueError:
             params = self.defaults
-        session = session_of(request)
+        answers = functools.partial(self.answers.get, session_of(request))
+        files: tuple[Path, Path] | tuple[None, None] = (None, None)
         try:
-            answers = functools.partial(self.answers.get, session)
             conversation = conversation_from(history, base_history, answers, self.engine, params)
-            if not conversation.exchanges:
-                raise LookupError("nothing to export yet")
-            markdown, document = write_files(conversation, EXPORT_ROOT)
-        except Exception as exc:  # an export must never break the chat
-            if not isinstance(exc, LookupError):
-                log.exception("export failed")
-            return gr.DownloadButton(value=None, interactive=False), gr.DownloadButton(value=None, interactive=False)
-        return gr.DownloadButton(value=str(markdown), interactive=True), gr.DownloadButton(
-            value=str(document), interactive=True
-        )
+            if conversation.exchanges:
+                files = write_files(conversation, EXPORT_ROOT)
+        except Exception:  # an export must never break the chat
+            log.exception("export failed")
+        markdown, document = (gr.DownloadButton(value=path, interactive=path is not None) for path in files)
+        return markdown, document

@@ -95,6 +95,11 @@ def answer_id(message: dict[str, Any]) -> str | None:
     return None if metadata.get("title") or not metadata.get("id") else str(metadata["id"])
 
 
+def last_question_index(messages: list[dict[str, Any]]) -> int | None:
+    """Where the newest user message stands in a chat's messages; None before the first question."""
+    return max((i for i, message in enumerate(messages) if message.get("role") == "user"), default=None)
+
+
 def ending_message(content: str, record: AnswerRecord) -> gr.ChatMessage:
     """The message that ends an answer (stats line, stop or error mark), pointing at its record."""
     return gr.ChatMessage(content=content, metadata={"id": record.id})
@@ -171,8 +176,8 @@ def stopped_history(history: list[dict[str, Any]] | None, record: AnswerRecord |
     record (``record``: the session's newest answer, whose Finished Gradio's cancellation kept from the chat handler
     and the Stop handler waited for; its stats are None when it never came)."""
     history = mark_stopped(history)
-    last_question = max((i for i, m in enumerate(history) if m.get("role") == "user"), default=-1)
-    if last_question < 0 or any(answer_id(m) for m in history[last_question + 1 :]):
+    last_question = last_question_index(history)
+    if last_question is None or any(answer_id(m) for m in history[last_question + 1 :]):
         return history  # nothing asked, or the answer finished before the Stop arrived
     asked = message_text(history[last_question].get("content")).strip()
     line = f"{STATS_PREFIX} stopped{STATS_END}\n\n{STOPPED_NOTICE}"
