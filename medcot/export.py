@@ -55,8 +55,9 @@ class Conversation:
     exported_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+def utc_time(moment: datetime | None = None) -> str:
+    """``moment`` (now when left out) in UTC to the second, as the export and the feedback write it."""
+    return (moment or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _reply_json(reply: Reply, model: str, label: str) -> dict[str, Any]:
@@ -84,7 +85,7 @@ def to_json(conversation: Conversation) -> str:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "app": {"name": APP_NAME, "version": __version__},
-        "exported_at": _iso(conversation.exported_at),
+        "exported_at": utc_time(conversation.exported_at),
         "disclaimer": DISCLAIMER,
         "reasoning_note": f"'reasoning' is {REASONING_NOTE}.",
         "models": dict(conversation.models),
@@ -120,7 +121,7 @@ def to_markdown(conversation: Conversation) -> str:
         "",
         f"> **{DISCLAIMER}**",
         "",
-        f"- Exported: {_iso(conversation.exported_at)} by {APP_NAME} {__version__}",
+        f"- Exported: {utc_time(conversation.exported_at)} by {APP_NAME} {__version__}",
         f"- Models: {models}",
         f"- Generation settings: {settings}",
         "",

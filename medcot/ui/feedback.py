@@ -14,7 +14,6 @@ import logging
 import threading
 import uuid
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from huggingface_hub import CommitScheduler, HfApi
 from medcot import __version__
 from medcot.config import Settings, default_cache_dir
 from medcot.engine import Engine
-from medcot.export import APP_NAME, REASONING_NOTE
+from medcot.export import APP_NAME, REASONING_NOTE, utc_time
 from medcot.ui.answers import AnswerRecord, AnswerStore, session_of
 from medcot.ui.history import models_of
 from medcot.ui.rendering import answer_id
@@ -81,10 +80,6 @@ class FeedbackLog:
             file.write(line)
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def liked_record(history: list[dict[str, Any]], index: Any, answers: AnswerStore, session: str | None) -> Any:
     """The answer record behind a liked message: the answer's messages run from the question before ``index`` to
     the next question, and the one that ends the answer points at its record."""
@@ -107,7 +102,7 @@ def feedback_record(record: AnswerRecord, liked: bool, engine: Engine) -> dict[s
         "format": FORMAT,
         "format_version": 1,
         "feedback_id": uuid.uuid4().hex,
-        "time": _now(),
+        "time": utc_time(),
         "rating": "like" if liked else "dislike",
         "question": record.question.strip(),
         "reasoning": record.reasoning.strip() or None,
@@ -150,6 +145,6 @@ class FeedbackHandlers:
         """The optional comment on the last rating; the box closes again."""
         text = (text or "").strip()[:2000]
         if feedback_id and text:
-            self.log.write({"format": FORMAT, "feedback_id": feedback_id, "time": _now(), "comment": text})
+            self.log.write({"format": FORMAT, "feedback_id": feedback_id, "time": utc_time(), "comment": text})
             gr.Info("Thank you: your comment was saved.")
         return None, gr.update(visible=False, value="")
