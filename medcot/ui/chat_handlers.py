@@ -1,8 +1,8 @@
 """The chat's event handlers, one named method each, over one engine, its stream function and the compare relay:
 the chat (/chat), the /ask API and MCP tool, Stop, the compare checkbox and a closed page.
 
-The base column is medcot.ui.base_column, the page's other controls medcot.ui.page_handlers; medcot.ui.layout wires
-them to the page; tests call them.
+The base column's handler is medcot.ui.compare's, the page's other controls medcot.ui.page_handlers';
+medcot.ui.layout wires them to the page; tests call them.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from medcot.engine import Engine
 from medcot.errors import InputError, UserError
 from medcot.request import Query, StreamFn, clean_question
 from medcot.ui.answers import AnswerRecord, AnswerStore, NoAnswerError, api_text, session_of
-from medcot.ui.base_column import BaseColumn, error_text
-from medcot.ui.compare import BaseRelay
+from medcot.ui.compare import BaseColumn, BaseRelay, error_text
 from medcot.ui.model_wait import wait_for_model
 from medcot.ui.rendering import (
     ChatRenderer,
