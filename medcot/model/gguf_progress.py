@@ -11,11 +11,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-Progress = Callable[[str, float | None], None]
+from medcot.model.progress import Progress
 
 TICK_S = 1.0  # how often a step without progress of its own is re-reported (the page polls every second)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from medcot.events import Finished, Stats
+from medcot.events import Finished
 from medcot.ui.answers import AnswerRecord
 
 # How long Stop waits for the stream's Finished: the engine ends within a token (~30 ms on 2 cores).
@@ -18,41 +18,36 @@ STOP_STATS_WAIT_S = 3.0
 
 
 class FinishedAnswers:
-    """Each page session's latest answer's stats, once its stream has finished (stopped or not)."""
+    """Each page session's latest answer: its stream's Finished handed to its record, and whether it has come."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._answers: dict[str, tuple[threading.Event, list[Stats]]] = {}
+        self._arrived: dict[str, threading.Event] = {}
 
-    def begin(self, session: str | None, record: AnswerRecord | None = None) -> Callable[[Finished], None] | None:
-        """A new answer of ``session``: the callback its stream's Finished goes to (None without a session), which
-        also hands it to the answer's ``record``."""
+    def begin(self, session: str | None, record: AnswerRecord) -> Callable[[Finished], None] | None:
+        """A new answer of ``session``: the callback its stream's Finished goes to (None without a session)."""
         if not session:
             return None
-        arrived, stats = threading.Event(), []
+        arrived = threading.Event()
 
         def finished(event: Finished) -> None:
-            if record is not None:
-                record.apply(event)
-            stats.append(event.stats)
+            record.apply(event)
             arrived.set()
 
         with self._lock:
-            self._answers[session] = (arrived, stats)
+            self._arrived[session] = arrived
         return finished
 
     def clear(self, session: str | None) -> None:
         """A question not answered yet (waiting for the model): a Stop now has no stats to wait for."""
         with self._lock:
-            self._answers.pop(session or "", None)
+            self._arrived.pop(session or "", None)
 
-    def wait(self, session: str | None, timeout: float = STOP_STATS_WAIT_S) -> Stats | None:
+    def wait(self, session: str | None, timeout: float = STOP_STATS_WAIT_S) -> None:
+        """Until the session's latest answer has its Finished (in its record), for at most ``timeout``."""
         with self._lock:
-            answer = self._answers.get(session or "")
-        if answer is None:
-            return None
-        arrived, stats = answer
-        arrived.wait(timeout)
-        return stats[-1] if stats else None
+            arrived = self._arrived.get(session or "")
+        if arrived is not None:
+            arrived.wait(timeout)
 
     forget = clear  # a closed page
