@@ -27,7 +27,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from transformers.generation.streamers import BaseStreamer
 
 from medcot.model.cpu_speed import CPU_MODES, optimize_for_cpu
+from medcot.model.static_decode import StaticDecoder
 from medcot.prompt import encode_prompt
+from medcot.static_generation import StaticGenerator
 
 # ~135 tokens once rendered with the card's system prompt, as in the issue's measurements.
 BENCH_QUESTION = (
@@ -88,28 +90,38 @@ def measure_decode(model: Any, tokenizer: PreTrainedTokenizerBase, prompt: torch
     }
 
 
-def greedy_tokens(model: Any, tokenizer: PreTrainedTokenizerBase, prompt: torch.Tensor, new_tokens: int) -> list:
+def greedy_tokens(
+    model: Any, tokenizer: PreTrainedTokenizerBase, prompt: torch.Tensor, new_tokens: int, static: bool = False
+) -> list:
+    """Greedy tokens after `prompt` from generate(), or with `static` from the static decode step as the app runs
+    it on CPU (medcot.static_generation), stopping at the generation config's end tokens either way."""
+    generate = StaticGenerator(StaticDecoder(model)).generate if static else model.generate
     with torch.inference_mode():
-        out = model.generate(
-            prompt,
+        out = generate(
+            input_ids=prompt,
             attention_mask=torch.ones_like(prompt),
             max_new_tokens=new_tokens,
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=model.generation_config.eos_token_id,
         )
     return out[0, prompt.shape[1] :].tolist()
 
 
 def quality_check(
-    reference: Sequence[list[int]], model: Any, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[torch.Tensor]
+    reference: Sequence[list[int]],
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[torch.Tensor],
+    static: bool = False,
 ) -> dict:
-    """Compare a mode's greedy tokens with the f32 reference's on each prompt.
+    """Compare a mode's greedy tokens (from the static step with `static`) with the f32 reference's on each prompt.
 
     `first_difference` is the index of the first differing token, or None where the outputs are equal.
     """
     firsts: list[int | None] = []
     for ref, prompt in zip(reference, prompts, strict=True):
-        got = greedy_tokens(model, tokenizer, prompt, QUALITY_TOKENS)
+        got = greedy_tokens(model, tokenizer, prompt, QUALITY_TOKENS, static)
         diverged = (i for i, (a, b) in enumerate(zip(got, ref, strict=False)) if a != b)
         firsts.append(None if got == ref else next(diverged, min(len(got), len(ref))))
     return {"first_difference": firsts, "passed": all(first is None for first in firsts)}

@@ -12,7 +12,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3ForCausalLM
 
 from medcot.model import cpu_speed
-from medcot.model.cpu_speed import CPU_MODES, HalfLinear, RescoredInt8Head, optimize_for_cpu, resolve_mode
+from medcot.model.cpu_speed import CPU_MODES, HalfLinear, optimize_for_cpu, resolve_mode
+from medcot.model.rescored_heads import RescoredInt4Head, RescoredInt8Head
 from tests.helpers.tiny import tiny_config
 
 FAST_MODES = [mode for mode in CPU_MODES if mode not in ("auto", "f32")]
@@ -61,28 +62,15 @@ def test_mode_converts_the_layers_and_stays_close(mode: str) -> None:
         assert all(p.dtype == torch.float32 for name, p in model.named_parameters() if "norm" in name)
     else:
         assert all(type(m) is nn.Linear for m in model.model.layers.modules() if isinstance(m, nn.Linear | HalfLinear))
-    if mode.endswith("int8head"):
-        assert isinstance(head, RescoredInt8Head)
+    if mode.endswith("head"):
+        assert isinstance(head, RescoredInt4Head if mode.endswith("int4head") else RescoredInt8Head)
 
     got = logits(model, ids)
     assert got.dtype == torch.float32
-    tolerance = 5e-3 if mode == "f16" else 5e-2  # the int8 tail moves more; the top candidates are exact
+    # The quantized tail moves more (int4's 16 levels a group, int8's 255 a row); the top candidates are exact.
+    tolerance = {"f16": 5e-3, "int8head": 5e-2, "int4head": 0.2}[mode.split("-")[-1]]
     torch.testing.assert_close(got, reference, atol=tolerance, rtol=0)
     assert torch.equal(got.argmax(-1), reference.argmax(-1))
-
-
-def test_rescored_head_is_exact_where_it_matters() -> None:
-    generator = torch.Generator().manual_seed(0)
-    weight = nn.Parameter(torch.randn(5000, 64, generator=generator) * 0.05, requires_grad=False)
-    hidden = torch.randn(3, 40, 64, generator=generator) * 4
-    exact = hidden @ weight.T
-    head = RescoredInt8Head(weight, candidates=16)
-    with torch.inference_mode():
-        got = head(hidden)
-        top = head.int8(hidden).topk(16, dim=-1).indices  # the candidates the head rescored
-    assert torch.equal(got.argmax(-1), exact.argmax(-1))
-    torch.testing.assert_close(got.gather(-1, top), exact.gather(-1, top), atol=1e-5, rtol=1e-5)
-    assert (got - exact).abs().max() > 1e-4, "the tail should come from the int8 matmul"
 
 
 def test_half_linear_computes_prompts_from_upcast_weights() -> None:
@@ -156,7 +144,7 @@ def test_auto_resolves_by_cpu_capability_or_a_probe(
     caplog.set_level("INFO", logger="medcot.model.cpu_speed")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     cpu_speed._f16_is_fast.cache_clear()
-    assert resolve_mode("auto") == "f16-int8head" and "probe" not in caplog.text
+    assert resolve_mode("auto") == "f16-int4head" and "probe" not in caplog.text
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
     cpu_speed._f16_is_fast.cache_clear()
     assert resolve_mode("auto") in ("f16-int8head", "f32-int8head")
@@ -196,4 +184,15 @@ def test_real_model_greedy_output_equals_f32(real_dir: Path, f32_reference: tupl
     model, applied = optimize_for_cpu(AutoModelForCausalLM.from_pretrained(real_dir, dtype=torch.float32), mode)
     assert applied == mode
     check = quality_check(reference, model.eval(), tokenizer, prompts)
+    assert check["passed"], f"first differing token per prompt: {check['first_difference']}"
+
+
+@pytest.mark.slow
+def test_real_model_static_step_in_the_auto_mode_gives_f32s_tokens(real_dir: Path, f32_reference: tuple) -> None:
+    """What the app runs on CPU: the auto mode's weights decoded by the static step (medcot.model.static_decode)."""
+    from benchmarks.bench_cpu import quality_check
+
+    tokenizer, prompts, reference = f32_reference
+    model, _ = optimize_for_cpu(AutoModelForCausalLM.from_pretrained(real_dir, dtype=torch.float32), "auto")
+    check = quality_check(reference, model.eval(), tokenizer, prompts, static=True)
     assert check["passed"], f"first differing token per prompt: {check['first_difference']}"

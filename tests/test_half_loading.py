@@ -9,8 +9,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from medcot.model import half_loading
-from medcot.model.cpu_speed import RescoredInt8Head, optimize_for_cpu
+from medcot.model.cpu_speed import optimize_for_cpu
 from medcot.model.half_loading import load_half
+from medcot.model.rescored_heads import RescoredInt8Head
 from tests.test_cpu_speed import logits, tiny_model
 
 

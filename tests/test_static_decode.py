@@ -47,8 +47,9 @@ def test_step_logits_equal_the_models(window: int) -> None:
         assert torch.equal(model(ids[None]).logits[0, PROMPT - 1 :], expected)
 
 
-def test_f16_weights_and_the_int8_head_give_generates_tokens() -> None:
-    model, _ = optimize_for_cpu(six_layers(), "f16-int8head")
+@pytest.mark.parametrize("mode", ["f16-int8head", "f16-int4head"])
+def test_f16_weights_and_a_rescored_head_give_generates_tokens(mode: str) -> None:
+    model, _ = optimize_for_cpu(six_layers(), mode)
     ids = torch.randint(0, 300, (PROMPT,), generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
         expected = model.generate(ids[None], max_new_tokens=TOTAL - PROMPT, do_sample=False, eos_token_id=None)

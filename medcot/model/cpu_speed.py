@@ -7,9 +7,10 @@ greedy, 64 new tokens; `python -m benchmarks.bench_cpu`), and what it means for 
 * float16 weights for every matmul, activations, norms, attention and the residual stream kept in float32:
   ~3x fewer bytes per token than f32, and the CPU's f16 matrix-vector kernel runs near memory bandwidth (the
   bf16 one does not: bf16 was slower, and its 8-bit mantissa flipped greedy tokens that f16 keeps).
-* int8 output projection (dynamic quantization), with the top candidates rescored from the real weights: int8
-  alone moves logits by up to ~6 and flips near-ties; recomputing its best `_CANDIDATES` logits exactly makes
-  the greedy pick match the unquantized projection (the true best token ranked at most 6th among int8 logits).
+* int8 or int4 output projection, with the top candidates rescored from the real weights (rescored_heads.py):
+  int8 alone moves logits by up to ~6 and flips near-ties; recomputing its best 64 logits exactly makes the
+  greedy pick match the unquantized projection (the true best token ranked at most 6th among int8 logits). int4
+  (128 rescored) reads half int8's bytes: 7.8 -> ~4.4 ms a token on 2 Xeon cores, same greedy tokens.
 * Memory: half_loading.load_half reads a checkpoint straight into this layout (f16 weights, f32 norms), so the
   270M app peaks at ~1.5 GB instead of the 2.3 GB of loading float32 and converting (memory.py: what else keeps
   the process small).
@@ -24,7 +25,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-import warnings
 from typing import Any
 
 import torch
@@ -32,20 +32,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from medcot.model.memory import release_freed_memory
+from medcot.model.rescored_heads import RescoredHead, RescoredInt4Head, RescoredInt8Head
 
 log = logging.getLogger(__name__)
 
 # auto: the fastest mode that passed the quality check (tests/test_cpu_speed.py) on this machine's kernels.
-CPU_MODES = ("auto", "f32", "f16", "f16-int8head", "f32-int8head")
+CPU_MODES = ("auto", "f32", "f16", "f16-int8head", "f32-int8head", "f16-int4head")
 # Rows at or below which float16 weights are multiplied directly: decoding (1 row per sequence) is bandwidth
 # bound and f16 halves the bytes, but the CPU's f16 matrix-matrix kernel is ~4x slower than f32 for a prompt.
 _F16_MAX_ROWS = 2
-# How many int8 logits are recomputed exactly; the f32-best token was at most 6th among int8 logits.
-_CANDIDATES = 64
-# Rows of a weight read, converted or quantized at a time, so no full-size temporary copy is ever made.
-_CHUNK_BYTES = 32 * 2**20
-# Rows of the output projection packed per int8 block (262144 rows: 8 blocks of 21 MB).
-_HEAD_BLOCK = 32768
 
 
 class HalfLinear(nn.Module):
@@ -68,57 +63,6 @@ class HalfLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, weight=float16"
 
 
-class RescoredInt8Head(nn.Module):
-    """Output projection computed in int8, with its `candidates` best logits recomputed from the real weight.
-
-    Greedy decoding then picks what the unquantized projection would, unless that token is outside the int8
-    top-`candidates` (not seen in testing: worst rank 6). Sampling sees exact logits where the probability
-    mass is and int8 approximations in the far tail.
-    """
-
-    def __init__(self, weight: nn.Parameter, candidates: int = _CANDIDATES) -> None:
-        super().__init__()
-        self.weight = weight  # shared with the input embedding: rescoring reads rows of it, nothing is copied
-        self.candidates = candidates
-        # torch's int8 kernels called directly, as torch.ao's dynamic quantized Linear calls them (that module packs
-        # a full-size placeholder first), on blocks of rows: packing copies its input, and a block at a time keeps
-        # that transient copy at a block's size instead of the whole 168 MB.
-        with warnings.catch_warnings():
-            # torch.ao quantization warns that it will move to torchao; these are still torch's CPU int8 kernels.
-            warnings.filterwarnings("ignore", message=r".*(deprecated|torchao).*")
-            self.packed = [
-                torch.ops.quantized.linear_prepack(_quantize_rows(weight[start : start + _HEAD_BLOCK].detach()), None)
-                for start in range(0, weight.shape[0], _HEAD_BLOCK)
-            ]
-
-    def int8(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits from the int8 weight alone (activations quantized per call, reduced range as torch.ao does)."""
-        blocks = [torch.ops.quantized.linear_dynamic(hidden, packed, reduce_range=True) for packed in self.packed]
-        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        hidden = hidden.float()
-        logits = self.int8(hidden)
-        top = logits.topk(min(self.candidates, logits.shape[-1]), dim=-1, sorted=False).indices
-        exact = torch.einsum("...d,...kd->...k", hidden, self.weight[top].float())
-        return logits.scatter_(-1, top, exact)
-
-
-def _quantize_rows(weight: torch.Tensor) -> torch.Tensor:
-    """Symmetric int8 with a scale per row (vocabulary rows differ a lot in norm), as torch's per-channel weight
-    observer computes it, but a chunk of rows at a time: its float32 copy of a 262144-row weight is 670 MB."""
-    values = torch.empty(weight.shape, dtype=torch.int8)
-    scales = torch.empty(weight.shape[0], dtype=torch.float64)
-    per_chunk = max(1, _CHUNK_BYTES // (weight.shape[1] * 4))
-    for start in range(0, weight.shape[0], per_chunk):
-        rows = weight[start : start + per_chunk].float()
-        scale = (rows.abs().amax(dim=1).double() / 127.5).clamp_min(torch.finfo(torch.float32).eps)
-        zeros = torch.zeros(len(rows), dtype=torch.int64)
-        values[start : start + len(rows)] = torch.quantize_per_channel(rows, scale, zeros, 0, torch.qint8).int_repr()
-        scales[start : start + len(rows)] = scale
-    return torch._make_per_channel_quantized_tensor(values, scales, torch.zeros_like(scales, dtype=torch.int64), 0)
-
-
 def optimize_for_cpu(model: Any, mode: str = "auto") -> tuple[Any, str]:
     """Apply `mode` to a float32 model on CPU (or one from load_half), in place; return it and the mode applied.
 
@@ -130,17 +74,17 @@ def optimize_for_cpu(model: Any, mode: str = "auto") -> tuple[Any, str]:
         if mode == "auto":
             return model, str(first.dtype).removeprefix("torch.")
         raise ValueError(f"CPU mode {mode!r} needs a model on the CPU, not {first.device}.")
-    if any(isinstance(module, HalfLinear | RescoredInt8Head) for module in model.modules()):
+    if any(isinstance(module, HalfLinear | RescoredHead) for module in model.modules()):
         raise ValueError("This model was already optimized for CPU.")
     mode = resolve_mode(mode)
     if mode == "f32":
         return model, mode
-    if mode.endswith("int8head"):
+    if mode.endswith("head"):
         try:
-            _quantize_head(model)
-        except Exception as exc:  # torch built without an int8 engine, or torch.ao removed in a later release
-            log.warning("int8 output projection unavailable (%s); keeping it unquantized", exc)
-            mode = mode.removesuffix("-int8head")
+            _quantize_head(model, RescoredInt4Head if mode.endswith("int4head") else RescoredInt8Head)
+        except Exception as exc:  # torch built without an int8/int4 kernel, or torch.ao removed in a later release
+            log.warning("quantized output projection unavailable (%s); keeping it unquantized", exc)
+            mode = mode.rsplit("-", 1)[0]
     if mode.startswith("f16"):
         _to_half(model)
         _release_checkpoint_mmap(model)
@@ -154,6 +98,8 @@ def resolve_mode(mode: str) -> str:
         raise ValueError(f"Unknown CPU mode {mode!r}; choose one of {', '.join(CPU_MODES)}.")
     if mode != "auto":
         return mode
+    if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return "f16-int4head"  # measured there; elsewhere int4's kernel speed is unknown, int8's is known good
     return "f16-int8head" if _f16_is_fast() else "f32-int8head"
 
 
@@ -186,11 +132,11 @@ def _f16_is_fast() -> bool:
     return f16 < 1.25 * f32
 
 
-def _quantize_head(model: Any) -> None:
+def _quantize_head(model: Any, kind: type[RescoredHead]) -> None:
     head = model.get_output_embeddings()
     embedding = model.get_input_embeddings()
     tied = embedding is not None and head.weight is embedding.weight
-    model.set_output_embeddings(RescoredInt8Head(head.weight))
+    model.set_output_embeddings(kind(head.weight))
     if tied and model.get_output_embeddings().weight is not embedding.weight:
         raise RuntimeError("output projection lost its tie to the embedding")
 
@@ -203,7 +149,7 @@ def _to_half(model: Any) -> None:
     embedding.weight = nn.Parameter(old.detach().to(torch.float16), requires_grad=False)
     # Lookups come out in f16; the rest of the network must keep running in f32.
     embedding.register_forward_hook(lambda module, args, output: output.float())
-    if isinstance(head, RescoredInt8Head) and head.weight is old:
+    if isinstance(head, RescoredHead) and head.weight is old:
         head.weight = embedding.weight
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
