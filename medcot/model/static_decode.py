@@ -95,7 +95,6 @@ class StaticDecoder:
         self.window = config.sliding_window
         self.softcap = config.final_logit_softcapping
         self.embedding = model.model.embed_tokens
-        self.device = self.embedding.weight.device  # the cache and index tensors go where the weights are
         self.final_norm = _norm_weight(model.model.norm)
         self.max_positions = config.max_position_embeddings
         kinds = list(config.layer_types)
@@ -107,6 +106,11 @@ class StaticDecoder:
             self.delta = delta
             self.deltas = _arrange_delta(delta, model) if delta is not None else None
             self.rope = {kind: self._rope_frequencies(model, kind) for kind in set(config.layer_types)}
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are, and so the cache and index tensors (read each time: ZeroGPU moves them)."""
+        return self.embedding.weight.device
 
     def _arrange(self, layer: Any, kind: str) -> _Layer:
         attention, mlp = layer.self_attn, layer.mlp
