@@ -42,6 +42,39 @@ def timed(run: Callable[[], Any], tokens: int) -> dict[str, float]:
     }
 
 
+def greedy_steps(
+    decoder: StaticDecoder, step: Callable[..., torch.Tensor], ids: torch.Tensor, tokens: int
+) -> list[int]:
+    """``tokens`` greedy tokens after the prompt ``ids``, each decoded by ``step`` (the decoder's, or compiled)."""
+    with torch.inference_mode():
+        cache = decoder.new_cache(len(ids) + tokens + 1)
+        logits, position, made = decoder.prefill(ids, cache), torch.tensor([len(ids)]), []
+        for _ in range(tokens):
+            token = logits.argmax(-1)
+            made.append(int(token))
+            logits = step(token, position, cache, False)
+            position += 1
+    return made
+
+
+def interleaved(paths: dict[str, Callable[[], Any]], rounds: int, tokens: int) -> dict[str, dict[str, Any]]:
+    """Each path run ``rounds`` times, in turn (the order reversed every other round): its per-token figures."""
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
+    for index in range(rounds):
+        order = list(paths.items())
+        for name, run in order if index % 2 == 0 else order[::-1]:
+            runs[name].append(timed(run, tokens))
+            print(f"round {index + 1}/{rounds} {name}: {runs[name][-1]['cpu_ms']:.1f} ms CPU a token", flush=True)
+    return {
+        name: {
+            "cpu_ms_per_token_median": round(statistics.median(r["cpu_ms"] for r in samples), 2),
+            "wall_ms_per_token_median": round(statistics.median(r["wall_ms"] for r in samples), 2),
+            "cpu_ms_per_token": [round(r["cpu_ms"], 2) for r in samples],
+        }
+        for name, samples in runs.items()
+    }
+
+
 def measure(rounds: int, tokens: int, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     loaded = in_passing_thread(load_model, Settings(base_model=EMBEDDED_MODEL, adapter=None, device="cpu"))
@@ -55,15 +88,7 @@ def measure(rounds: int, tokens: int, threads: int) -> dict[str, Any]:
     tokens_made: dict[str, list[int]] = {}
 
     def steps(step: Callable[..., torch.Tensor], name: str) -> None:
-        with torch.inference_mode():
-            cache = decoder.new_cache(len(ids) + tokens + 1)
-            logits, position, made = decoder.prefill(ids, cache), torch.tensor([len(ids)]), []
-            for _ in range(tokens):
-                token = logits.argmax(-1)
-                made.append(int(token))
-                logits = step(token, position, cache, False)
-                position += 1
-        tokens_made[name] = made
+        tokens_made[name] = greedy_steps(decoder, step, ids, tokens)
 
     def transformers_forward() -> None:
         with torch.inference_mode():
@@ -81,12 +106,7 @@ def measure(rounds: int, tokens: int, threads: int) -> dict[str, Any]:
     if built:
         direct["compiled"] = lambda: steps(compiled, "compiled")
     paths = {name: (lambda run=run: in_passing_thread(run)) for name, run in direct.items()}
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
-    for index in range(rounds):
-        order = list(paths.items())
-        for name, run in order if index % 2 == 0 else order[::-1]:
-            runs[name].append(timed(run, tokens))
-            print(f"round {index + 1}/{rounds} {name}: {runs[name][-1]['cpu_ms']:.1f} ms CPU a token", flush=True)
+    figures = interleaved(paths, rounds, tokens)
     return {
         "benchmark": "benchmarks.static_step",
         "machine": {**machine_info(), "threads": threads},
@@ -97,14 +117,7 @@ def measure(rounds: int, tokens: int, threads: int) -> dict[str, Any]:
             "seconds": round(build_s, 1),
             "cache": str(compiled.folder),
         },
-        "paths": {
-            name: {
-                "cpu_ms_per_token_median": round(statistics.median(r["cpu_ms"] for r in samples), 2),
-                "wall_ms_per_token_median": round(statistics.median(r["wall_ms"] for r in samples), 2),
-                "cpu_ms_per_token": [round(r["cpu_ms"], 2) for r in samples],
-            }
-            for name, samples in runs.items()
-        },
+        "paths": figures,
         "aten_ops_per_token": {name: ops_per_token(run, tokens) for name, run in direct.items()},
         "compiled_tokens_equal_eager": tokens_made.get("compiled") == tokens_made.get("static_eager")
         if built

@@ -38,7 +38,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # How a base model alone is prompted (medcot.prompt_styles): auto gives the embedded base the worked-example primer.
 BASE_PROMPT_CHOICES = ("auto", "card", "primer", "primer-chat")
 DEVICES = ("auto", "cpu", "cuda")
-# How tokens are decoded (medcot.static_generation): auto is the static step on CPU, generate() elsewhere.
+# How tokens are decoded (medcot.static_generation): auto is the static step on CPU, generate() elsewhere, and on
+# ZeroGPU the step compiled ahead of time at startup (medcot.zerogpu) where that works.
 DECODE_MODES = ("auto", "generate", "static", "compiled")
 _SWITCH = ("1", "0", "true", "false", "yes", "no")  # MEDCOT_MERGE
 

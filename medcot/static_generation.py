@@ -90,13 +90,14 @@ class StaticGenerator:
         processors.extend(kwargs.get("logits_processor") or [])
         stopping = kwargs.get("stopping_criteria") or StoppingCriteriaList()
         eos = kwargs.get("eos_token_id")
-        eos_ids = torch.tensor(eos if isinstance(eos, list) else [] if eos is None else [eos], dtype=torch.long)
+        eos_list = eos if isinstance(eos, list) else [] if eos is None else [eos]
+        eos_ids = torch.tensor(eos_list, dtype=torch.long, device=ids.device)
         new_tokens = int(kwargs.get("max_new_tokens", 20))
         if streamer is not None:
             streamer.put(ids.cpu())
         cache = self.decoder.new_cache(ids.shape[1] + new_tokens)
         logits = self.decoder.prefill(ids[0], cache, base)
-        position = torch.tensor([ids.shape[1]])
+        position = torch.tensor([ids.shape[1]], device=ids.device)
         for made in range(1, new_tokens + 1):
             scores = processors(ids, logits.float())
             token = scores.argmax(dim=-1)
@@ -116,23 +117,22 @@ def static_generator(
     model: Any, device: str, delta: Any, decode: str, cache_dir: Path | None = None
 ) -> StaticGenerator | None:
     """The static step's generator for ``model`` (one per model, made on first use), or None where generate() runs:
-    ``decode`` "generate", a device other than the CPU, or a model the step does not implement (logged once).
-    "compiled" also starts compiling the step in the background (compiled_step.py; cached under ``cache_dir``)."""
+    ``decode`` "generate", "auto" on a device other than the CPU, or a model the step does not implement (logged
+    once). "compiled" on the CPU also starts compiling the step in the background (compiled_step.py; cached under
+    ``cache_dir``); on a GPU the step is compiled ahead of time instead (ZeroGPU: medcot.zerogpu), so it
+    runs eagerly here."""
     if decode == "generate" or (decode == "auto" and device != "cpu"):
         return None
     made = getattr(model, "_medcot_static", None)
     if made is not None:
         return made or None
-    if device != "cpu":
-        log.info("the static decode step runs on the CPU only; %s decodes with transformers' generate()", device)
-        return None
     try:
         model._medcot_static = StaticGenerator(StaticDecoder(model, delta))
     except ValueError as exc:
         log.info("the static decode step is not used: %s", exc)
         model._medcot_static = False
         return None
-    if decode == "compiled":
+    if decode == "compiled" and device == "cpu":
         from medcot.model.compiled_step import build_in_background
 
         build_in_background(model._medcot_static, default_cache_dir() if cache_dir is None else cache_dir)

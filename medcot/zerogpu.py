@@ -17,20 +17,18 @@ What spaces does, and this module designs against (spaces/zero/wrappers.py, spac
   message is HTML), and turns a worker that died (ZeroGPU stops one that runs past its duration) into a gr.Error
   titled "ZeroGPU worker error". Those come out of the stream as plain readable text (MeteredRun, gpu_refusals),
   never HTML or a class name.
+- Nothing compiles at request time. At import, after the load, the static decode step is compiled ahead of time in
+  a @spaces.GPU function (spaces.aoti_compile, as HF's ZeroGPU guide does) and put in place (spaces.aoti_apply)
+  before spaces forks any request's worker; the stream and Stop plumbing live in medcot.gpu_events.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
-import multiprocessing
-import os
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import gradio as gr
 import spaces
@@ -41,13 +39,14 @@ from medcot.engine import Engine
 from medcot.errors import UserError
 from medcot.events import Finished, StreamEvent
 from medcot.gpu_budget import GpuBudget
+from medcot.gpu_events import GpuEvents, StopFlags, WorkerStarted, worker_started
+from medcot.model.exported_step import AotStep, StepModule, disagreement, export_step
 from medcot.model.progress import Progress
 from medcot.request import Query, Request, StreamFn
+from medcot.static_generation import static_generator
 
 log = logging.getLogger(__name__)
-Item = TypeVar("Item")  # what a GPU generator yields: the worker's WorkerStarted, then the answer's events
 
-POLL_S = 0.05  # how often a reader waiting for the GPU's next event looks at its cancel event
 # spaces' gr.Error for a worker that died (its title) or raised something other than gr.Error (its message is then
 # the exception's class name): spaces/zero/wrappers.py, generator_function_wrapper.
 SPACES_WORKER_ERROR = "ZeroGPU worker error"
@@ -62,150 +61,6 @@ def asked_seconds(request: Request, stop_slot: int, seconds: int) -> int:
     """spaces' dynamic duration: called with the GPU function's arguments before each /schedule; the stream
     computed it (GpuBudget) and passes it along, so that it can say what was asked if the answer is cut."""
     return seconds
-
-
-@dataclass(frozen=True)
-class WorkerStarted:
-    """The worker's first item for each request: its start-up (from its fork to this request's start, the weights
-    moved to the GPU) when this is the first request the worker serves, else None (a worker spaces reused)."""
-
-    startup_s: float | None
-
-
-_forked_at: float | None = None  # in a GPU worker: when spaces forked it (time.monotonic is system-wide)
-_served_one = False
-
-
-def _note_fork() -> None:
-    global _forked_at, _served_one
-    _forked_at, _served_one = time.monotonic(), False
-
-
-os.register_at_fork(after_in_child=_note_fork)
-
-
-def worker_started() -> WorkerStarted:
-    """In the worker, as a request starts (spaces runs one request at a time in a worker)."""
-    global _served_one
-    first = not _served_one and _forked_at is not None
-    _served_one = True
-    return WorkerStarted(time.monotonic() - _forked_at if first and _forked_at is not None else None)
-
-
-class StopFlags:
-    """Stop flags in memory shared with the GPU workers, one slot per request in flight.
-
-    spaces tells its worker to stop only at the worker's next event, and text held back (whitespace, a possible stop
-    text) can leave a generation without events for long. These flags reach the generation itself: spaces forks its
-    workers from this process, after this memory was made, so they share it; the worker's request watches its slot.
-    """
-
-    def __init__(self, size: int = 256) -> None:
-        self._flags = multiprocessing.get_context("fork").RawArray("b", size)
-        self._free = list(range(size))
-        self._lock = threading.Lock()
-
-    def take(self) -> int:
-        """A cleared slot for a request, or -1 when all are in use (then the stop waits for the next event)."""
-        with self._lock:
-            if not self._free:
-                return -1
-            slot = self._free.pop()
-        self._flags[slot] = 0
-        return slot
-
-    def give_back(self, slot: int) -> None:
-        if slot >= 0:
-            with self._lock:
-                self._free.append(slot)
-
-    def set(self, slot: int) -> None:
-        if slot >= 0:
-            self._flags[slot] = 1
-
-    def is_set(self, slot: int) -> bool:
-        return slot >= 0 and bool(self._flags[slot])
-
-    def watch(self, slot: int, cancel: threading.Event, done: threading.Event) -> None:
-        """In the worker, for one request: set ``cancel`` when the slot is set, until ``done``."""
-        while not done.wait(POLL_S / 5):
-            if self.is_set(slot):
-                cancel.set()
-                return
-
-
-class GpuEvents(Generic[Item]):
-    """The events of a GPU generator, read here while a thread of its own ("medcot-gpu") drives it.
-
-    The reader stops as soon as ``cancel`` is set (within POLL_S), whether the GPU is still being waited for or the
-    worker is between events, and sets the request's stop flag, which ends the generation in the worker at its next
-    token. The driving thread then closes the generator, which spaces forwards to its worker and waits on until the
-    GPU is released; nobody waits for that. The driving thread runs in the reader's context (contextvars): spaces
-    reads Gradio's request from it (the user's ZeroGPU quota token).
-    """
-
-    _END = object()
-
-    def __init__(self, start: Callable[[int], Iterator[Item]], cancel: threading.Event, flags: StopFlags) -> None:
-        self._items: queue.Queue[Any] = queue.Queue()
-        self._cancel = cancel
-        self._flags = flags
-        self._slot = flags.take()
-        self._users = 2  # the reader and the driving thread: the slot is given back when both are done with it
-        self._users_lock = threading.Lock()
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(self._drive, start), name="medcot-gpu", daemon=True)
-        self._thread.start()
-
-    def _done_with_slot(self) -> None:
-        with self._users_lock:
-            self._users -= 1
-            last = self._users == 0
-        if last:
-            self._flags.give_back(self._slot)
-
-    def _drive(self, start: Callable[[int], Iterator[Item]]) -> None:
-        events: Iterator[Item] | None = None
-        try:
-            if self._cancel.is_set():
-                return  # stopped before its turn: no GPU is asked for
-            events = start(self._slot)
-            for event in events:
-                self._items.put(event)
-                if self._cancel.is_set():
-                    break
-        except BaseException as exc:
-            self._items.put(exc)
-        finally:
-            try:
-                if events is not None:
-                    events.close()  # spaces tells its worker to stop and waits for it here
-            except Exception:
-                log.exception("closing the GPU generator failed")
-            self._items.put(self._END)
-            self._done_with_slot()
-
-    def __iter__(self) -> Iterator[Item]:
-        try:
-            while True:
-                try:
-                    item = self._items.get(timeout=POLL_S)
-                except queue.Empty:
-                    if self._cancel.is_set():
-                        self._flags.set(self._slot)
-                        return
-                    continue
-                if item is self._END:
-                    return
-                if self._cancel.is_set():
-                    self._flags.set(self._slot)
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            self._cancel.set()  # however the reader ended (closed early too), the driving thread stops the worker
-            self._done_with_slot()
 
 
 def readable_errors(events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
@@ -291,7 +146,10 @@ def gpu_stream(engine: Engine, budget: GpuBudget | None = None) -> StreamFn:
         is for spaces (asked_seconds), which calls the duration function with these arguments."""
         if flags.is_set(stop_slot):
             return
-        yield worker_started()
+        started = worker_started()
+        if started.startup_s is not None:
+            log.info("ZeroGPU worker: ready in %.1f s, decoding with %s", started.startup_s, decoding(engine))
+        yield started
         cancel, done = threading.Event(), threading.Event()
         threading.Thread(target=flags.watch, args=(stop_slot, cancel, done), name="medcot-stop-watch").start()
         try:
@@ -319,6 +177,68 @@ def start_engine(engine: Engine, on_progress: Progress | None = None) -> Engine:
     if on_zero_gpu():
         log.info("ZeroGPU: loading the model onto (emulated) CUDA at import")
         engine.load(on_progress, in_this_thread=True)
+        compile_step_ahead(engine)
     else:
         engine.load_in_background(on_progress)
     return engine
+
+
+# The startup compile's GPU time: the export and AOTInductor build of one program, or two with an adapter delta (the
+# base's), and their check. Not yet measured on a GPU; it is the Space's own time, not a visitor's quota.
+AOT_COMPILE_S = 300
+
+
+def compile_step_ahead(engine: Engine) -> None:
+    """On ZeroGPU, at import after the load: the static decode step exported and compiled on a GPU, checked there
+    against the eager step's greedy tokens, and put in the local backend's generator, which every request's worker
+    inherits. Where that cannot be done, one log line says why and generation stays as it was (transformers'
+    generate(); MEDCOT_DECODE=static keeps the eager static step, MEDCOT_DECODE=generate skips this)."""
+    loaded, backend = engine.loaded, engine.backend
+    if loaded is None or engine.settings.decode in ("generate", "static"):
+        return
+    generator = static_generator(loaded.model, loaded.device, loaded.base_delta, "static")
+    if generator is None:
+        log.warning("ZeroGPU: no decode step compiled ahead of time: the model has no static step (logged above)")
+        return
+    decoder = generator.decoder
+    bases = (False, True) if decoder.deltas is not None else (False,)
+
+    @spaces.GPU(duration=AOT_COMPILE_S)
+    def compile_on_gpu() -> tuple[dict[bool, Any], str | None]:
+        """In a GPU worker: each program compiled for the GPU and checked, or why not (an exception would come back
+        as its class name alone)."""
+        compiled: dict[bool, Any] = {}
+        try:
+            for base in bases:
+                compiled[base] = spaces.aoti_compile(export_step(decoder, base))
+                differs = disagreement(decoder, compiled[base], base)
+                if differs is not None:
+                    return {}, differs
+        except Exception as exc:
+            return {}, f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+        return compiled, None
+
+    started = time.monotonic()
+    try:
+        compiled, failure = compile_on_gpu()
+    except Exception as exc:  # spaces could not run it: no GPU, the device API
+        compiled, failure = {}, f"{type(exc).__name__}: {gpu_refusals.plain_text(exc) or exc}"
+    if failure is not None:
+        log.warning("ZeroGPU: the decode step is not compiled ahead of time, %s serves: %s", decoding(engine), failure)
+        return
+    ready: dict[bool, Any] = {}
+    for base, program in compiled.items():
+        ready[base] = StepModule(decoder, base)
+        spaces.aoti_apply(program, ready[base])  # its forward is now the compiled program
+    generator.step = AotStep(decoder, ready, f"compiled ahead of time in {time.monotonic() - started:.0f} s")
+    generator.mode = "aoti"
+    backend.static = generator  # type: ignore[union-attr]  (a local backend: engine.loaded is set)
+    log.info("ZeroGPU: decoding with %s", decoding(engine))
+
+
+def decoding(engine: Engine) -> str:
+    """What decodes the tokens, for the logs."""
+    static = getattr(engine.backend, "static", None)
+    if static is None:
+        return "transformers' generate()"
+    return f"the static step ({getattr(static.step, 'status', 'eager')})"

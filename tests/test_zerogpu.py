@@ -1,5 +1,6 @@
-"""ZeroGPU glue: where the model loads, GpuEvents' contract with a GPU generator, and MeteredRun's measurements and
-readable errors (spaces' own errors, built by spaces' own function).
+"""ZeroGPU glue: where the model loads, the decode step compiled ahead of time through spaces.aoti_* (here on the
+CPU: spaces.GPU runs its function in this process off ZeroGPU), and MeteredRun's measurements and readable errors
+(spaces' own errors, built by spaces' own function).
 
 spaces itself runs in tests/test_zerogpu_space.py (app.py under the real runtime); here only the glue's own logic,
 with plain generators standing in for the one spaces returns.
@@ -8,14 +9,16 @@ with plain generators standing in for the one spaces returns.
 from __future__ import annotations
 
 import ast
+import logging
 import math
 import threading
-import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
 import pytest
+import torch
 from spaces.zero.client import html_string
 from spaces.zero.gradio import error as spaces_error
 
@@ -52,11 +55,74 @@ def test_model_loads_in_the_importing_thread_on_zerogpu_and_in_the_background_el
 
     monkeypatch.setattr(medcot.load_state, "load_backend", load_backend)
     monkeypatch.setattr(zerogpu, "on_zero_gpu", lambda: True)
+    tiny_settings = replace(tiny_settings, decode="generate")  # no compile ahead of time (tested below)
     eager = zerogpu.start_engine(Engine(tiny_settings))
     assert eager.ready and threads == [threading.current_thread().name]  # spaces emulates CUDA in this thread only
     monkeypatch.setattr(zerogpu, "on_zero_gpu", lambda: False)
     lazy = zerogpu.start_engine(Engine(tiny_settings))
     assert lazy.wait_until_loaded(60) and lazy.ready and threads[1] != threads[0]
+
+
+# Two AOTInductor builds (the fine-tune's and the base's program) take ~1 min on 2 shared cores.
+@pytest.mark.slow
+def test_the_step_compiled_ahead_through_spaces_answers_as_eager_and_loads_its_package_once(
+    tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import_spaces_torch_glue(monkeypatch)
+    settings = replace(tiny_settings, decode="static")
+    eager = Engine(settings).load()
+    greedy = GenerationParams(temperature=0, max_new_tokens=48)
+    questions = [Query(QUESTIONS[0], [], greedy), Query(QUESTIONS[1], [], greedy, use_adapter=False)]
+    expected = [answer_text(eager.stream(query)) for query in questions]
+    loads: list[object] = []
+    real_load = torch._inductor.aoti_load_package
+
+    def load_package(*args: object, **kwargs: object) -> object:
+        loads.append(args[0])
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch._inductor, "aoti_load_package", load_package)
+    monkeypatch.setattr(zerogpu, "on_zero_gpu", lambda: True)
+    engine = zerogpu.start_engine(Engine(replace(tiny_settings, decode="auto")))
+    generator = engine.backend.static  # type: ignore[union-attr]
+    assert generator.mode == "aoti" and set(generator.step.ready) == {False, True}, generator.step.status
+    loads.clear()  # the checks at compile time loaded each package once
+    for _ in range(2):  # each answer in a generation thread of its own, as in a worker
+        assert [answer_text(zerogpu.gpu_stream(engine)(query)) for query in questions] == expected
+    assert len(loads) == 2 and generator.step.ready  # one load per program, none fell back to eager
+
+
+def test_a_failed_compile_ahead_of_time_leaves_generation_as_it_was_with_one_log_line(
+    tiny_settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_export(*args: object) -> None:
+        raise RuntimeError("Could not guard on data-dependent expression\nmore details")
+
+    monkeypatch.setattr(zerogpu, "export_step", no_export)
+    monkeypatch.setattr(zerogpu, "on_zero_gpu", lambda: True)
+    with caplog.at_level(logging.INFO, logger="medcot.zerogpu"):
+        engine = zerogpu.start_engine(Engine(replace(tiny_settings, decode="auto")))
+    assert engine.ready and engine.backend.static.mode == "static"  # type: ignore[union-attr]
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert warnings == [
+        "ZeroGPU: the decode step is not compiled ahead of time, the static step (eager) serves: "
+        "RuntimeError: Could not guard on data-dependent expression"
+    ]
+    answer = answer_text(zerogpu.gpu_stream(engine)(Query(QUESTIONS[0], [], GenerationParams(temperature=0))))
+    assert answer.strip() == ADAPTER_ANSWER
+
+
+def import_spaces_torch_glue(monkeypatch: pytest.MonkeyPatch) -> None:
+    """spaces.aoti_* live in spaces' torch glue, whose import reads what a CPU build of torch lacks: a CUDA version
+    and torch._C._cuda_init (stood in for as tests/helpers/zerogpu_space.py does, for the import only)."""
+    with monkeypatch.context() as patched:
+        patched.setattr(torch.version, "cuda", "12.8")
+        patched.setattr(torch._C, "_cuda_init", lambda: None, raising=False)
+        import spaces.zero.torch.aoti  # noqa: F401
+
+
+def answer_text(events: Iterator[object]) -> str:
+    return "".join(event.text for event in events if isinstance(event, AnswerDelta))
 
 
 def test_app_imports_spaces_before_anything_that_imports_torch() -> None:
@@ -82,112 +148,6 @@ def test_user_errors_inside_the_worker_become_picklable_gr_errors_with_their_mes
         next(events)
     # spaces pickles the worker's gr.Error back to this process
     assert pickle.loads(pickle.dumps(raised.value)).message == "Generation failed: CUDA out of memory."
-
-
-# -- GpuEvents -------------------------------------------------------------------------------------------------------
-
-
-class SlowGpu:
-    """A GPU generator as spaces' behaves: each event after `delay`; its close waits for the worker (`close_delay`)."""
-
-    def __init__(self, events: int = 3, delay: float = 0.0, close_delay: float = 0.0) -> None:
-        self.events, self.delay, self.close_delay = events, delay, close_delay
-        self.started = threading.Event()
-        self.closed_in: list[str] = []
-        self.slots: list[int] = []
-
-    def __call__(self, slot: int) -> Iterator[int]:
-        self.slots.append(slot)
-        self.started.set()
-        try:
-            for i in range(self.events):
-                time.sleep(self.delay)
-                yield i
-        finally:
-            time.sleep(self.close_delay)
-            self.closed_in.append(threading.current_thread().name)
-
-
-def test_events_pass_through_in_order_and_the_slot_is_given_back() -> None:
-    flags = zerogpu.StopFlags(size=1)
-    gpu = SlowGpu()
-    assert list(zerogpu.GpuEvents(gpu, threading.Event(), flags)) == [0, 1, 2]
-    deadline = time.monotonic() + 5
-    while flags.take() == -1 and time.monotonic() < deadline:  # given back once the driving thread is done too
-        time.sleep(0.01)
-    assert gpu.slots == [0]
-
-
-def test_a_request_stopped_before_its_turn_never_asks_for_a_gpu() -> None:
-    cancel = threading.Event()
-    cancel.set()
-    gpu = SlowGpu()
-    assert list(zerogpu.GpuEvents(gpu, cancel, zerogpu.StopFlags())) == []
-    time.sleep(0.1)
-    assert not gpu.started.is_set()
-
-
-def test_stop_while_waiting_ends_the_reader_at_once_and_the_close_runs_in_the_driving_thread() -> None:
-    flags = zerogpu.StopFlags()
-    cancel = threading.Event()
-    gpu = SlowGpu(events=2, delay=2.0, close_delay=0.5)  # the GPU is still being waited for
-    events = zerogpu.GpuEvents(gpu, cancel, flags)
-    reader = iter(events)
-    threading.Timer(0.2, cancel.set).start()
-    started = time.monotonic()
-    assert list(reader) == []
-    assert time.monotonic() - started < 0.2 + 3 * zerogpu.POLL_S
-    assert flags.is_set(gpu.slots[0])  # the worker's generation would stop at its next token
-    deadline = time.monotonic() + 10
-    while not gpu.closed_in and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert gpu.closed_in == ["medcot-gpu"]
-
-
-def test_closing_the_reader_early_stops_the_gpu_generator() -> None:
-    gpu = SlowGpu(events=1000, delay=0.01)
-    cancel = threading.Event()
-    reader = iter(zerogpu.GpuEvents(gpu, cancel, zerogpu.StopFlags()))
-    assert next(reader) == 0
-    started = time.monotonic()
-    reader.close()  # what a garbage-collected or closed stream does: returns at once
-    assert time.monotonic() - started < 0.1 and cancel.is_set()
-    deadline = time.monotonic() + 5
-    while not gpu.closed_in and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert gpu.closed_in == ["medcot-gpu"]
-
-
-def test_a_failure_of_the_gpu_generator_reaches_the_reader() -> None:
-    def failing(slot: int) -> Iterator[int]:
-        yield 1
-        raise RuntimeError("worker error")
-
-    reader = iter(zerogpu.GpuEvents(failing, threading.Event(), zerogpu.StopFlags()))
-    assert next(reader) == 1
-    with pytest.raises(RuntimeError, match="worker error"):
-        next(reader)
-
-
-def test_stop_flags_are_seen_by_a_forked_process() -> None:
-    import multiprocessing
-
-    flags = zerogpu.StopFlags(size=4)
-    slot = flags.take()
-    seen = multiprocessing.get_context("fork").Value("b", 0)
-
-    def child() -> None:  # the worker's side: a request's cancel event set by the watch over its slot
-        cancel, done = threading.Event(), threading.Event()
-        threading.Timer(5, done.set).start()
-        flags.watch(slot, cancel, done)
-        seen.value = 1 if cancel.is_set() else 2
-
-    process = multiprocessing.get_context("fork").Process(target=child)
-    process.start()  # forked after the flags were made, as spaces forks its workers
-    time.sleep(0.2)
-    flags.set(slot)
-    process.join(10)
-    assert seen.value == 1
 
 
 # -- MeteredRun ------------------------------------------------------------------------------------------------------
@@ -260,20 +220,3 @@ def test_a_failure_to_schedule_reads_without_a_class_name() -> None:
         "ZeroGPU could not give this answer a GPU (ZeroGPU API /schedule error: 500 (Internal Server Error)). "
         "Please try again in a moment."
     )
-
-
-def test_a_forked_worker_reports_its_start_up_once() -> None:
-    import multiprocessing
-
-    reported = multiprocessing.get_context("fork").Array("d", [-1.0, -1.0])
-
-    def worker() -> None:
-        time.sleep(0.2)
-        first, second = zerogpu.worker_started(), zerogpu.worker_started()
-        reported[0] = first.startup_s if first.startup_s is not None else -2.0
-        reported[1] = second.startup_s if second.startup_s is not None else -2.0
-
-    process = multiprocessing.get_context("fork").Process(target=worker)
-    process.start()
-    process.join(10)
-    assert 0.2 <= reported[0] < 5 and reported[1] == -2.0  # the second request of a worker: reused, no start-up

@@ -39,7 +39,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from benchmarks.client import parse_stats
-from medcot import gpu_budget, gpu_refusals
+from medcot import gpu_budget, gpu_refusals, zerogpu
 from medcot.ui.stats_line import STATS_PREFIX
 from tests.helpers.serving import free_port
 from tests.helpers.tiny import ADAPTER_ANSWER, ADAPTER_REASONING, QUESTIONS, TinyRepos
@@ -51,7 +51,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ASK = re.compile(r"^ZeroGPU: asking (\d+) s for up to (\d+) tokens \((.*)\)", re.MULTILINE)
 MEASURED = re.compile(r"over (\d+) answer\(s\): start-up (\S+) s, first token (\S+) s, (\S+) s a token")
 GREEDY = (0.0, 0.95, 64, 1.0)  # temperature, top_p, top_k, repetition_penalty (after max_new_tokens)
-START_TIMEOUT_S = 600  # import + load + launch on a busy 2-core machine
+START_TIMEOUT_S = 600  # import + load + the step's compile ahead of time + launch on a busy 2-core machine
+STARTUP_TASKS = 1  # GPU tasks the app runs at import, before any request: the decode step's compile
 
 
 @dataclass
@@ -345,22 +346,27 @@ def assert_readable(error: AppError) -> None:
     assert "worker error" not in f"{error.title} {error.message}" and "Error" not in error.message
 
 
-def test_the_model_loads_onto_emulated_cuda_at_import(space: Space) -> None:
+def test_the_model_loads_onto_emulated_cuda_at_import_and_its_step_compiles_ahead_on_a_gpu(space: Space) -> None:
     packed = json.loads(space.report.read_text())  # written when launch() packed the CUDA tensors
     assert packed["tensors"] > 0 and packed["bytes"] > 0, space.log.read_text()[-3000:]
-    assert space.api.calls[0].path == "/startup-report"  # at launch, before any request
+    # At import: one GPU task compiles the decode step (spaces.aoti_compile in a forked worker; here for the CPU);
+    # then, at launch and before any request, the startup report.
+    assert [call.path for call in space.api.calls[:4]] == ["/schedule", "/allow", "/release", "/startup-report"]
+    assert int(space.api.calls[0].params["durationSeconds"]) == zerogpu.AOT_COMPILE_S
+    assert space.api.calls[2].params.get("fail") != "true"  # released as done
+    assert "ZeroGPU: decoding with the static step (compiled ahead of time in" in space.log.read_text()
 
 
 def test_the_duration_asked_is_the_prior_until_an_answer_is_measured_then_the_measured_speed(space: Space) -> None:
     """The first request of the Space asks the prior; the next ones what the answers before them measured."""
     answer = chat(space.client(), QUESTIONS[0], 64).result()  # the app's first request (tests run in file order)
-    first = space.api.wait_for("/schedule", 1)[0]
+    first = space.api.wait_for("/schedule", STARTUP_TASKS + 1)[STARTUP_TASKS]
     assert int(first.params["durationSeconds"]) == gpu_budget.GpuBudget().seconds_for(64)  # nothing measured yet
     assert "not measured yet" in space.asks()[0].group(3)
     shown = stats_of(answer)
     for tokens in (1024, 8):
         chat(space.client(), QUESTIONS[1], tokens).result()
-    schedules = space.api.wait_for("/schedule", 3)[1:3]
+    schedules = space.api.wait_for("/schedule", STARTUP_TASKS + 3)[STARTUP_TASKS + 1 : STARTUP_TASKS + 3]
     asks = space.asks()[1:3]
     assert [int(a.group(1)) for a in asks] == [int(s.params["durationSeconds"]) for s in schedules]
     measured = figures_of(asks[0])
@@ -369,6 +375,10 @@ def test_the_duration_asked_is_the_prior_until_an_answer_is_measured_then_the_me
     assert math.isclose(1 / measured.seconds_per_token, shown["server_tok_s"], abs_tol=0.051)
     assert math.isclose(measured.first_token_s, shown["server_ttft_s"], abs_tol=0.0051)
     assert 0 < measured.startup_s < 60  # the worker's fork to its first generation
+    # The request's worker decodes through the step compiled at startup, and never fell back to eager.
+    log = space.log.read_text()
+    assert "ZeroGPU worker: ready in" in log and "decoding with the static step (compiled ahead of time" in log
+    assert "back to eager" not in log
     for ask, tokens in zip(asks, (1024, 8), strict=True):
         assert abs(int(ask.group(1)) - figures_of(ask).seconds_for(tokens)) <= 1  # the log rounds the figures
     asked_1024, asked_8 = (int(a.group(1)) for a in asks)
@@ -554,14 +564,18 @@ class Throttle:
             os.kill(self.pid, signal.SIGCONT)
 
 
+CUT_TOKENS = 1024
+
+
 def test_an_answer_past_its_asked_duration_is_cut_readably_and_the_next_ask_is_longer(space: Space) -> None:
     before = grants(space.api)
     space.api.cut_overruns = True
     try:
-        adapter_job, base_job = compare_jobs(space.client(), QUESTIONS[2], 128)
-        schedule = space.api.wait_for("/schedule", before + 2)[before + 1]  # the base answer's: 128 tokens
+        # The base answer's 1024 tokens: the compiled step writes 128 of the tiny model's in under the second below.
+        adapter_job, base_job = compare_jobs(space.client(), QUESTIONS[2], CUT_TOKENS)
+        schedule = space.api.wait_for("/schedule", before + 2)[before + 1]  # the base answer's
         with Throttle(space.api.worker_pid()) as throttle:  # the worker spaces reuses after the adapter's answer
-            time.sleep(1.0)  # it has started the answer (at a tenth of its speed: 128 tokens take longer)
+            time.sleep(1.0)  # it has started the answer (at a tenth of its speed: its tokens take longer)
             throttle.freeze()  # and stalls: ZeroGPU kills it once its asked duration is over
             base = base_job.result(timeout=180)
     finally:
@@ -574,7 +588,7 @@ def test_an_answer_past_its_asked_duration_is_cut_readably_and_the_next_ask_is_l
     assert release.params["fail"] == "true" and release.at - schedule.at >= asked
     # The app serves the next request (on a new worker), and asks more for the same tokens.
     after = grants(space.api)
-    assert answer_of(chat(space.client(), QUESTIONS[1], 128).result()) == ADAPTER_ANSWER
+    assert answer_of(chat(space.client(), QUESTIONS[1], CUT_TOKENS).result()) == ADAPTER_ANSWER
     assert int(space.api.wait_for("/schedule", after + 1)[after].params["durationSeconds"]) > asked
 
 

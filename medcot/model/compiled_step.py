@@ -42,32 +42,48 @@ def cache_key(decoder: StaticDecoder) -> str:
     return f"{identity['cpu'].lower()}-torch{torch.__version__.split('+')[0]}-{digest}"
 
 
-class CompiledStep:
-    """A generator's step: the compiled decoder layers once built, the eager step until then (or if the build failed).
+class FallbackStep:
+    """A generator's step: the compiled decoder layers in ``ready`` (per ``base``) where there are, the eager step
+    until then; a compiled call that fails turns the step eager for good, said once."""
 
-    ``build`` compiles for the plain model and, with an adapter delta, for the base; ``status`` says where it is.
-    """
-
-    def __init__(self, decoder: StaticDecoder, cache_dir: Path) -> None:
+    def __init__(self, decoder: StaticDecoder) -> None:
         self.decoder = decoder
-        self.folder = cache_dir / "compiled" / cache_key(decoder)
         self.status = "not built"
         self.ready: dict[bool, Callable[..., torch.Tensor]] = {}
-        self.compile_s: float | None = None
-        self.compiled: Callable[..., torch.Tensor] | None = None  # torch.compile's wrapper, once build started
 
     def __call__(self, token: torch.Tensor, position: torch.Tensor, cache: KVCache, base: bool) -> torch.Tensor:
         layers = self.ready.get(base)
         if layers is None:
             return self.decoder.step(token, position, cache, base)
         try:
-            hidden = layers(token, position, cache.keys, cache.values, cache.ring_positions, base)
+            hidden = self.run_layers(layers, token, position, cache, base)
         except Exception as exc:  # the compiled code failed at run time: eager from now on, said once
             self.ready.clear()
             self.status = f"eager (the compiled step failed: {type(exc).__name__}: {exc})"[:300]
             log.warning("decode step back to eager: %s", self.status)
             return self.decoder.step(token, position, cache, base)
         return self.decoder.head(hidden)
+
+    def run_layers(
+        self,
+        layers: Callable[..., torch.Tensor],
+        token: torch.Tensor,
+        position: torch.Tensor,
+        cache: KVCache,
+        base: bool,
+    ) -> torch.Tensor:
+        return layers(token, position, cache.keys, cache.values, cache.ring_positions, base)
+
+
+class CompiledStep(FallbackStep):
+    """The step compiled with torch.compile: ``build`` compiles for the plain model and, with an adapter delta, for
+    the base; ``status`` says where it is."""
+
+    def __init__(self, decoder: StaticDecoder, cache_dir: Path) -> None:
+        super().__init__(decoder)
+        self.folder = cache_dir / "compiled" / cache_key(decoder)
+        self.compile_s: float | None = None
+        self.compiled: Callable[..., torch.Tensor] | None = None  # torch.compile's wrapper, once build started
 
     def build(self, progress: Callable[[str], None] = log.info) -> bool:
         """Compile (or load from the on-disk cache) the step; True when it is in use. Never raises."""

@@ -107,6 +107,11 @@ class StaticDecoder:
             self.deltas = _arrange_delta(delta, model) if delta is not None else None
             self.rope = {kind: self._rope_frequencies(model, kind) for kind in set(config.layer_types)}
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are, and so the cache and index tensors (read each time: ZeroGPU moves them)."""
+        return self.embedding.weight.device
+
     def _arrange(self, layer: Any, kind: str) -> _Layer:
         attention, mlp = layer.self_attn, layer.mlp
         qkv = _fuse(attention.q_proj, attention.k_proj, attention.v_proj)
@@ -140,9 +145,9 @@ class StaticDecoder:
         # The ring keeps the window's size whatever the length, so that a compiled step sees one shape for it.
         shapes = [self.window if layer.sliding else length for layer in self.layers]
         return KVCache(
-            [torch.zeros(1, self.kv_heads, size, self.head_dim) for size in shapes],
-            [torch.zeros(1, self.kv_heads, size, self.head_dim) for size in shapes],
-            torch.full((self.window,), -1, dtype=torch.long),
+            [torch.zeros(1, self.kv_heads, size, self.head_dim, device=self.device) for size in shapes],
+            [torch.zeros(1, self.kv_heads, size, self.head_dim, device=self.device) for size in shapes],
+            torch.full((self.window,), -1, dtype=torch.long, device=self.device),
             length,
         )
 
@@ -152,7 +157,7 @@ class StaticDecoder:
         count = ids.shape[0]
         if count > cache.length:
             raise ValueError(f"a prompt of {count} tokens does not fit a cache of {cache.length}")
-        positions = torch.arange(count)
+        positions = torch.arange(count, device=ids.device)
         causal = positions[None, :] <= positions[:, None]
         masks = {False: causal, True: causal & (positions[None, :] > positions[:, None] - self.window)}
         kept = positions[-self.window :]  # the ring's content after the prompt
@@ -188,7 +193,10 @@ class StaticDecoder:
         ring_slot = position % ring_positions.shape[0]
         ring_positions.index_copy_(0, ring_slot, position)
         full_length = keys[self.full_layer].shape[2] if self.full_layer is not None else 0
-        masks = {True: (ring_positions >= 0)[None, :], False: (torch.arange(full_length) <= position)[None, :]}
+        masks = {
+            True: (ring_positions >= 0)[None, :],
+            False: (torch.arange(full_length, device=position.device) <= position)[None, :],
+        }
         hidden, rope = self._embed(token), self._rotations(position)
         for index, layer in enumerate(self.layers):
             delta = self._delta(index, base)
@@ -263,7 +271,8 @@ class StaticDecoder:
 
 @dataclass
 class KVCache:
-    """One generation's keys and values per layer (1, kv heads, slots, head_dim), float32."""
+    """One generation's keys and values per layer (1, kv heads, slots, head_dim), float32 (the step's attention
+    dtype, whatever the weights'), on the weights' device."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
@@ -313,8 +322,9 @@ def _arrange_delta(delta: Any, model: Any) -> list[_Delta]:
             modules = [model.model.layers[index].get_submodule(name) for name, _ in members]
             rows = [module.weight.shape[0] for module in modules]
             ranks = [0 if f is None else f.a.shape[0] for _, f in members]
-            a = torch.zeros(sum(ranks), modules[0].weight.shape[1])
-            b = torch.zeros(sum(rows), sum(ranks))
+            device = modules[0].weight.device
+            a = torch.zeros(sum(ranks), modules[0].weight.shape[1], device=device)
+            b = torch.zeros(sum(rows), sum(ranks), device=device)
             row = rank = 0
             for (_, f), count, r in zip(members, rows, ranks, strict=True):
                 if f is not None:

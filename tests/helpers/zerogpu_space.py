@@ -11,7 +11,9 @@ device API, its forked worker per GPU. Replaced here is only what a CPU build of
   from a module-level function.
 - The worker's device steps `spaces.zero.torch.init` / `move` and the launch-time `pack`: pack stashes the emulated
   CUDA tensors' CPU originals (and, as the real pack does, leaves the main process's copies unusable); move points
-  the emulated tensors back at those originals in the worker, so the model there computes on the CPU.
+  the emulated tensors back at those originals in the worker (packed or not yet, as the real move copies both), so
+  the model there computes on the CPU, and spaces.aoti_compile in a GPU task compiles for the CPU.
+- `Tensor.pin_memory`, which a CPU build refuses: the tensor itself.
 
 With ZEROGPU_TEST_REPORT set, the packed tensors' count and size are written there as JSON at launch. The app's
 ZeroGPU log (medcot.zerogpu, at INFO: the duration each request asks and the figures it comes from) goes to stderr.
@@ -71,9 +73,17 @@ def no_device_init(nvidia_uuid: str) -> None:
 
 
 def move_back(callback: Any = None) -> None:
-    """In the worker: the emulated CUDA tensors get their CPU originals' data (the real move copies them to CUDA)."""
-    for fake, original in _packed:
+    """In the worker: the emulated CUDA tensors get their CPU originals' data (the real move copies them to CUDA),
+    the packed ones' and, in a worker forked before the launch packed them (a GPU task at import), the others'."""
+    unpacked = [(fake, original) for fake, original in patching.cuda_aliases.items() if original is not None]
+    for fake, original in [*_packed, *unpacked]:
         fake.data = torch.Tensor(original)  # unwraps a Parameter, as the real move does
+
+
+def pinned_in_place(tensor: torch.Tensor, device: Any = None) -> torch.Tensor:
+    """Tensor.pin_memory (page-locked memory for copies to CUDA: none on a CPU build); spaces pins the weights of a
+    program compiled ahead of time before sending them back from the worker (spaces/zero/torch/aoti.py)."""
+    return tensor
 
 
 def no_size() -> int:
@@ -84,6 +94,7 @@ zero_torch.pack = pack_in_memory
 zero_torch.init = no_device_init
 zero_torch.move = move_back
 zero_torch.size = no_size  # the transfer progress bar's total: nothing is transferred
+torch.Tensor.pin_memory = pinned_in_place  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     zerogpu_log = logging.getLogger("medcot.zerogpu")
