@@ -18,6 +18,7 @@ import torch
 from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteriaList
 
 from medcot.config import default_cache_dir
+from medcot.model.lora_delta import LoraDelta
 from medcot.model.static_decode import StaticDecoder
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class StaticGenerator:
 
 
 def static_generator(
-    model: Any, device: str, delta: Any, decode: str, cache_dir: Path | None = None
+    model: Any, device: str, delta: LoraDelta | None, decode: str, cache_dir: Path | None = None
 ) -> StaticGenerator | None:
     """The static step's generator for ``model`` (one per model, made on first use), or None where generate() runs:
     ``decode`` "generate", "auto" on a device other than the CPU, or a model the step does not implement (logged

@@ -127,3 +127,43 @@ def _subtract(factors: _Factors) -> Callable[[nn.Module, tuple[Any, ...], torch.
         return output - update.to(output.dtype)
 
     return hook
+
+
+# Each fused matrix's LoRA update: A stacked (ranks x in) and B block-diagonal, scaled (out x ranks).
+FusedDelta = dict[str, tuple[torch.Tensor, torch.Tensor]]
+FUSED_GROUPS = {
+    "qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "o": ("self_attn.o_proj",),
+    "gate_up": ("mlp.gate_proj", "mlp.up_proj"),
+    "down": ("mlp.down_proj",),
+}
+
+
+def fused_factors(delta: LoraDelta, model: nn.Module) -> list[FusedDelta]:
+    """``delta``'s factors per layer and fused matrix, as the static step (static_decode.py) fuses Q/K/V and
+    gate/up; refuses factors of any other layer (the head, embeddings)."""
+    factors = {name.removeprefix("base_model.model."): f for name, f in delta.factors.items()}
+    arranged: list[FusedDelta] = []
+    for index in range(len(model.model.layers)):
+        layer: FusedDelta = {}
+        for group, names in FUSED_GROUPS.items():
+            members = [(name, factors.pop(f"model.layers.{index}.{name}", None)) for name in names]
+            if all(f is None for _, f in members):
+                continue
+            modules = [model.model.layers[index].get_submodule(name) for name, _ in members]
+            rows = [module.weight.shape[0] for module in modules]
+            ranks = [0 if f is None else f.a.shape[0] for _, f in members]
+            device = modules[0].weight.device
+            a = torch.zeros(sum(ranks), modules[0].weight.shape[1], device=device)
+            b = torch.zeros(sum(rows), sum(ranks), device=device)
+            row = rank = 0
+            for (_, f), count, r in zip(members, rows, ranks, strict=True):
+                if f is not None:
+                    a[rank : rank + r] = f.a.float()
+                    b[row : row + count, rank : rank + r] = f.b.float() * f.scaling
+                row, rank = row + count, rank + r
+            layer[group] = (a, b)
+        arranged.append(layer)
+    if factors:
+        raise ValueError(f"the adapter also updates {', '.join(sorted(factors)[:3])}, which the static step lacks")
+    return arranged

@@ -1,21 +1,18 @@
 """Gemma 3's forward pass written as one plain function over the loaded model's weights, with a static KV cache.
 
-Why by hand: on CPU a 270M token is set by framework dispatch, not math. transformers' forward runs ~7,050 ATen ops a
-token (measured with torch.profiler: casts, masks, cache bookkeeping, rotate_half's slices and cats), and its static
-cache cannot be compiled for Gemma 3 (StaticSlidingWindowLayer keeps a Python int: one recompile per token, issue 22).
-Here each layer is ~60 ops: Q, K and V in one matmul, gate and up in another, q/k norms together, RoPE from tables
-indexed by a position tensor, the cache written with index_copy_, and no Python branch on a value, so the same
-function also compiles to one graph (compiled_step.py).
+Why by hand: transformers' forward runs ~7,050 ATen ops a token (torch.profiler: casts, masks, cache bookkeeping,
+rotate_half's slices and cats), and its static cache cannot be compiled for Gemma 3 (StaticSlidingWindowLayer keeps a
+Python int: one recompile per token, issue 22). Here each layer is ~60 ops: Q, K and V in one matmul, gate and up in
+another, q/k norms together, RoPE indexed by a position tensor, the cache written with index_copy_, and no Python
+branch on a value, so the same function compiles to one graph (compiled_step.py, exported_step.py).
 
 The weights stay the model's: the fused matrices are allocated once and the model's Linear layers are pointed at views
-of them, so transformers' forward (prefill of other callers, the eager fallback) keeps working with no copy. Matmuls
-keep cpu_speed's precision: float16 weights take float16 activations for one row and upcast for a prompt; norms,
-attention and the residual stream stay float32. The output projection is the model's own module (the rescored int8
-head in the CPU modes).
+of them, so transformers' forward keeps working with no copy. Matmuls keep cpu_speed's precision (float16 weights
+take float16 activations for one row and upcast for a prompt); norms, attention and the residual stream stay float32;
+the output projection is the model's own module (a rescored head in the CPU modes).
 
-Sliding-window layers keep a ring buffer of the window's size: the newest key goes to slot ``position % window``, so
-the buffer always holds exactly the keys in the window, and attention, which does not care about order, needs only a
-mask of the slots written yet. Full-attention layers keep every position up to the generation's length.
+Sliding-window layers keep a ring buffer of the window's size: the newest key goes to slot ``position % window``, and
+attention, which does not care about order, needs only a mask of the slots written yet.
 """
 
 from __future__ import annotations
@@ -26,6 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from medcot.model.lora_delta import FusedDelta, LoraDelta, fused_factors
 
 # One-row products use the weight's own dtype (the CPU's f16 matrix-vector kernel); more rows upcast the weight, as
 # cpu_speed.HalfLinear does (the f16 matrix-matrix kernel is ~4x slower than f32 for a prompt).
@@ -43,18 +42,12 @@ def unsupported(model: Any) -> str | None:
         return "bidirectional attention is not implemented"
     if config.hidden_activation != "gelu_pytorch_tanh":
         return f"activation {config.hidden_activation} is not implemented"
-    if any(getattr(layer, "bias", None) is not None for layer in _linears(model)):
+    if any(getattr(m, "bias", None) is not None for n, m in model.model.layers.named_modules() if n.endswith("_proj")):
         return "projection biases are not implemented"
     for parameters in config.rope_parameters.values():
         if parameters is not None and parameters.get("rope_type", "default") != "default":
             return f"RoPE type {parameters['rope_type']} is not implemented"
     return None
-
-
-def _linears(model: Any) -> list[nn.Module]:
-    names = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    layers = [(layer.self_attn, layer.mlp) for layer in model.model.layers]
-    return [getattr(part, name) for parts in layers for part in parts for name in names if hasattr(part, name)]
 
 
 @dataclass
@@ -78,7 +71,7 @@ class _Layer:
 class StaticDecoder:
     """The model's weights arranged for the step; ``prefill`` and ``step`` over a ``KVCache`` give the logits."""
 
-    def __init__(self, model: Any, delta: Any = None) -> None:
+    def __init__(self, model: Any, delta: LoraDelta | None = None) -> None:
         """``delta``: a merged adapter's LoraDelta (lora_delta.py), subtracted in steps asked for the base model."""
         reason = unsupported(model)
         if reason:
@@ -104,7 +97,7 @@ class StaticDecoder:
                 self._arrange(layer, kind) for layer, kind in zip(model.model.layers, config.layer_types, strict=True)
             ]
             self.delta = delta
-            self.deltas = _arrange_delta(delta, model) if delta is not None else None
+            self.deltas = fused_factors(delta, model) if delta is not None else None
             self.rope = {kind: self._rope_frequencies(model, kind) for kind in set(config.layer_types)}
 
     @property
@@ -192,11 +185,8 @@ class StaticDecoder:
         compiled_step.py compiles (the int8 head's packed weights are opaque objects a graph cannot hold)."""
         ring_slot = position % ring_positions.shape[0]
         ring_positions.index_copy_(0, ring_slot, position)
-        full_length = keys[self.full_layer].shape[2] if self.full_layer is not None else 0
-        masks = {
-            True: (ring_positions >= 0)[None, :],
-            False: (torch.arange(full_length, device=position.device) <= position)[None, :],
-        }
+        full = torch.arange(0 if self.full_layer is None else keys[self.full_layer].shape[2], device=position.device)
+        masks = {True: (ring_positions >= 0)[None, :], False: (full <= position)[None, :]}
         hidden, rope = self._embed(token), self._rotations(position)
         for index, layer in enumerate(self.layers):
             delta = self._delta(index, base)
@@ -240,7 +230,7 @@ class StaticDecoder:
         return (F.embedding(ids, weight) * self.embedding.embed_scale.to(weight.dtype)).float()
 
     def _attention_inputs(
-        self, hidden: torch.Tensor, layer: _Layer, rope: tuple[torch.Tensor, torch.Tensor], delta: _Delta
+        self, hidden: torch.Tensor, layer: _Layer, rope: tuple[torch.Tensor, torch.Tensor], delta: FusedDelta
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normed, rotated queries and keys, and values, each (1, heads, tokens, head_dim)."""
         count = hidden.shape[0]
@@ -253,7 +243,7 @@ class StaticDecoder:
         return qk[:, : self.heads], qk[:, self.heads :], v
 
     def _after_attention(
-        self, hidden: torch.Tensor, attended: torch.Tensor, layer: _Layer, delta: _Delta
+        self, hidden: torch.Tensor, attended: torch.Tensor, layer: _Layer, delta: FusedDelta
     ) -> torch.Tensor:
         hidden = hidden + _rms(_matmul(attended, layer.o, delta.get("o")), layer.norm_post_attn, self.eps)
         normed = _rms(hidden, layer.norm_pre_ffn, self.eps)
@@ -297,45 +287,6 @@ def _matmul(x: torch.Tensor, weight: torch.Tensor, delta: tuple[torch.Tensor, to
     if delta is not None:  # the base model from merged weights: the adapter's low-rank update taken off again
         out = out - F.linear(F.linear(x, delta[0]), delta[1])
     return out
-
-
-# Each fused matrix's LoRA update: A stacked (ranks x in) and B block-diagonal, scaled (out x ranks).
-_Delta = dict[str, tuple[torch.Tensor, torch.Tensor]]
-_GROUPS = {
-    "qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-    "o": ("self_attn.o_proj",),
-    "gate_up": ("mlp.gate_proj", "mlp.up_proj"),
-    "down": ("mlp.down_proj",),
-}
-
-
-def _arrange_delta(delta: Any, model: Any) -> list[_Delta]:
-    """A LoraDelta's factors per layer and fused matrix; refuses factors of any other layer (the head, embeddings)."""
-    factors = {name.removeprefix("base_model.model."): f for name, f in delta.factors.items()}
-    arranged: list[_Delta] = []
-    for index in range(len(model.model.layers)):
-        layer: _Delta = {}
-        for group, names in _GROUPS.items():
-            members = [(name, factors.pop(f"model.layers.{index}.{name}", None)) for name in names]
-            if all(f is None for _, f in members):
-                continue
-            modules = [model.model.layers[index].get_submodule(name) for name, _ in members]
-            rows = [module.weight.shape[0] for module in modules]
-            ranks = [0 if f is None else f.a.shape[0] for _, f in members]
-            device = modules[0].weight.device
-            a = torch.zeros(sum(ranks), modules[0].weight.shape[1], device=device)
-            b = torch.zeros(sum(rows), sum(ranks), device=device)
-            row = rank = 0
-            for (_, f), count, r in zip(members, rows, ranks, strict=True):
-                if f is not None:
-                    a[rank : rank + r] = f.a.float()
-                    b[row : row + count, rank : rank + r] = f.b.float() * f.scaling
-                row, rank = row + count, rank + r
-            layer[group] = (a, b)
-        arranged.append(layer)
-    if factors:
-        raise ValueError(f"the adapter also updates {', '.join(sorted(factors)[:3])}, which the static step lacks")
-    return arranged
 
 
 def _fuse(*linears: nn.Module) -> torch.Tensor:
