@@ -5,10 +5,13 @@
 
 Ours is the embedded Gemma 3 270M as the app loads it (CPU mode auto), generating through medcot.generation's
 stream_generate, the app's streaming path, with the card's defaults (temperature 1.0, top-p 0.95, top-k 64) and
-greedily, decoded as `--decode` says (auto: the static step, medcot/model/static_decode.py); "generate" is the
-same stream decoded by transformers' generate(), as before the static step. llama.cpp (the optional `llama` extra:
-`pip install -e .[llama]`, llama-cpp-python builds from source) runs the very GGUF the embedded model is converted
-from, with the same prompt tokens, `--threads` threads,
+greedily, decoded as `--decode` says (auto: the static step, medcot/model/static_decode.py); "compiled" is the
+same step compiled (medcot/model/compiled_step.py, built before the rounds: its build time is reported), and
+"generate" the stream decoded by transformers' generate(), as before the static step. llama.cpp (the optional
+`llama` extra: `pip install -e .[llama]`, llama-cpp-python builds from source; on CPUs with AMX build it with
+`CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF
+-DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"`: its native AMX build segfaulted in its first decode on our Xeon VM) runs
+the very GGUF the embedded model is converted from, with the same prompt tokens, `--threads` threads,
 streamed token by token, both ways too. Every variant produces exactly `--new-tokens` tokens (end of text is
 suppressed on our side, by NoEndTokens, and not checked on llama.cpp's), and the variants take turns round by
 round, so load from other processes hits them alike. Medians are reported with the same-run ratios, which
@@ -35,7 +38,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from benchmarks.bench_cpu import BENCH_QUESTION
 from benchmarks.machine import machine_info
-from medcot.config import DECODE_MODES, EMBEDDED_MODEL, GenerationParams, Settings
+from medcot.config import DECODE_MODES, EMBEDDED_MODEL, GenerationParams, Settings, default_cache_dir
 from medcot.generation import sampling_kwargs, stream_generate
 from medcot.load_state import in_passing_thread
 from medcot.model.loading import LoadedModel, load_model
@@ -177,13 +180,17 @@ def profile_tokens(
 
 
 def _variants(
-    loaded: LoadedModel, static: StaticGenerator | None, llm: Any | None
+    loaded: LoadedModel, static: StaticGenerator | None, compiled: StaticGenerator | None, llm: Any | None
 ) -> dict[str, Callable[[list[int], int], dict]]:
-    """ours: the app's decoding (the static step where it runs); generate: transformers' generate(), as before it."""
+    """ours: the app's decoding (the static step where it runs); compiled: that step compiled; generate:
+    transformers' generate(), as before the static step."""
     variants = {
         "ours_card_sampling": lambda p, n: measure_ours(loaded, p, CARD, n, static),
         "ours_greedy": lambda p, n: measure_ours(loaded, p, GREEDY, n, static),
     }
+    if compiled is not None:
+        variants["compiled_card_sampling"] = lambda p, n: measure_ours(loaded, p, CARD, n, compiled)
+        variants["compiled_greedy"] = lambda p, n: measure_ours(loaded, p, GREEDY, n, compiled)
     if static is not None:
         variants["generate_card_sampling"] = lambda p, n: measure_ours(loaded, p, CARD, n)
         variants["generate_greedy"] = lambda p, n: measure_ours(loaded, p, GREEDY, n)
@@ -216,6 +223,9 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, Any]:
         "ours_over_llama_cpp_card_sampling": ratio("ours_card_sampling", "llama_cpp_card_sampling"),
         "ours_over_llama_cpp_greedy": ratio("ours_greedy", "llama_cpp_greedy"),
         "ours_over_generate_card_sampling": ratio("ours_card_sampling", "generate_card_sampling"),
+        "compiled_over_ours_card_sampling": ratio("compiled_card_sampling", "ours_card_sampling"),
+        "compiled_over_llama_cpp_card_sampling": ratio("compiled_card_sampling", "llama_cpp_card_sampling"),
+        "compiled_over_llama_cpp_greedy": ratio("compiled_greedy", "llama_cpp_greedy"),
     }
     return {"variants": variants, "ratios": ratios}
 
@@ -227,6 +237,7 @@ def run(
     profile: bool,
     report: Callable[[str], None] = print,
     decode: str = "auto",
+    compile_step: bool = True,
 ) -> dict:
     torch.set_num_threads(threads)
     # Loaded, and llama.cpp run, in passing threads as the app loads (load_state.in_passing_thread): an OpenMP team
@@ -235,6 +246,7 @@ def run(
     loaded = in_passing_thread(load_model, Settings(base_model=EMBEDDED_MODEL, adapter=None, device="cpu"))
     prompt = encode_prompt(loaded.tokenizer, BENCH_QUESTION).input_ids
     static = static_generator(loaded.model, loaded.device, loaded.base_delta, decode)
+    compiled = _compiled(static, report) if compile_step and static is not None and static.mode == "static" else None
     result: dict[str, Any] = {
         "benchmark": "benchmarks.user_speed",
         "machine": _machine(threads),
@@ -242,6 +254,7 @@ def run(
             "model": loaded.base_id,
             "cpu_mode": loaded.dtype,
             "decode": "generate()" if static is None else static.mode,
+            "compiled_step": None if compiled is None else compiled.compiled.status,
             "prompt_tokens": len(prompt),
             "new_tokens": new_tokens,
             "rounds": rounds,
@@ -253,7 +266,7 @@ def run(
         result["settings"]["llama_cpp"] = _llama_version() if llm is not None else None
         if llm is None:
             report("llama-cpp-python is not installed (pip install -e .[llama]): measuring ours alone")
-        variants = _variants(loaded, static, llm)
+        variants = _variants(loaded, static, compiled, llm)
         for measure in variants.values():
             measure(prompt, 16)  # warm-up: first-call allocations, llama.cpp's graph
         runs: dict[str, list[dict]] = collections.defaultdict(list)
@@ -275,6 +288,19 @@ def run(
         "card_sampling_tok_s": speed >= TARGET_TOK_S,
     }
     return result
+
+
+def _compiled(static: StaticGenerator, report: Callable[[str], None]) -> StaticGenerator | None:
+    """A second generator over the same decoder whose step is compiled (or loaded from the on-disk cache) now."""
+    from medcot.model.compiled_step import CompiledStep
+
+    step = CompiledStep(static.decoder, default_cache_dir())
+    if not in_passing_thread(step.build, report):
+        report(f"the compiled step is not measured: {step.status}")
+        return None
+    compiled = StaticGenerator(static.decoder)
+    compiled.step, compiled.mode, compiled.compiled = step, "compiled", step
+    return compiled
 
 
 def _llama_installed() -> bool:
@@ -308,6 +334,8 @@ def format_markdown(result: dict[str, Any]) -> str:
     names = {
         "ours_card_sampling": "ours, card's sampling (what users get)",
         "ours_greedy": "ours, greedy",
+        "compiled_card_sampling": "ours compiled (torch.compile), card's sampling",
+        "compiled_greedy": "ours compiled (torch.compile), greedy",
         "generate_card_sampling": "transformers generate(), card's sampling (before)",
         "generate_greedy": "transformers generate(), greedy (before)",
         "llama_cpp_card_sampling": "llama.cpp, card's sampling",
@@ -364,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--no-compiled", action="store_true", help="skip the compiled step's variants")
     parser.add_argument("--decode", choices=DECODE_MODES, default="auto", help="ours: how the app decodes")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/user_speed.json"))
     parser.add_argument("--chart", type=Path, default=Path("docs/bench/user_speed.png"))
@@ -373,7 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_markdown(json.loads(args.markdown.read_text(encoding="utf-8"))))
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    result = run(args.rounds, args.new_tokens, args.threads, not args.no_profile, decode=args.decode)
+    profile, compile_step = not args.no_profile, not args.no_compiled
+    result = run(args.rounds, args.new_tokens, args.threads, profile, decode=args.decode, compile_step=compile_step)
     result["command"] = " ".join(["python -m benchmarks.user_speed", *(sys.argv[1:] if argv is None else argv)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

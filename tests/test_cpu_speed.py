@@ -55,7 +55,7 @@ def test_mode_converts_the_layers_and_stays_close(mode: str) -> None:
     head = model.get_output_embeddings()
     embedding = model.get_input_embeddings()
     assert head.weight is embedding.weight, "the output projection must stay tied to the embedding"
-    if mode.startswith("f16"):
+    if cpu_speed.half_weights(mode):
         assert embedding.weight.dtype == torch.float16
         linears = [m for m in model.modules() if isinstance(m, nn.Linear | HalfLinear)]
         assert linears and all(isinstance(m, HalfLinear) and m.weight.dtype == torch.float16 for m in linears)

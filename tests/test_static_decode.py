@@ -10,6 +10,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import Gemma3ForCausalLM
 
 from medcot.model.cpu_speed import optimize_for_cpu
+from medcot.model.int8_rows import Int8Rows
 from medcot.model.lora_delta import LoraDelta
 from medcot.model.static_decode import StaticDecoder, unsupported
 from tests.helpers.tiny import tiny_config
@@ -84,3 +85,17 @@ def test_models_it_does_not_implement_are_named() -> None:
     assert "not a plain Gemma3ForCausalLM" in unsupported(peft_model)
     with pytest.raises(ValueError, match="not a plain"):
         StaticDecoder(peft_model)
+
+
+def test_int8_decoder_copies_decode_one_row_and_leave_prompts_to_the_weights() -> None:
+    """The opt-in int8-int4head mode: one-row products read the int8 copies; the prompt's, the f16 weights."""
+    model, _ = optimize_for_cpu(six_layers(), "int8-int4head")
+    ids = torch.randint(0, 300, (TOTAL,), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        exact, int8 = StaticDecoder(model), StaticDecoder(model, int8=True)
+        assert isinstance(int8.layers[0].qkv, Int8Rows) and int8.layers[0].qkv.weight.dtype == torch.float16
+        prompt_logits = [decoder.prefill(ids[:PROMPT], decoder.new_cache(TOTAL)) for decoder in (exact, int8)]
+        step_logits = stepwise(exact, ids), stepwise(int8, ids)
+    assert torch.equal(*prompt_logits), "a prompt goes through the f16 weights, as without int8"
+    close = torch.allclose(*step_logits, atol=0.5)
+    assert close and not torch.equal(*step_logits), "decoding reads the int8 copies: close, not equal"

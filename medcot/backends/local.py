@@ -27,8 +27,9 @@ class LocalBackend:
         self.embedded, self.notes, self.base_alone = loaded.embedded, loaded.notes, loaded.kind == "base"
         # None: nothing switches (no adapter, or merged weights without a delta), so requests share the model freely
         self.switch = AdapterSwitch(loaded.model, loaded.base_delta) if self.compare_unavailable() is None else None
-        # base_delta is set only for merged weights: the step subtracts it for base answers
-        self.static = static_generator(loaded.model, loaded.device, loaded.base_delta, decode)  # None: generate()
+        # None: generate() decodes. base_delta is set only for merged weights: the step subtracts it for base answers.
+        int8 = loaded.dtype.startswith("int8")  # the opt-in CPU mode int8-int4head
+        self.static = static_generator(loaded.model, loaded.device, loaded.base_delta, decode, int8=int8)
 
     def describe(self) -> str:
         return f"{self.loaded.describe()}. {' '.join(self.loaded.notes)}".strip()

@@ -37,7 +37,9 @@ from medcot.model.rescored_heads import RescoredHead, RescoredInt4Head, Rescored
 log = logging.getLogger(__name__)
 
 # auto: the fastest mode that passed the quality check (tests/test_cpu_speed.py) on this machine's kernels.
-CPU_MODES = ("auto", "f32", "f16", "f16-int8head", "f32-int8head", "f16-int4head")
+# int8-int4head: f16-int4head whose static decode step reads int8 copies of the decoder matrices (model/int8_rows.py):
+# faster, opt-in, its greedy tokens leave float32's (measured there).
+CPU_MODES = ("auto", "f32", "f16", "f16-int8head", "f32-int8head", "f16-int4head", "int8-int4head")
 # Rows at or below which float16 weights are multiplied directly: decoding (1 row per sequence) is bandwidth
 # bound and f16 halves the bytes, but the CPU's f16 matrix-matrix kernel is ~4x slower than f32 for a prompt.
 _F16_MAX_ROWS = 2
@@ -85,11 +87,16 @@ def optimize_for_cpu(model: Any, mode: str = "auto") -> tuple[Any, str]:
         except Exception as exc:  # torch built without an int8/int4 kernel, or torch.ao removed in a later release
             log.warning("quantized output projection unavailable (%s); keeping it unquantized", exc)
             mode = mode.rsplit("-", 1)[0]
-    if mode.startswith("f16"):
+    if half_weights(mode):
         _to_half(model)
         _release_checkpoint_mmap(model)
     release_freed_memory()
     return model, mode
+
+
+def half_weights(mode: str) -> bool:
+    """Whether the model's matrices are float16 in ``mode``."""
+    return mode.startswith(("f16", "int8"))
 
 
 def resolve_mode(mode: str) -> str:

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from medcot.config import DEFAULT_ADAPTER, EMBEDDED_MODEL, Settings, is_embedded
 from medcot.errors import ModelLoadError
-from medcot.model.cpu_speed import optimize_for_cpu, resolve_mode
+from medcot.model.cpu_speed import half_weights, optimize_for_cpu, resolve_mode
 from medcot.model.embedded_fallback import falls_back_to_embedded
 from medcot.model.half_loading import load_half
 from medcot.model.hub import base_folder, fetch, is_adapter_folder, load_tokenizer, scrub_token
@@ -102,7 +102,7 @@ def pick_cpu_mode(settings: Settings, device: str) -> str | None:
 
 def _load_causal_lm(path: Path, dtype: torch.dtype, cpu_mode: str | None = None) -> PreTrainedModel:
     """The weights on the CPU; _finish moves the finished model to its device once (see there)."""
-    if cpu_mode is not None and cpu_mode.startswith("f16"):
+    if cpu_mode is not None and half_weights(cpu_mode):
         model = load_half(path)  # reads float32 checkpoints without the full-size float32 copy in memory
         if model is not None:
             return model

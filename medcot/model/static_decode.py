@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medcot.model.int8_rows import Int8Rows
 from medcot.model.lora_delta import FusedDelta, LoraDelta, fused_factors
 
 # One-row products use the weight's own dtype (the CPU's f16 matrix-vector kernel); more rows upcast the weight, as
@@ -53,13 +54,13 @@ def unsupported(model: Any) -> str | None:
 @dataclass
 class _Layer:
     norm_in: torch.Tensor  # 1 + weight, float32, as Gemma3RMSNorm multiplies
-    qkv: torch.Tensor  # (heads + 2 kv heads) * head_dim x hidden
+    qkv: torch.Tensor | Int8Rows  # (heads + 2 kv heads) * head_dim x hidden
     qk_norm: torch.Tensor  # (heads + kv heads) x head_dim: q_norm's rows then k_norm's
-    o: torch.Tensor
+    o: torch.Tensor | Int8Rows
     norm_post_attn: torch.Tensor
     norm_pre_ffn: torch.Tensor
-    gate_up: torch.Tensor  # 2 * intermediate x hidden
-    down: torch.Tensor
+    gate_up: torch.Tensor | Int8Rows  # 2 * intermediate x hidden
+    down: torch.Tensor | Int8Rows
     norm_post_ffn: torch.Tensor
     kind: str  # "sliding_attention" or "full_attention"
 
@@ -71,18 +72,16 @@ class _Layer:
 class StaticDecoder:
     """The model's weights arranged for the step; ``prefill`` and ``step`` over a ``KVCache`` give the logits."""
 
-    def __init__(self, model: Any, delta: LoraDelta | None = None) -> None:
-        """``delta``: a merged adapter's LoraDelta (lora_delta.py), subtracted in steps asked for the base model."""
+    def __init__(self, model: Any, delta: LoraDelta | None = None, int8: bool = False) -> None:
+        """``delta``: a merged adapter's LoraDelta (lora_delta.py), subtracted in steps asked for the base model;
+        ``int8``: decode through int8 copies of the decoder matrices (int8_rows.py; opt-in, not float32's tokens)."""
         reason = unsupported(model)
         if reason:
             raise ValueError(reason)
         config = model.config
         self.model = model
-        self.heads, self.kv_heads, self.head_dim = (
-            config.num_attention_heads,
-            config.num_key_value_heads,
-            config.head_dim,
-        )
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = config.head_dim
         self.eps = config.rms_norm_eps
         self.scale = config.query_pre_attn_scalar**-0.5
         self.window = config.sliding_window
@@ -92,6 +91,7 @@ class StaticDecoder:
         self.max_positions = config.max_position_embeddings
         kinds = list(config.layer_types)
         self.full_layer = kinds.index("full_attention") if "full_attention" in kinds else None
+        self.int8 = int8
         with torch.no_grad():
             self.layers = [
                 self._arrange(layer, kind) for layer, kind in zip(model.model.layers, config.layer_types, strict=True)
@@ -109,21 +109,20 @@ class StaticDecoder:
         attention, mlp = layer.self_attn, layer.mlp
         qkv = _fuse(attention.q_proj, attention.k_proj, attention.v_proj)
         gate_up = _fuse(mlp.gate_proj, mlp.up_proj)
-        heads = torch.cat(
-            [
-                _norm_weight(attention.q_norm).expand(self.heads, -1),
-                _norm_weight(attention.k_norm).expand(self.kv_heads, -1),
-            ]
-        )
+        o, down = attention.o_proj.weight, mlp.down_proj.weight
+        if self.int8:
+            qkv, o, gate_up, down = (Int8Rows(weight) for weight in (qkv, o, gate_up, down))
+        q_norm, k_norm = _norm_weight(attention.q_norm), _norm_weight(attention.k_norm)
+        heads = torch.cat([q_norm.expand(self.heads, -1), k_norm.expand(self.kv_heads, -1)])
         return _Layer(
             _norm_weight(layer.input_layernorm),
             qkv,
             heads,
-            attention.o_proj.weight,
+            o,
             _norm_weight(layer.post_attention_layernorm),
             _norm_weight(layer.pre_feedforward_layernorm),
             gate_up,
-            mlp.down_proj.weight,
+            down,
             _norm_weight(layer.post_feedforward_layernorm),
             kind,
         )
@@ -213,9 +212,8 @@ class StaticDecoder:
         return self.deltas[index]
 
     def _rotations(self, positions: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """cos and sin at ``positions`` per layer kind, shaped (tokens, 1, head_dim), as Gemma3RotaryEmbedding computes
-        them (computed per step: tables for all 32k positions would take 134 MB), sin's first half negated so that
-        rotate_half(x) * sin is x.roll(half) * signed sin (two ops fewer, the same numbers)."""
+        """cos and sin at ``positions`` per layer kind, (tokens, 1, head_dim), as Gemma3RotaryEmbedding computes them
+        (per step: 32k positions' tables take 134 MB); sin's first half negated: rotate_half(x) * sin = x.roll * it."""
         rotations = {}
         half = self.head_dim // 2
         for kind, (inv_freq, scaling) in self.rope.items():
@@ -261,8 +259,7 @@ class StaticDecoder:
 
 @dataclass
 class KVCache:
-    """One generation's keys and values per layer (1, kv heads, slots, head_dim), float32 (the step's attention
-    dtype, whatever the weights'), on the weights' device."""
+    """A generation's keys and values per layer (1, kv heads, slots, head_dim), float32, on the weights' device."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
@@ -279,8 +276,12 @@ def _norm_weight(norm: nn.Module) -> torch.Tensor:
     return 1.0 + norm.weight.detach().float()
 
 
-def _matmul(x: torch.Tensor, weight: torch.Tensor, delta: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-    if x.shape[0] <= _ONE_ROW or weight.dtype == x.dtype:
+def _matmul(
+    x: torch.Tensor, weight: torch.Tensor | Int8Rows, delta: tuple[torch.Tensor, torch.Tensor] | None
+) -> torch.Tensor:
+    if isinstance(weight, Int8Rows):  # opt-in: its int8 copy for one row
+        out = weight.product(x)
+    elif x.shape[0] <= _ONE_ROW or weight.dtype == x.dtype:
         out = F.linear(x.to(weight.dtype), weight).float()
     else:
         out = F.linear(x, weight.to(x.dtype))
