@@ -42,6 +42,7 @@ from medcot.config import DECODE_MODES, EMBEDDED_MODEL, GenerationParams, Settin
 from medcot.generation import sampling_kwargs, stream_generate
 from medcot.load_state import in_passing_thread
 from medcot.model.loading import LoadedModel, load_model
+from medcot.model.static_decode import StaticDecoder
 from medcot.prompt import encode_prompt, stop_token_ids
 from medcot.static_generation import StaticGenerator, static_generator
 
@@ -180,17 +181,17 @@ def profile_tokens(
 
 
 def _variants(
-    loaded: LoadedModel, static: StaticGenerator | None, compiled: StaticGenerator | None, llm: Any | None
+    loaded: LoadedModel, static: StaticGenerator | None, others: dict[str, StaticGenerator], llm: Any | None
 ) -> dict[str, Callable[[list[int], int], dict]]:
-    """ours: the app's decoding (the static step where it runs); compiled: that step compiled; generate:
-    transformers' generate(), as before the static step."""
+    """ours: the app's decoding (the static step where it runs); compiled: that step compiled; int8: the opt-in
+    int8 decoder copies; generate: transformers' generate(), as before the static step."""
     variants = {
         "ours_card_sampling": lambda p, n: measure_ours(loaded, p, CARD, n, static),
         "ours_greedy": lambda p, n: measure_ours(loaded, p, GREEDY, n, static),
     }
-    if compiled is not None:
-        variants["compiled_card_sampling"] = lambda p, n: measure_ours(loaded, p, CARD, n, compiled)
-        variants["compiled_greedy"] = lambda p, n: measure_ours(loaded, p, GREEDY, n, compiled)
+    for name, generator in others.items():
+        variants[f"{name}_card_sampling"] = lambda p, n, g=generator: measure_ours(loaded, p, CARD, n, g)
+        variants[f"{name}_greedy"] = lambda p, n, g=generator: measure_ours(loaded, p, GREEDY, n, g)
     if static is not None:
         variants["generate_card_sampling"] = lambda p, n: measure_ours(loaded, p, CARD, n)
         variants["generate_greedy"] = lambda p, n: measure_ours(loaded, p, GREEDY, n)
@@ -226,6 +227,8 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, Any]:
         "compiled_over_ours_card_sampling": ratio("compiled_card_sampling", "ours_card_sampling"),
         "compiled_over_llama_cpp_card_sampling": ratio("compiled_card_sampling", "llama_cpp_card_sampling"),
         "compiled_over_llama_cpp_greedy": ratio("compiled_greedy", "llama_cpp_greedy"),
+        "int8_over_llama_cpp_card_sampling": ratio("int8_card_sampling", "llama_cpp_card_sampling"),
+        "int8_over_llama_cpp_greedy": ratio("int8_greedy", "llama_cpp_greedy"),
     }
     return {"variants": variants, "ratios": ratios}
 
@@ -238,6 +241,7 @@ def run(
     report: Callable[[str], None] = print,
     decode: str = "auto",
     compile_step: bool = True,
+    int8: bool = True,
 ) -> dict:
     torch.set_num_threads(threads)
     # Loaded, and llama.cpp run, in passing threads as the app loads (load_state.in_passing_thread): an OpenMP team
@@ -245,8 +249,17 @@ def run(
     # our decode speed in this process (measured: 28 against 50 tok/s) while the app decodes at full speed.
     loaded = in_passing_thread(load_model, Settings(base_model=EMBEDDED_MODEL, adapter=None, device="cpu"))
     prompt = encode_prompt(loaded.tokenizer, BENCH_QUESTION).input_ids
-    static = static_generator(loaded.model, loaded.device, loaded.base_delta, decode)
-    compiled = _compiled(static, report) if compile_step and static is not None and static.mode == "static" else None
+    # Built in passing threads too: a decoder built here would leave this thread an OpenMP team, and with more
+    # OpenMP threads than cores libgomp spins 100 times instead of 300,000 before sleeping: each generation's thread
+    # then decoded ~25% slower (37 against 29.6 ms a token, measured), which the app, loading in a passing thread,
+    # never sees.
+    static = in_passing_thread(static_generator, loaded.model, loaded.device, loaded.base_delta, decode)
+    others: dict[str, StaticGenerator] = {}
+    if static is not None and static.mode == "static":
+        if compile_step and (compiled := _compiled(static, report)) is not None:
+            others["compiled"] = compiled
+        if int8:  # the opt-in CPU mode int8-int4head: a second decoder over the same weights, with int8 copies
+            others["int8"] = StaticGenerator(in_passing_thread(StaticDecoder, loaded.model, None, True))
     result: dict[str, Any] = {
         "benchmark": "benchmarks.user_speed",
         "machine": _machine(threads),
@@ -254,7 +267,7 @@ def run(
             "model": loaded.base_id,
             "cpu_mode": loaded.dtype,
             "decode": "generate()" if static is None else static.mode,
-            "compiled_step": None if compiled is None else compiled.compiled.status,
+            "compiled_step": others["compiled"].compiled.status if "compiled" in others else None,
             "prompt_tokens": len(prompt),
             "new_tokens": new_tokens,
             "rounds": rounds,
@@ -266,7 +279,7 @@ def run(
         result["settings"]["llama_cpp"] = _llama_version() if llm is not None else None
         if llm is None:
             report("llama-cpp-python is not installed (pip install -e .[llama]): measuring ours alone")
-        variants = _variants(loaded, static, compiled, llm)
+        variants = _variants(loaded, static, others, llm)
         for measure in variants.values():
             measure(prompt, 16)  # warm-up: first-call allocations, llama.cpp's graph
         runs: dict[str, list[dict]] = collections.defaultdict(list)
@@ -336,6 +349,8 @@ def format_markdown(result: dict[str, Any]) -> str:
         "ours_greedy": "ours, greedy",
         "compiled_card_sampling": "ours compiled (torch.compile), card's sampling",
         "compiled_greedy": "ours compiled (torch.compile), greedy",
+        "int8_card_sampling": "ours, int8 decoder (opt-in, not f32's tokens), card's sampling",
+        "int8_greedy": "ours, int8 decoder (opt-in), greedy",
         "generate_card_sampling": "transformers generate(), card's sampling (before)",
         "generate_greedy": "transformers generate(), greedy (before)",
         "llama_cpp_card_sampling": "llama.cpp, card's sampling",
@@ -393,6 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-compiled", action="store_true", help="skip the compiled step's variants")
+    parser.add_argument("--no-int8", action="store_true", help="skip the opt-in int8 decoder's variants")
     parser.add_argument("--decode", choices=DECODE_MODES, default="auto", help="ours: how the app decodes")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/user_speed.json"))
     parser.add_argument("--chart", type=Path, default=Path("docs/bench/user_speed.png"))
@@ -402,8 +418,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_markdown(json.loads(args.markdown.read_text(encoding="utf-8"))))
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    profile, compile_step = not args.no_profile, not args.no_compiled
-    result = run(args.rounds, args.new_tokens, args.threads, profile, decode=args.decode, compile_step=compile_step)
+    options = {"decode": args.decode, "compile_step": not args.no_compiled, "int8": not args.no_int8}
+    result = run(args.rounds, args.new_tokens, args.threads, not args.no_profile, **options)
     result["command"] = " ".join(["python -m benchmarks.user_speed", *(sys.argv[1:] if argv is None else argv)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

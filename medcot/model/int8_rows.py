@@ -33,3 +33,26 @@ class Int8Rows:
         if x.shape[0] > 1:
             return F.linear(x, self.weight.to(x.dtype))
         return torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), self.values, self.scales).float()
+
+
+class Bf16Rows:
+    """``weight`` as bfloat16 packed for oneDNN, for one-row products, beside the weight itself (for prompts).
+
+    bfloat16 activations or outputs rounded once moved greedy tokens off float32's; bfloat16 weights with float32
+    arithmetic did not. So the row is split into two bfloat16 rows, high and low parts, that sum to it within
+    float32's precision, and both go through one call (the weight is read once): their products' sum is the product.
+    """
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        self.weight = weight
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(torch.bfloat16), 2)
+        self.dtype = torch.bfloat16  # what compiled_step's cache key reads
+
+    def product(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 1:
+            return F.linear(x, self.weight.to(x.dtype))
+        high = x.to(torch.bfloat16)
+        both = torch.ops.mkldnn._linear_pointwise(
+            torch.cat([high, (x - high.float()).to(torch.bfloat16)]), self.packed, None, "none", [], ""
+        )
+        return both.float().sum(0, keepdim=True)

@@ -279,7 +279,7 @@ def _norm_weight(norm: nn.Module) -> torch.Tensor:
 def _matmul(
     x: torch.Tensor, weight: torch.Tensor | Int8Rows, delta: tuple[torch.Tensor, torch.Tensor] | None
 ) -> torch.Tensor:
-    if isinstance(weight, Int8Rows):  # opt-in: its int8 copy for one row
+    if not isinstance(weight, torch.Tensor):  # a copy packed for one-row products (int8_rows.py)
         out = weight.product(x)
     elif x.shape[0] <= _ONE_ROW or weight.dtype == x.dtype:
         out = F.linear(x.to(weight.dtype), weight).float()
