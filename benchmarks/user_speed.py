@@ -183,8 +183,8 @@ def profile_tokens(
 def _variants(
     loaded: LoadedModel, static: StaticGenerator | None, others: dict[str, StaticGenerator], llm: Any | None
 ) -> dict[str, Callable[[list[int], int], dict]]:
-    """ours: the app's decoding (the static step where it runs); compiled: that step compiled; int8: the opt-in
-    int8 decoder copies; generate: transformers' generate(), as before the static step."""
+    """ours: the app's decoding (the static step where it runs); compiled: that step compiled; bf16/int8: the opt-in
+    packed decoder rows (medcot/model/step_rows.py); generate: transformers' generate(), as before the static step."""
     variants = {
         "ours_card_sampling": lambda p, n: measure_ours(loaded, p, CARD, n, static),
         "ours_greedy": lambda p, n: measure_ours(loaded, p, GREEDY, n, static),
@@ -227,6 +227,8 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, Any]:
         "compiled_over_ours_card_sampling": ratio("compiled_card_sampling", "ours_card_sampling"),
         "compiled_over_llama_cpp_card_sampling": ratio("compiled_card_sampling", "llama_cpp_card_sampling"),
         "compiled_over_llama_cpp_greedy": ratio("compiled_greedy", "llama_cpp_greedy"),
+        "bf16_over_ours_card_sampling": ratio("bf16_card_sampling", "ours_card_sampling"),
+        "bf16_over_llama_cpp_card_sampling": ratio("bf16_card_sampling", "llama_cpp_card_sampling"),
         "int8_over_llama_cpp_card_sampling": ratio("int8_card_sampling", "llama_cpp_card_sampling"),
         "int8_over_llama_cpp_greedy": ratio("int8_greedy", "llama_cpp_greedy"),
     }
@@ -241,7 +243,7 @@ def run(
     report: Callable[[str], None] = print,
     decode: str = "auto",
     compile_step: bool = True,
-    int8: bool = True,
+    rows: Sequence[str] = ("bf16", "int8"),
 ) -> dict:
     torch.set_num_threads(threads)
     # Loaded, and llama.cpp run, in passing threads as the app loads (load_state.in_passing_thread): an OpenMP team
@@ -258,8 +260,8 @@ def run(
     if static is not None and static.mode == "static":
         if compile_step and (compiled := _compiled(static, report)) is not None:
             others["compiled"] = compiled
-        if int8:  # the opt-in CPU mode int8-int4head: a second decoder over the same weights, with int8 copies
-            others["int8"] = StaticGenerator(in_passing_thread(StaticDecoder, loaded.model, None, True))
+        for kind in rows:  # the opt-in CPU modes bf16-/int8-int4head: more decoders over the same weights
+            others[kind] = StaticGenerator(in_passing_thread(StaticDecoder, loaded.model, None, kind))
     result: dict[str, Any] = {
         "benchmark": "benchmarks.user_speed",
         "machine": _machine(threads),
@@ -349,6 +351,8 @@ def format_markdown(result: dict[str, Any]) -> str:
         "ours_greedy": "ours, greedy",
         "compiled_card_sampling": "ours compiled (torch.compile), card's sampling",
         "compiled_greedy": "ours compiled (torch.compile), greedy",
+        "bf16_card_sampling": "ours, bf16 rows (opt-in), card's sampling",
+        "bf16_greedy": "ours, bf16 rows (opt-in), greedy",
         "int8_card_sampling": "ours, int8 decoder (opt-in, not f32's tokens), card's sampling",
         "int8_greedy": "ours, int8 decoder (opt-in), greedy",
         "generate_card_sampling": "transformers generate(), card's sampling (before)",
@@ -408,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-compiled", action="store_true", help="skip the compiled step's variants")
-    parser.add_argument("--no-int8", action="store_true", help="skip the opt-in int8 decoder's variants")
+    parser.add_argument("--rows", default="bf16,int8", help="the opt-in packed rows to time too ('' for none)")
     parser.add_argument("--decode", choices=DECODE_MODES, default="auto", help="ours: how the app decodes")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/user_speed.json"))
     parser.add_argument("--chart", type=Path, default=Path("docs/bench/user_speed.png"))
@@ -418,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_markdown(json.loads(args.markdown.read_text(encoding="utf-8"))))
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    options = {"decode": args.decode, "compile_step": not args.no_compiled, "int8": not args.no_int8}
+    rows = [kind for kind in args.rows.split(",") if kind]
+    options = {"decode": args.decode, "compile_step": not args.no_compiled, "rows": rows}
     result = run(args.rounds, args.new_tokens, args.threads, not args.no_profile, **options)
     result["command"] = " ".join(["python -m benchmarks.user_speed", *(sys.argv[1:] if argv is None else argv)])
     args.out.parent.mkdir(parents=True, exist_ok=True)

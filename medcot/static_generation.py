@@ -120,20 +120,20 @@ def static_generator(
     delta: LoraDelta | None,
     decode: str,
     cache_dir: Path | None = None,
-    int8: bool = False,
+    rows: str | None = None,
 ) -> StaticGenerator | None:
     """The static step's generator for ``model`` (one per model, made on first use), or None where generate() runs:
     ``decode`` "generate", "auto" on a device other than the CPU, or a model the step does not implement (logged
     once). "compiled" on the CPU also starts compiling the step in the background (compiled_step.py; cached under
     ``cache_dir``); on a GPU the step is compiled ahead of time instead (ZeroGPU: medcot.zerogpu), so it
-    runs eagerly here. ``int8``: int8 copies of the decoder matrices decode on the CPU (mode int8-int4head)."""
+    runs eagerly here. ``rows``: "int8" or "bf16" copies of the decoder matrices decode on the CPU (step_rows.py)."""
     if decode == "generate" or (decode == "auto" and device != "cpu"):
         return None
     made = getattr(model, "_medcot_static", None)
     if made is not None:
         return made or None
     try:
-        model._medcot_static = StaticGenerator(StaticDecoder(model, delta, int8 and device == "cpu"))
+        model._medcot_static = StaticGenerator(StaticDecoder(model, delta, rows if device == "cpu" else None))
     except ValueError as exc:
         log.info("the static decode step is not used: %s", exc)
         model._medcot_static = False

@@ -10,9 +10,9 @@ from peft import LoraConfig, get_peft_model
 from transformers import Gemma3ForCausalLM
 
 from medcot.model.cpu_speed import optimize_for_cpu
-from medcot.model.int8_rows import Int8Rows
 from medcot.model.lora_delta import LoraDelta
 from medcot.model.static_decode import StaticDecoder, unsupported
+from medcot.model.step_rows import Bf16Rows, Int8Rows
 from tests.helpers.tiny import tiny_config
 
 PROMPT = 7
@@ -87,15 +87,18 @@ def test_models_it_does_not_implement_are_named() -> None:
         StaticDecoder(peft_model)
 
 
-def test_int8_decoder_copies_decode_one_row_and_leave_prompts_to_the_weights() -> None:
-    """The opt-in int8-int4head mode: one-row products read the int8 copies; the prompt's, the f16 weights."""
-    model, _ = optimize_for_cpu(six_layers(), "int8-int4head")
+@pytest.mark.parametrize(("rows", "kind"), [("int8", Int8Rows), ("bf16", Bf16Rows)])
+def test_packed_rows_decode_one_row_and_leave_prompts_to_the_weights(rows: str, kind: type) -> None:
+    """The opt-in modes int8-/bf16-int4head: one-row products read the packed copies; a prompt's, the f16 weights
+    (an unquantized head here, so that only the rows differ)."""
+    model, _ = optimize_for_cpu(six_layers(), "f16")
     ids = torch.randint(0, 300, (TOTAL,), generator=torch.Generator().manual_seed(4))
     with torch.inference_mode():
-        exact, int8 = StaticDecoder(model), StaticDecoder(model, int8=True)
-        assert isinstance(int8.layers[0].qkv, Int8Rows) and int8.layers[0].qkv.weight.dtype == torch.float16
-        prompt_logits = [decoder.prefill(ids[:PROMPT], decoder.new_cache(TOTAL)) for decoder in (exact, int8)]
-        step_logits = stepwise(exact, ids), stepwise(int8, ids)
-    assert torch.equal(*prompt_logits), "a prompt goes through the f16 weights, as without int8"
-    close = torch.allclose(*step_logits, atol=0.5)
-    assert close and not torch.equal(*step_logits), "decoding reads the int8 copies: close, not equal"
+        exact, packed = StaticDecoder(model), StaticDecoder(model, rows=rows)
+        assert isinstance(packed.layers[0].qkv, kind) and packed.layers[0].qkv.weight.dtype == torch.float16
+        prompt_logits = [decoder.prefill(ids[:PROMPT], decoder.new_cache(TOTAL)) for decoder in (exact, packed)]
+        step_logits = stepwise(exact, ids), stepwise(packed, ids)
+    assert torch.equal(*prompt_logits), "a prompt goes through the f16 weights, as without packed rows"
+    assert not torch.equal(*step_logits), "decoding reads the packed copies"
+    tolerance = {"int8": 0.5, "bf16": 0.05}[rows]  # bf16 rows split high/low: near f16's products
+    torch.testing.assert_close(*step_logits, atol=tolerance, rtol=0)

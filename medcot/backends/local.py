@@ -13,6 +13,7 @@ from medcot.generation import stream_generate
 from medcot.model.adapter_switch import AdapterSwitch
 from medcot.model.loading import LoadedModel
 from medcot.model.memory import release_freed_memory
+from medcot.model.step_rows import rows_of
 from medcot.static_generation import static_generator
 
 
@@ -28,8 +29,8 @@ class LocalBackend:
         # None: nothing switches (no adapter, or merged weights without a delta), so requests share the model freely
         self.switch = AdapterSwitch(loaded.model, loaded.base_delta) if self.compare_unavailable() is None else None
         # None: generate() decodes. base_delta is set only for merged weights: the step subtracts it for base answers.
-        int8 = loaded.dtype.startswith("int8")  # the opt-in CPU mode int8-int4head
-        self.static = static_generator(loaded.model, loaded.device, loaded.base_delta, decode, int8=int8)
+        rows = rows_of(loaded.dtype)  # the CPU modes int8-int4head and bf16-int4head
+        self.static = static_generator(loaded.model, loaded.device, loaded.base_delta, decode, rows=rows)
 
     def describe(self) -> str:
         return f"{self.loaded.describe()}. {' '.join(self.loaded.notes)}".strip()

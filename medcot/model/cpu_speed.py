@@ -37,9 +37,9 @@ from medcot.model.rescored_heads import RescoredHead, RescoredInt4Head, Rescored
 log = logging.getLogger(__name__)
 
 # auto: the fastest mode that passed the quality check (tests/test_cpu_speed.py) on this machine's kernels.
-# int8-int4head: f16-int4head whose static decode step reads int8 copies of the decoder matrices (model/int8_rows.py):
-# faster, opt-in, its greedy tokens leave float32's (measured there).
-CPU_MODES = ("auto", "f32", "f16", "f16-int8head", "f32-int8head", "f16-int4head", "int8-int4head")
+# bf16-/int8-int4head: f16-int4head whose static decode step reads bfloat16 (float32's tokens, +200 MB) or int8
+# (faster, not float32's tokens, +100 MB) copies of the decoder matrices (model/step_rows.py, measured there).
+CPU_MODES = ("auto", "f32", "f16", "f16-int8head", "f32-int8head", "f16-int4head", "bf16-int4head", "int8-int4head")
 # Rows at or below which float16 weights are multiplied directly: decoding (1 row per sequence) is bandwidth
 # bound and f16 halves the bytes, but the CPU's f16 matrix-matrix kernel is ~4x slower than f32 for a prompt.
 _F16_MAX_ROWS = 2
@@ -96,7 +96,7 @@ def optimize_for_cpu(model: Any, mode: str = "auto") -> tuple[Any, str]:
 
 def half_weights(mode: str) -> bool:
     """Whether the model's matrices are float16 in ``mode``."""
-    return mode.startswith(("f16", "int8"))
+    return mode.startswith(("f16", "bf16", "int8"))
 
 
 def resolve_mode(mode: str) -> str:

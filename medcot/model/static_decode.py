@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medcot.model.int8_rows import Int8Rows
 from medcot.model.lora_delta import FusedDelta, LoraDelta, fused_factors
+from medcot.model.step_rows import ROWS, Bf16Rows, Int8Rows
 
 # One-row products use the weight's own dtype (the CPU's f16 matrix-vector kernel); more rows upcast the weight, as
 # cpu_speed.HalfLinear does (the f16 matrix-matrix kernel is ~4x slower than f32 for a prompt).
@@ -54,13 +54,13 @@ def unsupported(model: Any) -> str | None:
 @dataclass
 class _Layer:
     norm_in: torch.Tensor  # 1 + weight, float32, as Gemma3RMSNorm multiplies
-    qkv: torch.Tensor | Int8Rows  # (heads + 2 kv heads) * head_dim x hidden
+    qkv: torch.Tensor | Int8Rows | Bf16Rows  # (heads + 2 kv heads) * head_dim x hidden
     qk_norm: torch.Tensor  # (heads + kv heads) x head_dim: q_norm's rows then k_norm's
-    o: torch.Tensor | Int8Rows
+    o: torch.Tensor | Int8Rows | Bf16Rows
     norm_post_attn: torch.Tensor
     norm_pre_ffn: torch.Tensor
-    gate_up: torch.Tensor | Int8Rows  # 2 * intermediate x hidden
-    down: torch.Tensor | Int8Rows
+    gate_up: torch.Tensor | Int8Rows | Bf16Rows  # 2 * intermediate x hidden
+    down: torch.Tensor | Int8Rows | Bf16Rows
     norm_post_ffn: torch.Tensor
     kind: str  # "sliding_attention" or "full_attention"
 
@@ -72,9 +72,9 @@ class _Layer:
 class StaticDecoder:
     """The model's weights arranged for the step; ``prefill`` and ``step`` over a ``KVCache`` give the logits."""
 
-    def __init__(self, model: Any, delta: LoraDelta | None = None, int8: bool = False) -> None:
+    def __init__(self, model: Any, delta: LoraDelta | None = None, rows: str | None = None) -> None:
         """``delta``: a merged adapter's LoraDelta (lora_delta.py), subtracted in steps asked for the base model;
-        ``int8``: decode through int8 copies of the decoder matrices (int8_rows.py; opt-in, not float32's tokens)."""
+        ``rows``: decode through "int8" or "bf16" copies of the decoder matrices (step_rows.py; opt-in)."""
         reason = unsupported(model)
         if reason:
             raise ValueError(reason)
@@ -91,7 +91,7 @@ class StaticDecoder:
         self.max_positions = config.max_position_embeddings
         kinds = list(config.layer_types)
         self.full_layer = kinds.index("full_attention") if "full_attention" in kinds else None
-        self.int8 = int8
+        self.rows = rows
         with torch.no_grad():
             self.layers = [
                 self._arrange(layer, kind) for layer, kind in zip(model.model.layers, config.layer_types, strict=True)
@@ -110,8 +110,8 @@ class StaticDecoder:
         qkv = _fuse(attention.q_proj, attention.k_proj, attention.v_proj)
         gate_up = _fuse(mlp.gate_proj, mlp.up_proj)
         o, down = attention.o_proj.weight, mlp.down_proj.weight
-        if self.int8:
-            qkv, o, gate_up, down = (Int8Rows(weight) for weight in (qkv, o, gate_up, down))
+        if self.rows is not None:
+            qkv, o, gate_up, down = (ROWS[self.rows](weight) for weight in (qkv, o, gate_up, down))
         q_norm, k_norm = _norm_weight(attention.q_norm), _norm_weight(attention.k_norm)
         heads = torch.cat([q_norm.expand(self.heads, -1), k_norm.expand(self.kv_heads, -1)])
         return _Layer(
@@ -277,9 +277,9 @@ def _norm_weight(norm: nn.Module) -> torch.Tensor:
 
 
 def _matmul(
-    x: torch.Tensor, weight: torch.Tensor | Int8Rows, delta: tuple[torch.Tensor, torch.Tensor] | None
+    x: torch.Tensor, weight: torch.Tensor | Int8Rows | Bf16Rows, delta: tuple[torch.Tensor, torch.Tensor] | None
 ) -> torch.Tensor:
-    if not isinstance(weight, torch.Tensor):  # a copy packed for one-row products (int8_rows.py)
+    if not isinstance(weight, torch.Tensor):  # a copy packed for one-row products (step_rows.py)
         out = weight.product(x)
     elif x.shape[0] <= _ONE_ROW or weight.dtype == x.dtype:
         out = F.linear(x.to(weight.dtype), weight).float()
