@@ -43,6 +43,7 @@ from medcot.generation import sampling_kwargs, stream_generate
 from medcot.load_state import in_passing_thread
 from medcot.model.loading import LoadedModel, load_model
 from medcot.model.static_decode import StaticDecoder
+from medcot.model.step_rows import rows_of
 from medcot.prompt import encode_prompt, stop_token_ids
 from medcot.static_generation import StaticGenerator, static_generator
 
@@ -227,8 +228,7 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, Any]:
         "compiled_over_ours_card_sampling": ratio("compiled_card_sampling", "ours_card_sampling"),
         "compiled_over_llama_cpp_card_sampling": ratio("compiled_card_sampling", "llama_cpp_card_sampling"),
         "compiled_over_llama_cpp_greedy": ratio("compiled_greedy", "llama_cpp_greedy"),
-        "bf16_over_ours_card_sampling": ratio("bf16_card_sampling", "ours_card_sampling"),
-        "bf16_over_llama_cpp_card_sampling": ratio("bf16_card_sampling", "llama_cpp_card_sampling"),
+        "ours_over_f16_card_sampling": ratio("ours_card_sampling", "f16_card_sampling"),
         "int8_over_llama_cpp_card_sampling": ratio("int8_card_sampling", "llama_cpp_card_sampling"),
         "int8_over_llama_cpp_greedy": ratio("int8_greedy", "llama_cpp_greedy"),
     }
@@ -243,7 +243,7 @@ def run(
     report: Callable[[str], None] = print,
     decode: str = "auto",
     compile_step: bool = True,
-    rows: Sequence[str] = ("bf16", "int8"),
+    other_rows: Sequence[str] = ("f16", "int8"),
 ) -> dict:
     torch.set_num_threads(threads)
     # Loaded, and llama.cpp run, in passing threads as the app loads (load_state.in_passing_thread): an OpenMP team
@@ -255,13 +255,15 @@ def run(
     # OpenMP threads than cores libgomp spins 100 times instead of 300,000 before sleeping: each generation's thread
     # then decoded ~25% slower (37 against 29.6 ms a token, measured), which the app, loading in a passing thread,
     # never sees.
-    static = in_passing_thread(static_generator, loaded.model, loaded.device, loaded.base_delta, decode)
+    rows = rows_of(loaded.dtype)  # as the app's local backend decodes
+    static = in_passing_thread(static_generator, loaded.model, loaded.device, loaded.base_delta, decode, None, rows)
     others: dict[str, StaticGenerator] = {}
     if static is not None and static.mode == "static":
         if compile_step and (compiled := _compiled(static, report)) is not None:
             others["compiled"] = compiled
-        for kind in rows:  # the opt-in CPU modes bf16-/int8-int4head: more decoders over the same weights
-            others[kind] = StaticGenerator(in_passing_thread(StaticDecoder, loaded.model, None, kind))
+        for kind in other_rows:  # f16/bf16/int8 rows (CPU modes f16-/bf16-/int8-int4head) over the same weights
+            decoder = in_passing_thread(StaticDecoder, loaded.model, None, None if kind == "f16" else kind)
+            others[kind] = StaticGenerator(decoder)
     result: dict[str, Any] = {
         "benchmark": "benchmarks.user_speed",
         "machine": _machine(threads),
@@ -351,8 +353,10 @@ def format_markdown(result: dict[str, Any]) -> str:
         "ours_greedy": "ours, greedy",
         "compiled_card_sampling": "ours compiled (torch.compile), card's sampling",
         "compiled_greedy": "ours compiled (torch.compile), greedy",
-        "bf16_card_sampling": "ours, bf16 rows (opt-in), card's sampling",
-        "bf16_greedy": "ours, bf16 rows (opt-in), greedy",
+        "f16_card_sampling": "ours, f16 rows (mode f16-int4head), card's sampling",
+        "f16_greedy": "ours, f16 rows (mode f16-int4head), greedy",
+        "bf16_card_sampling": "ours, bf16 rows (mode bf16-int4head), card's sampling",
+        "bf16_greedy": "ours, bf16 rows (mode bf16-int4head), greedy",
         "int8_card_sampling": "ours, int8 decoder (opt-in, not f32's tokens), card's sampling",
         "int8_greedy": "ours, int8 decoder (opt-in), greedy",
         "generate_card_sampling": "transformers generate(), card's sampling (before)",
@@ -412,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-compiled", action="store_true", help="skip the compiled step's variants")
-    parser.add_argument("--rows", default="bf16,int8", help="the opt-in packed rows to time too ('' for none)")
+    parser.add_argument("--rows", default="f16,int8", help="other decoder rows to time too: f16, bf16, int8 ('' none)")
     parser.add_argument("--decode", choices=DECODE_MODES, default="auto", help="ours: how the app decodes")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/user_speed.json"))
     parser.add_argument("--chart", type=Path, default=Path("docs/bench/user_speed.png"))
@@ -423,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows = [kind for kind in args.rows.split(",") if kind]
-    options = {"decode": args.decode, "compile_step": not args.no_compiled, "rows": rows}
+    options = {"decode": args.decode, "compile_step": not args.no_compiled, "other_rows": rows}
     result = run(args.rounds, args.new_tokens, args.threads, not args.no_profile, **options)
     result["command"] = " ".join(["python -m benchmarks.user_speed", *(sys.argv[1:] if argv is None else argv)])
     args.out.parent.mkdir(parents=True, exist_ok=True)

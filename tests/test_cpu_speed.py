@@ -144,7 +144,9 @@ def test_auto_resolves_by_cpu_capability_or_a_probe(
     caplog.set_level("INFO", logger="medcot.model.cpu_speed")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     cpu_speed._f16_is_fast.cache_clear()
-    assert resolve_mode("auto") == "f16-int4head" and "probe" not in caplog.text
+    for bf16, mode in ((True, "bf16-int4head"), (False, "f16-int4head")):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda bf16=bf16: bf16)
+        assert resolve_mode("auto") == mode and "probe" not in caplog.text
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
     cpu_speed._f16_is_fast.cache_clear()
     assert resolve_mode("auto") in ("f16-int8head", "f32-int8head")

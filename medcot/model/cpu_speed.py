@@ -37,8 +37,9 @@ from medcot.model.rescored_heads import RescoredHead, RescoredInt4Head, Rescored
 log = logging.getLogger(__name__)
 
 # auto: the fastest mode that passed the quality check (tests/test_cpu_speed.py) on this machine's kernels.
-# bf16-/int8-int4head: f16-int4head whose static decode step reads bfloat16 (float32's tokens, +200 MB) or int8
-# (faster, not float32's tokens, +100 MB) copies of the decoder matrices (model/step_rows.py, measured there).
+# bf16-/int8-int4head: f16-int4head whose static decode step reads bfloat16 (float32's tokens, +200 MB; auto where
+# the CPU has bfloat16 instructions) or int8 (faster, not float32's tokens, +100 MB; opt-in) copies of the decoder
+# matrices (model/step_rows.py, measured there).
 CPU_MODES = ("auto", "f32", "f16", "f16-int8head", "f32-int8head", "f16-int4head", "bf16-int4head", "int8-int4head")
 # Rows at or below which float16 weights are multiplied directly: decoding (1 row per sequence) is bandwidth
 # bound and f16 halves the bytes, but the CPU's f16 matrix-matrix kernel is ~4x slower than f32 for a prompt.
@@ -106,7 +107,9 @@ def resolve_mode(mode: str) -> str:
     if mode != "auto":
         return mode
     if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
-        return "f16-int4head"  # measured there; elsewhere int4's kernel speed is unknown, int8's is known good
+        # Measured there (elsewhere int4's kernel speed is unknown, int8's known good); bf16 rows where the CPU has
+        # bfloat16 instructions: 1.2x, float32's tokens on the quality prompts, +200 MB (model/step_rows.py).
+        return "bf16-int4head" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "f16-int4head"
     return "f16-int8head" if _f16_is_fast() else "f32-int8head"
 
 
