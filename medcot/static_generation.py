@@ -134,7 +134,7 @@ def static_generator(
         return made or None
     try:
         model._medcot_static = StaticGenerator(StaticDecoder(model, delta, rows if device == "cpu" else None))
-    except ValueError as exc:
+    except (ValueError, RuntimeError) as exc:  # RuntimeError: a kernel its rows need is missing here
         log.info("the static decode step is not used: %s", exc)
         model._medcot_static = False
         return None

@@ -5,8 +5,9 @@ Decoding one token reads every weight once, so on CPU its speed is set by how ma
 greedy, 64 new tokens; `python -m benchmarks.bench_cpu`), and what it means for the modes below:
 
 * float16 weights for every matmul, activations, norms, attention and the residual stream kept in float32:
-  ~3x fewer bytes per token than f32, and the CPU's f16 matrix-vector kernel runs near memory bandwidth (the
-  bf16 one does not: bf16 was slower, and its 8-bit mantissa flipped greedy tokens that f16 keeps).
+  ~3x fewer bytes per token than f32, and the CPU's f16 matrix-vector kernel runs near memory bandwidth (plain
+  bf16 products were slower, and rounding activations to its 8-bit mantissa flipped greedy tokens that f16 keeps;
+  the static step's bf16 rows, model/step_rows.py, split each row high and low and are faster).
 * int8 or int4 output projection, with the top candidates rescored from the real weights (rescored_heads.py):
   int8 alone moves logits by up to ~6 and flips near-ties; recomputing its best 64 logits exactly makes the
   greedy pick match the unquantized projection (the true best token ranked at most 6th among int8 logits). int4
