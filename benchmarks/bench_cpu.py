@@ -91,11 +91,17 @@ def measure_decode(model: Any, tokenizer: PreTrainedTokenizerBase, prompt: torch
 
 
 def greedy_tokens(
-    model: Any, tokenizer: PreTrainedTokenizerBase, prompt: torch.Tensor, new_tokens: int, static: bool = False
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: torch.Tensor,
+    new_tokens: int,
+    static: bool = False,
+    rows: str | None = None,
 ) -> list:
     """Greedy tokens after `prompt` from generate(), or with `static` from the static decode step as the app runs
-    it on CPU (medcot.static_generation), stopping at the generation config's end tokens either way."""
-    generate = StaticGenerator(StaticDecoder(model)).generate if static else model.generate
+    it on CPU (medcot.static_generation; `rows`: its packed decoder rows, medcot.model.step_rows), stopping at the
+    generation config's end tokens either way."""
+    generate = StaticGenerator(StaticDecoder(model, rows=rows)).generate if static else model.generate
     with torch.inference_mode():
         out = generate(
             input_ids=prompt,
@@ -114,6 +120,7 @@ def quality_check(
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[torch.Tensor],
     static: bool = False,
+    rows: str | None = None,
 ) -> dict:
     """Compare a mode's greedy tokens (from the static step with `static`) with the f32 reference's on each prompt.
 
@@ -121,7 +128,7 @@ def quality_check(
     """
     firsts: list[int | None] = []
     for ref, prompt in zip(reference, prompts, strict=True):
-        got = greedy_tokens(model, tokenizer, prompt, QUALITY_TOKENS, static)
+        got = greedy_tokens(model, tokenizer, prompt, QUALITY_TOKENS, static, rows)
         diverged = (i for i, (a, b) in enumerate(zip(got, ref, strict=False)) if a != b)
         firsts.append(None if got == ref else next(diverged, min(len(got), len(ref))))
     return {"first_difference": firsts, "passed": all(first is None for first in firsts)}
