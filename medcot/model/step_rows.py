@@ -1,9 +1,10 @@
 """A decoder matrix kept twice for the static step: a packed copy for one-row products (decoding), and the model's
-own float16 weight for prompts. Opt-in CPU modes (cpu_speed.py): bf16-int4head and int8-int4head.
+own float16 weight for prompts. CPU modes (cpu_speed.py) bf16-int4head (auto where the CPU has bfloat16) and
+int8-int4head (opt-in).
 
 Why: a decode step reads every weight once, and on 2 cores the read, and how well a kernel streams it, sets the
-time. Through the app's streaming path on 2 quiet Xeon VM cores (one interleaved run, card's sampling): float16
-31.0 tok/s, these bfloat16 rows 37.9 (1.20x, +200 MB), int8 rows 44.5 (1.44x, +100 MB).
+time. Through the app's streaming path on 2 quiet Xeon VM cores (one interleaved run, card's sampling,
+docs/bench/user_speed.json): float16 30.5 tok/s, these bfloat16 rows 36.2 (1.19x, +200 MB), int8 rows 42.8 (+100 MB).
 
 Quality, benchmarks/bench_cpu.py's 6 quality prompts, greedy, 64 tokens, against float32:
 * bfloat16 rows: equal on all 6. Rounding the activations and the outputs to bfloat16 moved prompt 1's tokens from
