@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medcot.model.lora_delta import FusedDelta, LoraDelta, fused_factors
-from medcot.model.step_rows import ROWS, Bf16Rows, Int8Rows
+from medcot.model.step_rows import ROWS, PackedRows
 
 # One-row products use the weight's own dtype (the CPU's f16 matrix-vector kernel); more rows upcast the weight, as
 # cpu_speed.HalfLinear does (the f16 matrix-matrix kernel is ~4x slower than f32 for a prompt).
@@ -54,13 +54,13 @@ def unsupported(model: Any) -> str | None:
 @dataclass
 class _Layer:
     norm_in: torch.Tensor  # 1 + weight, float32, as Gemma3RMSNorm multiplies
-    qkv: torch.Tensor | Int8Rows | Bf16Rows  # (heads + 2 kv heads) * head_dim x hidden
+    qkv: torch.Tensor | PackedRows  # (heads + 2 kv heads) * head_dim x hidden
     qk_norm: torch.Tensor  # (heads + kv heads) x head_dim: q_norm's rows then k_norm's
-    o: torch.Tensor | Int8Rows | Bf16Rows
+    o: torch.Tensor | PackedRows
     norm_post_attn: torch.Tensor
     norm_pre_ffn: torch.Tensor
-    gate_up: torch.Tensor | Int8Rows | Bf16Rows  # 2 * intermediate x hidden
-    down: torch.Tensor | Int8Rows | Bf16Rows
+    gate_up: torch.Tensor | PackedRows  # 2 * intermediate x hidden
+    down: torch.Tensor | PackedRows
     norm_post_ffn: torch.Tensor
     kind: str  # "sliding_attention" or "full_attention"
 
@@ -277,7 +277,7 @@ def _norm_weight(norm: nn.Module) -> torch.Tensor:
 
 
 def _matmul(
-    x: torch.Tensor, weight: torch.Tensor | Int8Rows | Bf16Rows, delta: tuple[torch.Tensor, torch.Tensor] | None
+    x: torch.Tensor, weight: torch.Tensor | PackedRows, delta: tuple[torch.Tensor, torch.Tensor] | None
 ) -> torch.Tensor:
     if not isinstance(weight, torch.Tensor):  # a copy packed for one-row products (step_rows.py)
         out = weight.product(x)

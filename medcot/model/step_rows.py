@@ -22,43 +22,56 @@ import torch
 import torch.nn.functional as F
 
 
-class Int8Rows:
-    """``weight`` (out x in) as int8 with one bfloat16 scale per output row, beside the weight itself."""
+class PackedRows:
+    """``weight`` (out x in) beside a packed copy that a subclass makes and reads in ``one_row``."""
+
+    dtype: torch.dtype  # the copy's, which compiled_step's cache key reads
 
     def __init__(self, weight: torch.Tensor) -> None:
         self.weight = weight
+
+    def one_row(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def product(self, x: torch.Tensor) -> torch.Tensor:
+        """``x @ weight.T`` for float32 ``x``, float32 out: one row through the packed copy, more (a prompt) through
+        the weight upcast, as the model's own float16 layers do (cpu_speed.HalfLinear)."""
+        return self.one_row(x) if x.shape[0] == 1 else F.linear(x, self.weight.to(x.dtype))
+
+
+class Int8Rows(PackedRows):
+    """int8 with one bfloat16 scale per output row."""
+
+    dtype = torch.int8
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__(weight)
         rows = weight.detach().float()
         scale = (rows.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)
         self.values = (rows / scale[:, None]).round().to(torch.int8)
         self.scales = scale.to(torch.bfloat16)
-        self.dtype = torch.int8  # what compiled_step's cache key reads
 
-    def product(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ weight.T`` for float32 ``x``, float32 out: one row through the int8 copy, more (a prompt) through the
-        weight upcast, as the model's own float16 layers do (cpu_speed.HalfLinear)."""
-        if x.shape[0] > 1:
-            return F.linear(x, self.weight.to(x.dtype))
+    def one_row(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), self.values, self.scales).float()
 
 
-class Bf16Rows:
-    """``weight`` as bfloat16 packed for oneDNN (its blocked layout), for one-row products split high and low."""
+class Bf16Rows(PackedRows):
+    """bfloat16 packed for oneDNN (its blocked layout), each row split high and low."""
+
+    dtype = torch.bfloat16
 
     def __init__(self, weight: torch.Tensor) -> None:
-        self.weight = weight
+        super().__init__(weight)
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().to(torch.bfloat16), 2)
-        self.dtype = torch.bfloat16  # what compiled_step's cache key reads
 
-    def product(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] > 1:
-            return F.linear(x, self.weight.to(x.dtype))
+    def one_row(self, x: torch.Tensor) -> torch.Tensor:
         high = x.to(torch.bfloat16)
         rows = torch.cat([high, (x - high.float()).to(torch.bfloat16)])
         both = torch.ops.mkldnn._linear_pointwise(rows, self.packed, None, "none", [], "")
         return both.float().sum(0, keepdim=True)
 
 
-ROWS: dict[str, type[Int8Rows] | type[Bf16Rows]] = {"int8": Int8Rows, "bf16": Bf16Rows}
+ROWS: dict[str, type[PackedRows]] = {"int8": Int8Rows, "bf16": Bf16Rows}
 
 
 def rows_of(cpu_mode: str | None) -> str | None:
