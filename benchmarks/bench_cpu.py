@@ -95,13 +95,11 @@ def greedy_tokens(
     tokenizer: PreTrainedTokenizerBase,
     prompt: torch.Tensor,
     new_tokens: int,
-    static: bool = False,
-    rows: str | None = None,
+    static: StaticGenerator | None = None,
 ) -> list:
-    """Greedy tokens after `prompt` from generate(), or with `static` from the static decode step as the app runs
-    it on CPU (medcot.static_generation; `rows`: its packed decoder rows, medcot.model.step_rows), stopping at the
-    generation config's end tokens either way."""
-    generate = StaticGenerator(StaticDecoder(model, rows=rows)).generate if static else model.generate
+    """Greedy tokens after `prompt` from generate(), or from `static`'s decode step as the app runs it on CPU
+    (medcot.static_generation), stopping at the generation config's end tokens either way."""
+    generate = model.generate if static is None else static.generate
     with torch.inference_mode():
         out = generate(
             input_ids=prompt,
@@ -122,13 +120,16 @@ def quality_check(
     static: bool = False,
     rows: str | None = None,
 ) -> dict:
-    """Compare a mode's greedy tokens (from the static step with `static`) with the f32 reference's on each prompt.
+    """Compare a mode's greedy tokens (from the static step with `static`, through its packed `rows`,
+    medcot.model.step_rows) with the f32 reference's on each prompt.
 
     `first_difference` is the index of the first differing token, or None where the outputs are equal.
     """
+    # One decoder for every prompt: building it fuses (and with `rows` packs) the decoder matrices again.
+    generator = StaticGenerator(StaticDecoder(model, rows=rows)) if static else None
     firsts: list[int | None] = []
     for ref, prompt in zip(reference, prompts, strict=True):
-        got = greedy_tokens(model, tokenizer, prompt, QUALITY_TOKENS, static, rows)
+        got = greedy_tokens(model, tokenizer, prompt, QUALITY_TOKENS, generator)
         diverged = (i for i, (a, b) in enumerate(zip(got, ref, strict=False)) if a != b)
         firsts.append(None if got == ref else next(diverged, min(len(got), len(ref))))
     return {"first_difference": firsts, "passed": all(first is None for first in firsts)}
