@@ -108,21 +108,18 @@ def resolve_mode(mode: str) -> str:
     if mode != "auto":
         return mode
     if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
-        # Measured there (elsewhere int4's kernel speed is unknown, int8's known good); bf16 rows where the CPU has
-        # bfloat16 instructions: 1.2x, float32's tokens on the quality prompts, +200 MB (model/step_rows.py).
+        # Measured there: f16 matrix-vector products 3x f32's, int4 (unknown elsewhere; int8 known good) the fastest
+        # head, and bf16 rows where the CPU has bfloat16 instructions: 1.2x, float32's tokens on the quality
+        # prompts, +200 MB (model/step_rows.py).
         return "bf16-int4head" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "f16-int4head"
     return "f16-int8head" if _f16_is_fast() else "f32-int8head"
 
 
 @functools.cache  # one answer per process: loading asks before and after reading the weights
 def _f16_is_fast() -> bool:
-    """Whether float16 weights decode at least about as fast as float32 here (they always take half the memory).
-
-    x86 CPUs with AVX-512 have the fast f16 matrix-vector kernel (measured: 3x f32). Elsewhere the kernels are
-    timed on synthetic weights the size of the 270M's MLP, best of several runs so a busy machine cannot flip it.
-    """
-    if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
-        return True
+    """Whether float16 weights decode at least about as fast as float32 on this CPU without AVX-512 (they always
+    take half the memory): the kernels timed on synthetic weights the size of the 270M's MLP, best of several runs
+    so a busy machine cannot flip it."""
     generator = torch.Generator().manual_seed(0)
     weights = [torch.randn(2048, 640, generator=generator) for _ in range(24)]  # ~125 MB: more than a CPU cache
     halves = [w.half() for w in weights]
