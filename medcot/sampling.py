@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
+from medcot.model.long_rows import top_k
+
 
 class TopKSampler(LogitsProcessor):
     """Draws the next token from the `top_k` best scores with transformers' temperature and top-p warpers applied
@@ -39,7 +41,7 @@ class TopKSampler(LogitsProcessor):
 
     def distribution(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The candidate token ids (best first) and their sampling probabilities, each of shape (batch, k)."""
-        values, ids = scores.float().topk(min(self.top_k, scores.shape[-1]), dim=-1)
+        values, ids = top_k(scores.float(), min(self.top_k, scores.shape[-1]))
         return ids, self.warpers(input_ids, values).softmax(dim=-1)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:

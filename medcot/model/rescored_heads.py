@@ -18,6 +18,8 @@ import warnings
 import torch
 from torch import nn
 
+from medcot.model.long_rows import top_k
+
 # How many screened logits are recomputed exactly: the f32-best token was at most 6th among int8 logits; int4 is
 # coarser, and its 128 best held the f32-best token and the card's top-64 sampling set on the quality prompts.
 INT8_CANDIDATES = 64
@@ -45,7 +47,7 @@ class RescoredHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = hidden.float()
         logits = self.screen(hidden)
-        top = logits.topk(min(self.candidates, logits.shape[-1]), dim=-1, sorted=False).indices
+        top = top_k(logits, min(self.candidates, logits.shape[-1]), sorted=False)[1]
         exact = torch.einsum("...d,...kd->...k", hidden, self.weight[top].float())
         return logits.scatter_(-1, top, exact)
 
