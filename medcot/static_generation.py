@@ -18,8 +18,10 @@ import torch
 from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor, StoppingCriteriaList
 
 from medcot.config import default_cache_dir
+from medcot.model.long_rows import argmax
 from medcot.model.lora_delta import LoraDelta
 from medcot.model.static_decode import StaticDecoder
+from medcot.model.step_rows import COMPILED_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ class StaticGenerator:
         position = torch.tensor([ids.shape[1]], device=ids.device)
         for made in range(1, new_tokens + 1):
             scores = processors(ids, logits.float())
-            token = scores.argmax(dim=-1)
+            token = argmax(scores)
             ids = torch.cat([ids, token[:, None]], dim=-1)
             if streamer is not None:
                 streamer.put(token)
@@ -125,10 +127,14 @@ def static_generator(
     """The static step's generator for ``model`` (one per model, made on first use), or None where generate() runs:
     ``decode`` "generate", "auto" on a device other than the CPU, or a model the step does not implement (logged
     once). "compiled" on the CPU also starts compiling the step in the background (compiled_step.py; cached under
-    ``cache_dir``); on a GPU the step is compiled ahead of time instead (ZeroGPU: medcot.zerogpu), so it
-    runs eagerly here. ``rows``: "int8" or "bf16" copies of the decoder matrices decode on the CPU (step_rows.py)."""
+    ``cache_dir``), as "auto" does for rows only a compiled step reads fast (q8); on a GPU the step is compiled ahead
+    of time instead (ZeroGPU: medcot.zerogpu), so it runs eagerly here. ``rows``: "q8", "int8" or "bf16" copies of
+    the decoder matrices decode on the CPU (step_rows.py)."""
     if decode == "generate" or (decode == "auto" and device != "cpu"):
         return None
+    compiles = device == "cpu" and (decode == "compiled" or (decode == "auto" and rows in COMPILED_ROWS))
+    if rows in COMPILED_ROWS and not compiles:
+        rows = None  # the eager step reads the float16 weights, not these rows: not worth building
     made = getattr(model, "_medcot_static", None)
     if made is not None:
         return made or None
@@ -138,7 +144,7 @@ def static_generator(
         log.info("the static decode step is not used: %s", exc)
         model._medcot_static = False
         return None
-    if decode == "compiled" and device == "cpu":
+    if compiles:
         from medcot.model.compiled_step import build_in_background
 
         build_in_background(model._medcot_static, default_cache_dir() if cache_dir is None else cache_dir)

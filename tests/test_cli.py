@@ -162,3 +162,13 @@ def test_python_m_medcot_empty_question(tiny_repos: TinyRepos) -> None:
     assert done.stdout == ""
     assert done.stderr.splitlines()[-1] == "error: Please type a question."
     assert "Traceback" not in done.stderr
+
+
+def test_one_question_decodes_eagerly_unless_compiling_is_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The terminal asks one question: no background compilation (its tracing would delay the first token)."""
+    from medcot.cli import _settings, build_parser
+
+    monkeypatch.delenv("MEDCOT_DECODE", raising=False)
+    assert _settings(build_parser().parse_args(["q"])).decode == "static"
+    monkeypatch.setenv("MEDCOT_DECODE", "compiled")
+    assert _settings(build_parser().parse_args(["q"])).decode == "compiled"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,10 @@ from torch._dynamo.utils import counters
 
 from medcot.model import compiled_step
 from medcot.model.compiled_step import CompiledStep, build_in_background, cache_key
+from medcot.model.cpu_speed import optimize_for_cpu
 from medcot.model.static_decode import StaticDecoder
-from medcot.static_generation import StaticGenerator
+from medcot.static_generation import StaticGenerator, static_generator
+from tests.helpers.polling import wait_until
 from tests.test_static_decode import PROMPT, TOTAL, six_layers
 
 
@@ -94,3 +97,27 @@ def test_a_compiled_step_that_fails_at_run_time_turns_eager(tmp_path: Path, capl
             logits = step(ids[PROMPT:], torch.tensor([PROMPT]), cache, False)
     assert logits.shape == (1, 300) and not step.ready
     assert len(caplog.records) == 1 and "kernel crashed" in caplog.records[0].getMessage()
+
+
+@pytest.mark.slow
+def test_q8_rows_compile_in_the_background_by_default_and_decode_near_the_f16_weights(tmp_path: Path) -> None:
+    """Mode q8-int4head (auto with AVX-512): decode "auto" compiles the step, which then reads the int8 blocks; until
+    then the eager step reads the float16 weights."""
+    model, _ = optimize_for_cpu(six_layers(), "f16")
+    generator = static_generator(model, "cpu", None, "auto", cache_dir=tmp_path, rows="q8")
+    assert generator is not None and isinstance(generator.compiled, CompiledStep)
+    assert wait_until(lambda: generator.mode == "compiled", timeout=300), generator.compiled.status
+    decoder = generator.decoder
+    ids = torch.randint(0, 300, (TOTAL,), generator=torch.Generator().manual_seed(6))
+
+    def steps(step: Callable[..., torch.Tensor]) -> torch.Tensor:
+        cache = decoder.new_cache(TOTAL)
+        decoder.prefill(ids[:PROMPT], cache)
+        return torch.cat(
+            [step(ids[at : at + 1].clone(), torch.tensor([at]), cache, False) for at in range(PROMPT, TOTAL)]
+        )
+
+    with torch.inference_mode():
+        eager, compiled = steps(decoder.step), steps(generator.step)
+    assert not torch.equal(eager, compiled), "the compiled step reads the blocks, not the f16 weights"
+    torch.testing.assert_close(compiled, eager, atol=0.25, rtol=0)  # int8 blocks of random weights: ~0.1 apart

@@ -145,9 +145,7 @@ def test_auto_resolves_by_cpu_capability_or_a_probe(
     caplog.set_level("INFO", logger="medcot.model.cpu_speed")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     cpu_speed._f16_is_fast.cache_clear()
-    for bf16, mode in ((True, "bf16-int4head"), (False, "f16-int4head")):
-        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda bf16=bf16: bf16)
-        assert resolve_mode("auto") == mode and "probe" not in caplog.text
+    assert resolve_mode("auto") == "q8-int4head" and "probe" not in caplog.text
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "DEFAULT")
     cpu_speed._f16_is_fast.cache_clear()
     assert resolve_mode("auto") in ("f16-int8head", "f32-int8head")
@@ -191,11 +189,12 @@ def test_real_model_greedy_output_equals_f32(real_dir: Path, f32_reference: tupl
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["f16-int4head", "bf16-int4head"])  # auto is one of them where AVX-512 is
+@pytest.mark.parametrize("mode", ["f16-int4head", "bf16-int4head", "q8-int4head"])  # q8: auto with AVX-512
 def test_real_model_static_step_gives_f32s_tokens(real_dir: Path, f32_reference: tuple, mode: str) -> None:
     """What the app runs on CPU: the mode's weights decoded by the static step (medcot.model.static_decode), through
-    the mode's packed rows (bf16-int4head: bfloat16 rows split high/low, medcot.model.step_rows). int8-int4head
-    fails here by design (first differing tokens 17 and 18 on two prompts): it is opt-in and says so."""
+    the mode's packed rows (bf16-int4head: bfloat16 rows split high/low; q8-int4head: int8 blocks, read by the step
+    compiled as the app compiles it; medcot.model.step_rows). int8-int4head fails here by design (first differing
+    tokens 17 and 18 on two prompts): it is opt-in and says so."""
     from benchmarks.bench_cpu import quality_check
 
     if mode.startswith("bf16") and not torch.ops.mkldnn._is_mkldnn_bf16_supported():

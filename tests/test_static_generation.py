@@ -84,3 +84,13 @@ def test_no_static_step_off_the_cpu_or_when_asked(engine: Engine) -> None:
     assert static_generator(model, "cpu", delta, "generate") is None
     assert static_generator(model, "cuda", delta, "auto") is None
     assert static_generator(model, "cpu", delta, "auto") is static_generator(model, "cpu", delta, "static")
+
+
+def test_q8_rows_are_built_only_for_a_step_that_compiles() -> None:
+    """q8 rows are read by the compiled step alone: a static (eager) step decodes from the float16 weights."""
+    from medcot.model.cpu_speed import optimize_for_cpu
+    from tests.test_static_decode import six_layers
+
+    model, _ = optimize_for_cpu(six_layers(), "f16")
+    generator = static_generator(model, "cpu", None, "static", rows="q8")
+    assert generator is not None and generator.decoder.rows is None and generator.compiled is None

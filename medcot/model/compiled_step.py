@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from medcot.model.memory import release_freed_memory
 from medcot.model.static_decode import KVCache, StaticDecoder
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def cache_key(decoder: StaticDecoder) -> str:
         "cpu": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "config": model.config.to_json_string(use_diff=False),
-        "weights": str(decoder.layers[0].qkv.dtype),
+        "weights": f"{type(decoder.layers[0].qkv).__name__} {decoder.layers[0].qkv.dtype}",
         "head": type(model.lm_head).__name__,
         "delta": decoder.deltas is not None,
     }
@@ -84,9 +85,17 @@ class CompiledStep(FallbackStep):
         self.folder = cache_dir / "compiled" / cache_key(decoder)
         self.compile_s: float | None = None
         self.compiled: Callable[..., torch.Tensor] | None = None  # torch.compile's wrapper, once build started
+        self.finished = threading.Event()  # set when build ends, compiled or not
 
     def build(self, progress: Callable[[str], None] = log.info) -> bool:
         """Compile (or load from the on-disk cache) the step; True when it is in use. Never raises."""
+        try:
+            return self._build(progress)
+        finally:
+            release_freed_memory()  # compiling's garbage: ~250 MB held by glibc's heaps otherwise
+            self.finished.set()
+
+    def _build(self, progress: Callable[[str], None]) -> bool:
         started = time.monotonic()
         try:
             # Inductor reads its cache folder from here at each compile (torch sets it to /tmp's on first use).

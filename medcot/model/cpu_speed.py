@@ -7,7 +7,8 @@ greedy, 64 new tokens; `python -m benchmarks.bench_cpu`), and what it means for 
 * float16 weights for every matmul, activations, norms, attention and the residual stream kept in float32:
   ~3x fewer bytes per token than f32, and the CPU's f16 matrix-vector kernel runs near memory bandwidth (plain
   bf16 products were slower, and rounding activations to its 8-bit mantissa flipped greedy tokens that f16 keeps;
-  the static step's bf16 rows, model/step_rows.py, split each row high and low and are faster).
+  the static step's bf16 rows, model/step_rows.py, split each row high and low and are faster; its int8 blocks of
+  32, read by the compiled step, are the fastest: q8-int4head, auto with AVX-512).
 * int8 or int4 output projection, with the top candidates rescored from the real weights (rescored_heads.py):
   int8 alone moves logits by up to ~6 and flips near-ties; recomputing its best 64 logits exactly makes the
   greedy pick match the unquantized projection (the true best token ranked at most 6th among int8 logits). int4
@@ -17,8 +18,9 @@ greedy, 64 new tokens; `python -m benchmarks.bench_cpu`), and what it means for 
   the process small).
 * Not kept: dynamic int8 for the decoder layers (fastest, but Gemma's activation outliers wreck per-tensor
   activation scales: greedy output differed from f32 from the first token on every test prompt); whole-model
-  bf16; static KV cache (no gain without compilation); torch.compile (minutes to compile on 2 cores, far over
-  the 15 s cold-start budget); thread settings (PyTorch's default of one thread per core was best).
+  bf16; transformers' static cache with torch.compile (452 s to compile, then no faster: issue 22; the static step,
+  model/static_decode.py, compiles in ~25 s in the background instead); thread settings (PyTorch's default of one
+  thread per core was best).
 """
 
 from __future__ import annotations
@@ -38,10 +40,20 @@ from medcot.model.rescored_heads import RescoredHead, RescoredInt4Head, Rescored
 log = logging.getLogger(__name__)
 
 # auto: the fastest mode that passed the quality check (tests/test_cpu_speed.py) on this machine's kernels.
-# bf16-/int8-int4head: f16-int4head whose static decode step reads bfloat16 (float32's tokens, +200 MB; auto where
-# the CPU has bfloat16 instructions) or int8 (faster, not float32's tokens, +100 MB; opt-in) copies of the decoder
-# matrices (model/step_rows.py, measured there).
-CPU_MODES = ("auto", "f32", "f16", "f16-int8head", "f32-int8head", "f16-int4head", "bf16-int4head", "int8-int4head")
+# q8-/bf16-/int8-int4head: f16-int4head whose static decode step reads copies of the decoder matrices
+# (model/step_rows.py, measured there): int8 blocks of 32 that the compiled step reads (auto with AVX-512, +110 MB),
+# bfloat16 (+200 MB) or int8 a row (faster eagerly, not float32's tokens, +100 MB; opt-in).
+CPU_MODES = (
+    "auto",
+    "f32",
+    "f16",
+    "f16-int8head",
+    "f32-int8head",
+    "f16-int4head",
+    "bf16-int4head",
+    "int8-int4head",
+    "q8-int4head",
+)
 # Rows at or below which float16 weights are multiplied directly: decoding (1 row per sequence) is bandwidth
 # bound and f16 halves the bytes, but the CPU's f16 matrix-matrix kernel is ~4x slower than f32 for a prompt.
 _F16_MAX_ROWS = 2
@@ -98,7 +110,7 @@ def optimize_for_cpu(model: Any, mode: str = "auto") -> tuple[Any, str]:
 
 def half_weights(mode: str) -> bool:
     """Whether the model's matrices are float16 in ``mode``."""
-    return mode.startswith(("f16", "bf16", "int8"))
+    return mode.startswith(("f16", "bf16", "int8", "q8"))
 
 
 def resolve_mode(mode: str) -> str:
@@ -109,9 +121,9 @@ def resolve_mode(mode: str) -> str:
         return mode
     if torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
         # Measured there: f16 matrix-vector products 3x f32's, int4 (unknown elsewhere; int8 known good) the fastest
-        # head, and bf16 rows where the CPU has bfloat16 instructions: 1.2x, float32's tokens on the quality
-        # prompts, +200 MB (model/step_rows.py).
-        return "bf16-int4head" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "f16-int4head"
+        # head, and int8 blocks for the compiled step (model/step_rows.py), which decodes eagerly from the f16
+        # weights until it is built.
+        return "q8-int4head"
     return "f16-int8head" if _f16_is_fast() else "f32-int8head"
 
 
