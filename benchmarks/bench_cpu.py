@@ -26,8 +26,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.generation.streamers import BaseStreamer
 
+from medcot.config import default_cache_dir
+from medcot.model.compiled_step import CompiledStep
 from medcot.model.cpu_speed import CPU_MODES, optimize_for_cpu
 from medcot.model.static_decode import StaticDecoder
+from medcot.model.step_rows import COMPILED_ROWS
 from medcot.prompt import encode_prompt
 from medcot.static_generation import StaticGenerator
 
@@ -121,12 +124,18 @@ def quality_check(
     rows: str | None = None,
 ) -> dict:
     """Compare a mode's greedy tokens (from the static step with `static`, through its packed `rows`,
-    medcot.model.step_rows) with the f32 reference's on each prompt.
+    medcot.model.step_rows, compiled as the app compiles it for rows only a compiled step reads) with the f32
+    reference's on each prompt.
 
     `first_difference` is the index of the first differing token, or None where the outputs are equal.
     """
     # One decoder for every prompt: building it fuses (and with `rows` packs) the decoder matrices again.
     generator = StaticGenerator(StaticDecoder(model, rows=rows)) if static else None
+    if generator is not None and rows in COMPILED_ROWS:
+        step = CompiledStep(generator.decoder, default_cache_dir())
+        if not step.build():
+            raise RuntimeError(f"the step for {rows} rows did not compile: {step.status}")
+        generator.step = step
     firsts: list[int | None] = []
     for ref, prompt in zip(reference, prompts, strict=True):
         got = greedy_tokens(model, tokenizer, prompt, QUALITY_TOKENS, generator)

@@ -30,6 +30,7 @@ from medcot.load_state import in_passing_thread
 from medcot.model.compiled_step import CompiledStep
 from medcot.model.loading import load_model
 from medcot.model.static_decode import StaticDecoder
+from medcot.model.step_rows import rows_of
 from medcot.prompt import encode_prompt
 
 
@@ -80,7 +81,9 @@ def measure(rounds: int, tokens: int, threads: int) -> dict[str, Any]:
     loaded = in_passing_thread(load_model, Settings(base_model=EMBEDDED_MODEL, adapter=None, device="cpu"))
     model = loaded.model
     ids = torch.tensor(encode_prompt(loaded.tokenizer, BENCH_QUESTION).input_ids)
-    decoder = in_passing_thread(StaticDecoder, model)  # no OpenMP team left with this thread (user_speed says why)
+    # The mode's own rows (auto: q8 blocks, read by the compiled step; its eager step reads the float16 weights), built
+    # in a passing thread: no OpenMP team left with this thread (user_speed says why).
+    decoder = in_passing_thread(StaticDecoder, model, None, rows_of(loaded.dtype))
     compiled = CompiledStep(decoder, default_cache_dir())
     started = time.perf_counter()
     built = in_passing_thread(compiled.build)

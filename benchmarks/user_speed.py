@@ -5,8 +5,9 @@
 
 Ours is the embedded Gemma 3 270M as the app loads it (CPU mode auto), generating through medcot.generation's
 stream_generate, the app's streaming path, with the card's defaults (temperature 1.0, top-p 0.95, top-k 64) and
-greedily, decoded as `--decode` says (auto: the static step, medcot/model/static_decode.py); "compiled" is the
-same step compiled (medcot/model/compiled_step.py, built before the rounds: its build time is reported), and
+greedily, decoded as `--decode` says (auto: the static step, medcot/model/static_decode.py, compiled in the
+background in the auto CPU mode, q8-int4head: the build is awaited and its status reported; "eager" is that step
+before it is built); "compiled" is the step compiled here when ours is eager (medcot/model/compiled_step.py), and
 "generate" the stream decoded by transformers' generate(), as before the static step. llama.cpp (the optional
 `llama` extra: `pip install -e .[llama]`, llama-cpp-python builds from source; on CPUs with AMX build it with
 `CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF
@@ -184,8 +185,9 @@ def profile_tokens(
 def _variants(
     loaded: LoadedModel, static: StaticGenerator | None, others: dict[str, StaticGenerator], llm: Any | None
 ) -> dict[str, Callable[[list[int], int], dict]]:
-    """ours: the app's decoding (the static step where it runs); compiled: that step compiled; bf16/int8: the opt-in
-    packed decoder rows (medcot/model/step_rows.py); generate: transformers' generate(), as before the static step."""
+    """ours: the app's decoding (the compiled static step in CPU mode auto, q8-int4head); eager: that step before it
+    is compiled; compiled: a step compiled here when ours is eager; bf16/int8/f16: other decoder rows, eager
+    (medcot/model/step_rows.py); generate: transformers' generate(), as before the static step."""
     variants = {
         "ours_card_sampling": lambda p, n: measure_ours(loaded, p, CARD, n, static),
         "ours_greedy": lambda p, n: measure_ours(loaded, p, GREEDY, n, static),
@@ -225,6 +227,8 @@ def summarize(runs: dict[str, list[dict]]) -> dict[str, Any]:
         "ours_over_llama_cpp_card_sampling": ratio("ours_card_sampling", "llama_cpp_card_sampling"),
         "ours_over_llama_cpp_greedy": ratio("ours_greedy", "llama_cpp_greedy"),
         "ours_over_generate_card_sampling": ratio("ours_card_sampling", "generate_card_sampling"),
+        "ours_over_eager_card_sampling": ratio("ours_card_sampling", "eager_card_sampling"),
+        "ours_over_bf16_card_sampling": ratio("ours_card_sampling", "bf16_card_sampling"),
         "compiled_over_ours_card_sampling": ratio("compiled_card_sampling", "ours_card_sampling"),
         "compiled_over_llama_cpp_card_sampling": ratio("compiled_card_sampling", "llama_cpp_card_sampling"),
         "compiled_over_llama_cpp_greedy": ratio("compiled_greedy", "llama_cpp_greedy"),
@@ -243,7 +247,7 @@ def run(
     report: Callable[[str], None] = print,
     decode: str = "auto",
     compile_step: bool = True,
-    other_rows: Sequence[str] = ("f16", "int8"),
+    other_rows: Sequence[str] = ("bf16",),
 ) -> dict:
     torch.set_num_threads(threads)
     # Loaded, and llama.cpp run, in passing threads as the app loads (load_state.in_passing_thread): an OpenMP team
@@ -258,8 +262,13 @@ def run(
     rows = rows_of(loaded.dtype)  # as the app's local backend decodes
     static = in_passing_thread(static_generator, loaded.model, loaded.device, loaded.base_delta, decode, None, rows)
     others: dict[str, StaticGenerator] = {}
-    if static is not None and static.mode == "static":
-        if compile_step and (compiled := _compiled(static, report)) is not None:
+    if static is not None and static.compiled is not None:  # the app's own background build (q8 rows): awaited
+        static.compiled.finished.wait()
+        report(f"the app's decode step: {static.compiled.status}")
+        if static.mode == "compiled":  # and its eager step, which serves until the build is done
+            others["eager"] = StaticGenerator(static.decoder)
+    if static is not None:
+        if static.mode == "static" and compile_step and (compiled := _compiled(static, report)) is not None:
             others["compiled"] = compiled
         for kind in other_rows:  # f16/bf16/int8 rows (CPU modes f16-/bf16-/int8-int4head) over the same weights
             decoder = in_passing_thread(StaticDecoder, loaded.model, None, None if kind == "f16" else kind)
@@ -271,7 +280,7 @@ def run(
             "model": loaded.base_id,
             "cpu_mode": loaded.dtype,
             "decode": "generate()" if static is None else static.mode,
-            "compiled_step": others["compiled"].compiled.status if "compiled" in others else None,
+            "compiled_step": next((g.compiled.status for g in (static, *others.values()) if g and g.compiled), None),
             "prompt_tokens": len(prompt),
             "new_tokens": new_tokens,
             "rounds": rounds,
@@ -351,6 +360,8 @@ def format_markdown(result: dict[str, Any]) -> str:
     names = {
         "ours_card_sampling": "ours, card's sampling (what users get)",
         "ours_greedy": "ours, greedy",
+        "eager_card_sampling": "ours until the compiled step is built (eager, f16 weights), card's sampling",
+        "eager_greedy": "ours until the compiled step is built, greedy",
         "compiled_card_sampling": "ours compiled (torch.compile), card's sampling",
         "compiled_greedy": "ours compiled (torch.compile), greedy",
         "f16_card_sampling": "ours, f16 rows (mode f16-int4head), card's sampling",
@@ -390,9 +401,18 @@ def draw_chart(result: dict[str, Any], path: Path) -> None:
         f" {machine['date'][:10]}, load {machine['load_average_start'][0]}→{machine['load_average_end'][0]}"
     )
     colors = [
-        "tab:blue" if n.startswith("ours") else "tab:gray" if n.startswith("generate") else "tab:orange" for n in names
+        "tab:orange"
+        if n.startswith("llama")
+        else "tab:gray"
+        if n.startswith("generate")
+        else "tab:blue"
+        if n.startswith("ours")
+        else "lightsteelblue"  # our other decoders
+        for n in names
     ]
-    labels = [name.replace("_", "\n", 1).replace("_", " ") for name in names]
+    labels = [
+        name.replace("_card_sampling", "\ncard's").replace("_greedy", "\ngreedy").replace("_", " ") for name in names
+    ]
     speed.bar(labels, [variants[n]["decode_tok_s_median"] for n in names], color=colors)
     speed.axhline(TARGET_TOK_S, color="gray", linestyle="--", label=f"target {TARGET_TOK_S:g} tok/s (card sampling)")
     speed.set_ylabel("decode tok/s (median)")
@@ -400,6 +420,7 @@ def draw_chart(result: dict[str, Any], path: Path) -> None:
     ttft.bar(labels, [variants[n]["ttft_ms_median"] for n in names], color=colors)
     ttft.set_ylabel("time to first token, ms (median)")
     for axis in (speed, ttft):
+        axis.tick_params(axis="x", labelsize=8)
         for bar in axis.patches:
             top = (bar.get_x() + bar.get_width() / 2, bar.get_height())
             axis.annotate(f"{bar.get_height():.1f}", top, ha="center")
@@ -416,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-compiled", action="store_true", help="skip the compiled step's variants")
-    parser.add_argument("--rows", default="f16,int8", help="other decoder rows to time too: f16, bf16, int8 ('' none)")
+    parser.add_argument("--rows", default="bf16", help="other decoder rows to time too: f16, bf16, int8 ('' none)")
     parser.add_argument("--decode", choices=DECODE_MODES, default="auto", help="ours: how the app decodes")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/user_speed.json"))
     parser.add_argument("--chart", type=Path, default=Path("docs/bench/user_speed.png"))
