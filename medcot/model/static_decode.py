@@ -93,8 +93,7 @@ class StaticDecoder:
         kinds = list(config.layer_types)
         self.full_layer = kinds.index("full_attention") if "full_attention" in kinds else None
         self.rows = rows
-        # Packing copies each matrix through float32 temporaries: mapped, they go back to the OS as they are freed
-        # (q8 rows: RSS +350 MB without, as glibc kept them; +112 MB, the blocks themselves, with).
+        # Packing's float32 temporaries, mapped, go back to the OS when freed (q8 rows: RSS +350 MB otherwise, +112).
         with torch.no_grad(), large_blocks_mapped():
             self.layers = [
                 self._arrange(layer, kind) for layer, kind in zip(model.model.layers, config.layer_types, strict=True)

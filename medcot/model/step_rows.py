@@ -5,7 +5,7 @@ compiled step reads), bf16-int4head and int8-int4head (opt-in).
 Why: a decode step reads every weight once, and on 2 cores the read, and how well a kernel streams it, sets the
 time. Through the app's streaming path on 2 quiet Xeon VM cores (one interleaved run each, card's sampling,
 docs/bench/user_speed.json): float16 rows 30.5 tok/s, bfloat16 rows 36.2 (+200 MB), int8 rows 42.8 (+100 MB); in a
-later run q8 blocks in the compiled step 55.5 against 33.3 for bfloat16 rows (+110 MB).
+later run q8 blocks in the compiled step 62.4 against 37.2 for bfloat16 rows (+112 MB).
 
 Quality, benchmarks/bench_cpu.py's 6 quality prompts, greedy, 64 tokens, against float32:
 * bfloat16 rows: equal on all 6. Rounding the activations and the outputs to bfloat16 moved prompt 1's tokens from
@@ -15,8 +15,8 @@ Quality, benchmarks/bench_cpu.py's 6 quality prompts, greedy, 64 tokens, against
 * int8 rows (a scale per row, torch's ``_weight_int8pack_mm``, fast only with bfloat16 activations): tokens left
   float32's at 17, 18, 35 and 51 on 4 prompts. The weights' rounding does it (gate/up alone diverged on 3 prompts,
   down on 2, Q/K/V on none), so this mode is faster but not float32's answers.
-* q8 blocks (a scale per 32 weights): equal on 5 prompts; the third leaves float32's at its 39th token (all 6 equal
-  over the 32 tokens the slow test checks).
+* q8 blocks (a scale per 32 weights), through the compiled step: equal on 4 prompts; prompts 3 and 6 leave
+  float32's at their 39th and 35th token (all 6 equal over the 32 tokens the slow test checks).
 """
 
 from __future__ import annotations
