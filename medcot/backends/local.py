@@ -29,7 +29,7 @@ class LocalBackend:
         # None: nothing switches (no adapter, or merged weights without a delta), so requests share the model freely
         self.switch = AdapterSwitch(loaded.model, loaded.base_delta) if self.compare_unavailable() is None else None
         # None: generate() decodes. base_delta is set only for merged weights: the step subtracts it for base answers.
-        rows = rows_of(loaded.dtype)  # the CPU modes int8-int4head and bf16-int4head
+        rows = rows_of(loaded.dtype)  # the CPU modes q8-, int8- and bf16-int4head
         self.static = static_generator(loaded.model, loaded.device, loaded.base_delta, decode, rows=rows)
 
     def describe(self) -> str:
