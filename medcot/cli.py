@@ -47,11 +47,14 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings = replace(settings, base_model=args.base_model)
     if args.adapter is not None:
         settings = replace(settings, adapter=args.adapter or None)
-    if settings.decode == "auto":
-        # One question: compiling the step in the background cannot pay for itself, and while it traces it holds the
-        # GIL that each eager op needs (first token 4.6 s after the load, 0.35 s without it). MEDCOT_DECODE=compiled
-        # still compiles.
-        settings = replace(settings, decode="static")
+    if settings.backend is None and settings.decode == "auto":
+        from medcot.model.loading import pick_device  # local models only: server mode loads no weights
+
+        if pick_device(settings) == "cpu":
+            # One question: compiling the step in the background cannot pay for itself, and while it traces it holds
+            # the GIL that each eager op needs (first token 4.6 s after the load, 0.35 s without it). On a GPU auto
+            # stays generate(); MEDCOT_DECODE=compiled still compiles.
+            settings = replace(settings, decode="static")
     return settings
 
 

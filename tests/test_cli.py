@@ -169,6 +169,13 @@ def test_one_question_decodes_eagerly_unless_compiling_is_asked(monkeypatch: pyt
     from medcot.cli import _settings, build_parser
 
     monkeypatch.delenv("MEDCOT_DECODE", raising=False)
+    monkeypatch.delenv("MEDCOT_DEVICE", raising=False)
     assert _settings(build_parser().parse_args(["q"])).decode == "static"
+    monkeypatch.setenv("MEDCOT_DEVICE", "cuda")  # on a GPU auto stays generate()
+    assert _settings(build_parser().parse_args(["q"])).decode == "auto"
+    monkeypatch.setenv("MEDCOT_DEVICE", "cpu")
+    monkeypatch.setenv("MEDCOT_SERVER_URL", "http://127.0.0.1:9/v1")  # server mode: no local weights to decode
+    assert _settings(build_parser().parse_args(["q"])).decode == "auto"
+    monkeypatch.delenv("MEDCOT_SERVER_URL")
     monkeypatch.setenv("MEDCOT_DECODE", "compiled")
     assert _settings(build_parser().parse_args(["q"])).decode == "compiled"
