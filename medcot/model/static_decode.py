@@ -75,7 +75,7 @@ class StaticDecoder:
 
     def __init__(self, model: Any, delta: LoraDelta | None = None, rows: str | None = None) -> None:
         """``delta``: a merged adapter's LoraDelta (lora_delta.py), subtracted in steps asked for the base model;
-        ``rows``: decode through "bf16" or "int8" copies of the decoder matrices (step_rows.py)."""
+        ``rows``: decode through "q8", "bf16" or "int8" copies of the decoder matrices (step_rows.py)."""
         reason = unsupported(model)
         if reason:
             raise ValueError(reason)

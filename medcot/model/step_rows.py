@@ -126,6 +126,6 @@ COMPILED_ROWS = frozenset({"q8"})
 
 
 def rows_of(cpu_mode: str | None) -> str | None:
-    """The packed rows a CPU mode decodes through ("int8", "bf16"), or None: the weights themselves."""
+    """The packed rows a CPU mode decodes through ("q8", "int8", "bf16"), or None: the weights themselves."""
     kind = (cpu_mode or "").split("-")[0]
     return kind if kind in ROWS else None
