@@ -27,7 +27,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 from transformers.generation.streamers import BaseStreamer
 
 from medcot.config import default_cache_dir
-from medcot.model.compiled_step import CompiledStep
+from medcot.model.compiled_step import compile_into
 from medcot.model.cpu_speed import CPU_MODES, optimize_for_cpu
 from medcot.model.static_decode import StaticDecoder
 from medcot.model.step_rows import COMPILED_ROWS
@@ -131,11 +131,8 @@ def quality_check(
     """
     # One decoder for every prompt: building it fuses (and with `rows` packs) the decoder matrices again.
     generator = StaticGenerator(StaticDecoder(model, rows=rows)) if static else None
-    if generator is not None and rows in COMPILED_ROWS:
-        step = CompiledStep(generator.decoder, default_cache_dir())
-        if not step.build():
-            raise RuntimeError(f"the step for {rows} rows did not compile: {step.status}")
-        generator.step = step
+    if generator is not None and rows in COMPILED_ROWS and not compile_into(generator, default_cache_dir()):
+        raise RuntimeError(f"the step for {rows} rows did not compile: {generator.compiled.status}")
     firsts: list[int | None] = []
     for ref, prompt in zip(reference, prompts, strict=True):
         got = greedy_tokens(model, tokenizer, prompt, QUALITY_TOKENS, generator)

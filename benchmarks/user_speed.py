@@ -318,14 +318,12 @@ def run(
 
 def _compiled(static: StaticGenerator, report: Callable[[str], None]) -> StaticGenerator | None:
     """A second generator over the same decoder whose step is compiled (or loaded from the on-disk cache) now."""
-    from medcot.model.compiled_step import CompiledStep
+    from medcot.model.compiled_step import compile_into
 
-    step = CompiledStep(static.decoder, default_cache_dir())
-    if not in_passing_thread(step.build, report):
-        report(f"the compiled step is not measured: {step.status}")
-        return None
     compiled = StaticGenerator(static.decoder)
-    compiled.step, compiled.mode, compiled.compiled = step, "compiled", step
+    if not in_passing_thread(compile_into, compiled, default_cache_dir(), report):
+        report(f"the compiled step is not measured: {compiled.compiled.status}")
+        return None
     return compiled
 
 

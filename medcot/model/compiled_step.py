@@ -133,18 +133,25 @@ def mark_dynamic(decoder: StaticDecoder, cache: KVCache) -> KVCache:
     return cache
 
 
+def compile_into(generator: Any, cache_dir: Path, progress: Callable[[str], None] = log.info) -> bool:
+    """Compile ``generator``'s step now (CompiledStep.build); once built, its step and mode are the compiled ones.
+    True when they are."""
+    generator.compiled = step = CompiledStep(generator.decoder, cache_dir)
+    return _build_into(generator, step, progress)
+
+
 def build_in_background(
     generator: Any, cache_dir: Path, progress: Callable[[str], None] = log.info
 ) -> threading.Thread:
-    """Compile ``generator``'s step in a daemon thread; its step and mode switch to the compiled ones when done."""
-    step = CompiledStep(generator.decoder, cache_dir)
-    generator.compiled = step
-
-    def run() -> None:
-        if step.build(progress):
-            generator.step = step
-            generator.mode = "compiled"
-
-    thread = threading.Thread(target=run, name="medcot-compile", daemon=True)
+    """compile_into in a daemon thread; ``generator.compiled`` is the step being built as soon as this returns."""
+    generator.compiled = step = CompiledStep(generator.decoder, cache_dir)
+    thread = threading.Thread(target=_build_into, args=(generator, step, progress), name="medcot-compile", daemon=True)
     thread.start()
     return thread
+
+
+def _build_into(generator: Any, step: CompiledStep, progress: Callable[[str], None]) -> bool:
+    if not step.build(progress):
+        return False
+    generator.step, generator.mode = step, "compiled"
+    return True
