@@ -52,15 +52,13 @@ _NEUTRAL_CONFIG = {
     "exponential_decay_length_penalty": (None,),
 }
 
-Step = Callable[[torch.Tensor, torch.Tensor, Any, bool], torch.Tensor]
-
 
 class StaticGenerator:
     """Generation through a StaticDecoder; ``step`` may be swapped for a compiled one (compiled_step.py)."""
 
     def __init__(self, decoder: StaticDecoder) -> None:
         self.decoder = decoder
-        self.step: Step = decoder.step
+        self.step: Callable[[torch.Tensor, torch.Tensor, Any, bool], torch.Tensor] = decoder.step
         self.mode = "static"  # what the status and the logs call this path; "compiled" once a compiled step is in
         self.compiled: Any = None  # the CompiledStep being built, when MEDCOT_DECODE=compiled
 

@@ -80,13 +80,6 @@ class CompiledStep(FallbackStep):
 
     def build(self, progress: Callable[[str], None] = log.info) -> bool:
         """Compile (or load from the on-disk cache) the step; True when it is in use. Never raises."""
-        try:
-            return self._build(progress)
-        finally:
-            release_freed_memory()  # compiling's garbage: ~250 MB held by glibc's heaps otherwise
-            self.finished.set()
-
-    def _build(self, progress: Callable[[str], None]) -> bool:
         started = time.monotonic()
         try:
             # Inductor reads its cache folder from here at each compile (torch sets it to /tmp's on first use).
@@ -97,12 +90,15 @@ class CompiledStep(FallbackStep):
                 progress(f"{self.status} (cache {os.environ['TORCHINDUCTOR_CACHE_DIR']})")
                 self._warm_up(self.compiled, base)
                 self.ready[base] = functools.partial(torch._dynamo.run(self.compiled), base=base)
+            self.status = f"compiled in {time.monotonic() - started:.0f} s"
         except BaseException as exc:  # any failure or interruption leaves the eager step serving
             first_line = (str(exc).splitlines() or [""])[0][:200]
             self.status = f"eager (compilation failed: {type(exc).__name__}: {first_line})"
             log.warning("decode step not compiled, the eager step serves: %s", self.status)
             return False
-        self.status = f"compiled in {time.monotonic() - started:.0f} s"
+        finally:
+            release_freed_memory()  # compiling's garbage: ~250 MB held by glibc's heaps otherwise
+            self.finished.set()
         progress(f"decode step {self.status}")
         return True
 

@@ -1,11 +1,9 @@
 """A decoder matrix kept twice for the static step: a packed copy for one-row products (decoding), and the model's
 own float16 weight for prompts. CPU modes (cpu_speed.py): q8-int4head (auto with AVX-512), bf16- and int8-int4head.
 
-Why: a decode step reads every weight once, so how many bytes it reads, and how well a kernel streams them, sets its
-time. Through the app on 2 Xeon cores (docs/benchmark.md): float16 rows 30.5 tok/s, bfloat16 rows 36.2 (+200 MB),
-int8 rows 42.8 (+100 MB), q8 blocks in the compiled step 62.4 (+112 MB). Greedy against float32 over 6 prompts of
-64 tokens: bfloat16 rows equal on all; int8 rows leave it on 4 (from the 17th token; not float32's answers, opt-in);
-q8 blocks on 2 (at the 35th and 39th).
+Why: a decode step's time is the bytes it reads and how well a kernel streams them. Through the app on 2 Xeon cores
+(docs/benchmark.md): float16 rows 30.5 tok/s, bfloat16 36.2, int8 42.8 (not float32's greedy tokens: opt-in), q8
+blocks in the compiled step 62.4 (float32's greedy tokens over the 32 that the slow test checks).
 """
 
 from __future__ import annotations
