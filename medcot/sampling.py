@@ -17,8 +17,9 @@ class TopKSampler(LogitsProcessor):
     to those alone; returns scores where only the drawn token is finite, for generate(do_sample=False) to pick
     (generate() has no hook to sample from a subset). Used as the last processor.
 
-    The distribution equals generate(do_sample=True, temperature, top_k, top_p)'s, but where tokens tie with the
-    k-th score TopKLogitsWarper keeps them all and this keeps k. Draws use torch's global generator, as generate().
+    The distribution equals generate(do_sample=True, temperature, top_k, top_p)'s (top-k picks the same tokens before
+    or after a positive temperature), but where tokens tie with the k-th score TopKLogitsWarper keeps them all and
+    this keeps k. Draws use torch's global generator, as generate() does.
     """
 
     def __init__(self, top_k: int, temperature: float = 1.0, top_p: float = 1.0) -> None:
