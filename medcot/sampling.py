@@ -1,9 +1,7 @@
 """Sampling at the card's defaults (top-k 64, top-p 0.95, temperature 1.0) for the cost of greedy decoding.
 
-generate()'s sampling mode works on the whole vocabulary at every token: TopPLogitsWarper sorts all 262,144
-scores, then softmax and torch.multinomial (one random number per entry) run over all of them, although top-k
-has already thrown all but 64 away. On 2 cores that made the card's sampling a quarter to a third slower than
-greedy (issue 17). TopKSampler computes the same distribution over the top-k scores alone and draws from it.
+Why: generate()'s sampling sorts all 262,144 scores for top-p and draws over all of them, though top-k kept only 64;
+on 2 cores that made the card's sampling a quarter to a third slower than greedy (issue 17).
 """
 
 from __future__ import annotations
@@ -16,16 +14,12 @@ from medcot.model.long_rows import top_k
 
 class TopKSampler(LogitsProcessor):
     """Draws the next token from the `top_k` best scores with transformers' temperature and top-p warpers applied
-    to those alone; returns scores where only the drawn token is finite, for generate(do_sample=False) to pick.
+    to those alone; returns scores where only the drawn token is finite, for generate(do_sample=False) to pick
+    (generate() has no hook to sample from a subset). Used as the last processor.
 
-    Why the draw is written here: generate() has no hook to sample from a subset; its sampling step is always a
-    softmax and multinomial over the full vocabulary. So the draw happens in this processor (the last one, after
-    repetition penalty and the token suppressions), and generate's greedy step picks the one finite score.
-
-    The distribution equals generate(do_sample=True, temperature, top_k, top_p)'s: its order is temperature,
-    top-k, top-p, and top-k selects the same tokens before or after dividing by a positive temperature. One
-    difference: where several tokens tie with the k-th score, TopKLogitsWarper keeps them all and this keeps k.
-    Random numbers come from torch's global generator, as in generate(): torch.manual_seed makes runs repeatable.
+    The distribution equals generate(do_sample=True, temperature, top_k, top_p)'s (top-k picks the same tokens before
+    or after a positive temperature), but where tokens tie with the k-th score TopKLogitsWarper keeps them all and
+    this keeps k. Draws use torch's global generator, as generate() does.
     """
 
     def __init__(self, top_k: int, temperature: float = 1.0, top_p: float = 1.0) -> None:

@@ -1,10 +1,8 @@
 """generate()'s greedy loop over the static decode step (medcot.model.static_decode), for stream_generate.
 
-stream_generate builds generate() arguments (streamer, stopping criteria, the card's TopKSampler as a logits
-processor, EOS ids); StaticGenerator.generate takes the same arguments and runs transformers' own greedy loop on them:
-processors on the step's logits, argmax, the token appended and streamed, the stopping criteria asked, as
-GenerationMixin._sample does for one sequence. What it cannot run the same way (generate's own sampling, unknown
-arguments, generation-config processors) it reports, and stream_generate calls model.generate instead.
+StaticGenerator.generate takes stream_generate's generate() arguments (streamer, stopping criteria, the card's
+TopKSampler as a logits processor, EOS ids) and runs them as GenerationMixin._sample does for one sequence. What it
+cannot run the same way it reports, and stream_generate calls model.generate instead.
 """
 
 from __future__ import annotations
@@ -54,15 +52,13 @@ _NEUTRAL_CONFIG = {
     "exponential_decay_length_penalty": (None,),
 }
 
-Step = Callable[[torch.Tensor, torch.Tensor, Any, bool], torch.Tensor]
-
 
 class StaticGenerator:
     """Generation through a StaticDecoder; ``step`` may be swapped for a compiled one (compiled_step.py)."""
 
     def __init__(self, decoder: StaticDecoder) -> None:
         self.decoder = decoder
-        self.step: Step = decoder.step
+        self.step: Callable[[torch.Tensor, torch.Tensor, Any, bool], torch.Tensor] = decoder.step
         self.mode = "static"  # what the status and the logs call this path; "compiled" once a compiled step is in
         self.compiled: Any = None  # the CompiledStep being built, when MEDCOT_DECODE=compiled
 
@@ -93,8 +89,7 @@ class StaticGenerator:
         processors.extend(kwargs.get("logits_processor") or [])
         stopping = kwargs.get("stopping_criteria") or StoppingCriteriaList()
         eos = kwargs.get("eos_token_id")
-        eos_list = eos if isinstance(eos, list) else [] if eos is None else [eos]
-        eos_ids = torch.tensor(eos_list, dtype=torch.long, device=ids.device)
+        eos_ids = torch.tensor([] if eos is None else eos, dtype=torch.long, device=ids.device).reshape(-1)
         new_tokens = int(kwargs.get("max_new_tokens", 20))
         if streamer is not None:
             streamer.put(ids.cpu())
@@ -125,11 +120,9 @@ def static_generator(
     rows: str | None = None,
 ) -> StaticGenerator | None:
     """The static step's generator for ``model`` (one per model, made on first use), or None where generate() runs:
-    ``decode`` "generate", "auto" on a device other than the CPU, or a model the step does not implement (logged
-    once). "compiled" on the CPU also starts compiling the step in the background (compiled_step.py; cached under
-    ``cache_dir``), as "auto" does for rows only a compiled step reads fast (q8); on a GPU the step is compiled ahead
-    of time instead (ZeroGPU: medcot.zerogpu), so it runs eagerly here. ``rows``: "q8", "int8" or "bf16" copies of
-    the decoder matrices decode on the CPU (step_rows.py)."""
+    ``decode`` "generate", "auto" off the CPU, or a model the step does not implement (logged once). On the CPU,
+    "compiled" (and "auto" with rows only a compiled step reads fast: q8) also compiles the step in the background,
+    cached under ``cache_dir``; on a GPU medcot.zerogpu compiles it ahead of time. ``rows``: step_rows.py's kinds."""
     if decode == "generate" or (decode == "auto" and device != "cpu"):
         return None
     compiles = device == "cpu" and (decode == "compiled" or (decode == "auto" and rows in COMPILED_ROWS))

@@ -1,15 +1,14 @@
 """The static decode step compiled with torch.compile, built in the background while the eager step serves.
 
-The step's decoder layers (StaticDecoder.step_hidden) compile to one graph: static shapes but for the full-attention
-layers' cache length, marked dynamic so that every generation length shares it. Inductor's on-disk caches live under
-``<cache dir>/compiled/<key>`` (the key: the CPU's instruction set, torch's version, the model's shape and precision),
-so a later start reuses the compiled kernels instead of compiling again. Until the build is done, and for ever if it
-fails, generations use the eager step; a failure leaves one log line saying why. Once built, the compiled code runs in
-dynamo's run-only mode: a call it was not compiled for runs eagerly instead of compiling in a request.
+The decoder layers (StaticDecoder.step_hidden) compile to one graph, the full-attention cache length dynamic so that
+every generation length shares it. Inductor's caches live under ``<cache dir>/compiled/<cache_key>``, so a later start
+reuses the kernels. Until the build is done, and for ever if it fails (said in one log line), the eager step serves;
+once built, dynamo runs in run-only mode: a call it was not compiled for runs eagerly instead of compiling.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -44,8 +43,8 @@ def cache_key(decoder: StaticDecoder) -> str:
 
 
 class FallbackStep:
-    """A generator's step: the compiled decoder layers in ``ready`` (per ``base``) where there are, the eager step
-    until then; a compiled call that fails turns the step eager for good, said once."""
+    """A generator's step: the compiled decoder layers in ``ready`` (per ``base``, called as StepModule.forward)
+    where there are, else the eager step; a compiled call that fails turns the step eager for good."""
 
     def __init__(self, decoder: StaticDecoder) -> None:
         self.decoder = decoder
@@ -57,23 +56,16 @@ class FallbackStep:
         if layers is None:
             return self.decoder.step(token, position, cache, base)
         try:
-            hidden = self.run_layers(layers, token, position, cache, base)
-        except Exception as exc:  # the compiled code failed at run time: eager from now on, said once
+            hidden = self.run_layers(layers, token, position, cache.keys, cache.values, cache.ring_positions)
+        except Exception as exc:
             self.ready.clear()
             self.status = f"eager (the compiled step failed: {type(exc).__name__}: {exc})"[:300]
             log.warning("decode step back to eager: %s", self.status)
             return self.decoder.step(token, position, cache, base)
         return self.decoder.head(hidden)
 
-    def run_layers(
-        self,
-        layers: Callable[..., torch.Tensor],
-        token: torch.Tensor,
-        position: torch.Tensor,
-        cache: KVCache,
-        base: bool,
-    ) -> torch.Tensor:
-        return layers(token, position, cache.keys, cache.values, cache.ring_positions, base)
+    def run_layers(self, layers: Callable[..., torch.Tensor], *inputs: Any) -> torch.Tensor:
+        return layers(*inputs)
 
 
 class CompiledStep(FallbackStep):
@@ -83,19 +75,11 @@ class CompiledStep(FallbackStep):
     def __init__(self, decoder: StaticDecoder, cache_dir: Path) -> None:
         super().__init__(decoder)
         self.folder = cache_dir / "compiled" / cache_key(decoder)
-        self.compile_s: float | None = None
         self.compiled: Callable[..., torch.Tensor] | None = None  # torch.compile's wrapper, once build started
         self.finished = threading.Event()  # set when build ends, compiled or not
 
     def build(self, progress: Callable[[str], None] = log.info) -> bool:
         """Compile (or load from the on-disk cache) the step; True when it is in use. Never raises."""
-        try:
-            return self._build(progress)
-        finally:
-            release_freed_memory()  # compiling's garbage: ~250 MB held by glibc's heaps otherwise
-            self.finished.set()
-
-    def _build(self, progress: Callable[[str], None]) -> bool:
         started = time.monotonic()
         try:
             # Inductor reads its cache folder from here at each compile (torch sets it to /tmp's on first use).
@@ -105,37 +89,34 @@ class CompiledStep(FallbackStep):
                 self.status = f"compiling the decode step{' for the base model' if base else ''}"
                 progress(f"{self.status} (cache {os.environ['TORCHINDUCTOR_CACHE_DIR']})")
                 self._warm_up(self.compiled, base)
-                self.ready[base] = torch._dynamo.run(self.compiled)
-        except BaseException as exc:  # any failure or interruption leaves the eager step serving, said once
+                self.ready[base] = functools.partial(torch._dynamo.run(self.compiled), base=base)
+            self.status = f"compiled in {time.monotonic() - started:.0f} s"
+        except BaseException as exc:  # any failure or interruption leaves the eager step serving
             first_line = (str(exc).splitlines() or [""])[0][:200]
             self.status = f"eager (compilation failed: {type(exc).__name__}: {first_line})"
             log.warning("decode step not compiled, the eager step serves: %s", self.status)
             return False
-        self.compile_s = time.monotonic() - started
-        self.status = f"compiled in {self.compile_s:.0f} s"
+        finally:
+            release_freed_memory()  # compiling's garbage: ~250 MB held by glibc's heaps otherwise
+            self.finished.set()
         progress(f"decode step {self.status}")
         return True
 
     def _warm_up(self, compiled: Callable[..., torch.Tensor], base: bool) -> None:
-        """One step on two caches of different lengths: the second proves the length is dynamic (no recompile)."""
+        """One step on two caches of different lengths, the full-attention layers' marked dynamic: the second proves
+        that one graph serves every length (no recompile)."""
         for length in (64, 96):
             with torch.inference_mode():  # as generations run: guards tell inference tensors from others
-                cache = mark_dynamic(self.decoder, self.decoder.new_cache(length))
+                cache = self.decoder.new_cache(length)
+                for layer, keys, values in zip(self.decoder.layers, cache.keys, cache.values, strict=True):
+                    if not layer.sliding:
+                        torch._dynamo.mark_dynamic(keys, 2)
+                        torch._dynamo.mark_dynamic(values, 2)
                 compiled(torch.tensor([0]), torch.tensor([1]), cache.keys, cache.values, cache.ring_positions, base)
 
 
-def mark_dynamic(decoder: StaticDecoder, cache: KVCache) -> KVCache:
-    """The full-attention layers' cache length marked dynamic, so that one compiled graph serves every length."""
-    for layer, keys, values in zip(decoder.layers, cache.keys, cache.values, strict=True):
-        if not layer.sliding:
-            torch._dynamo.mark_dynamic(keys, 2)
-            torch._dynamo.mark_dynamic(values, 2)
-    return cache
-
-
 def compile_into(generator: Any, cache_dir: Path, progress: Callable[[str], None] = log.info) -> bool:
-    """Compile ``generator``'s step now (CompiledStep.build); once built, its step and mode are the compiled ones.
-    True when they are."""
+    """Compile ``generator``'s step now; once built (True), its step and mode are the compiled ones."""
     generator.compiled = step = CompiledStep(generator.decoder, cache_dir)
     return _build_into(generator, step, progress)
 

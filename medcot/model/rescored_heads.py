@@ -1,14 +1,8 @@
 """The 262144 x 640 output projection screened in int8 or int4, its best candidates then recomputed exactly.
 
-A decode step reads every weight once, and the output projection is ~60% of a float32 token's bytes; on 2 cores the
-read, not the arithmetic, sets its time. Screening the whole vocabulary with a quantized copy and recomputing the
-``candidates`` best logits from the real (float16) rows keeps the greedy pick the unquantized projection's, unless
-the best token falls outside the screened top (worst rank seen: 6th for int8). Sampling sees exact logits where the
-probability mass is, and quantized ones in the far tail.
-
-Per token, 2 cores of an Intel Xeon VM, the real weight: int8 (torch's dynamic quantized kernel) 7.8 ms, int4
-(``_weight_int4pack_mm_for_cpu``, bfloat16 activations, groups of 64) ~4.4 ms; float16 ~31 ms. int4 screening over
-128 candidates gave the float32 model's greedy tokens on every quality prompt (benchmarks/bench_cpu.py).
+Why: a decode step's time on CPU is the bytes it reads, ~60% of them this projection's. The quantized screen keeps
+the unquantized greedy pick unless the best token falls outside the rescored top, and sampling sees exact logits
+where the probability mass is. Per token on 2 Xeon cores: float16 ~31 ms, int8 7.8 ms, int4 ~4.4 ms.
 """
 
 from __future__ import annotations
@@ -20,8 +14,8 @@ from torch import nn
 
 from medcot.model.long_rows import top_k
 
-# How many screened logits are recomputed exactly: the f32-best token was at most 6th among int8 logits; int4 is
-# coarser, and its 128 best held the f32-best token and the card's top-64 sampling set on the quality prompts.
+# Logits recomputed exactly: the f32-best token was at most 6th among int8 logits; int4's 128 best held it and the
+# card's top-64 sampling set on the quality prompts (benchmarks/bench_cpu.py).
 INT8_CANDIDATES = 64
 INT4_CANDIDATES = 128
 # Rows of the int8 weight packed per block: packing copies its input (262144 rows: 8 blocks of 21 MB).
@@ -34,7 +28,7 @@ _GROUP = 64
 
 class RescoredHead(nn.Module):
     """An output projection screened by ``screen`` (a quantized copy), its ``candidates`` best logits recomputed
-    from ``weight``, which stays shared with the input embedding: rescoring reads rows of it, nothing is copied."""
+    from ``weight``, shared with the input embedding (nothing copied)."""
 
     def __init__(self, weight: nn.Parameter, candidates: int) -> None:
         super().__init__()
@@ -57,10 +51,9 @@ class RescoredInt8Head(RescoredHead):
 
     def __init__(self, weight: nn.Parameter, candidates: int = INT8_CANDIDATES) -> None:
         super().__init__(weight, candidates)
-        # torch's int8 kernels called directly, as torch.ao's dynamic quantized Linear calls them (that module packs
-        # a full-size placeholder first).
+        # torch's int8 kernels called as torch.ao's dynamic Linear calls them (it packs a full-size placeholder first);
+        # torch.ao warns it will move to torchao, but these kernels are torch's own.
         with warnings.catch_warnings():
-            # torch.ao quantization warns that it will move to torchao; these are still torch's CPU int8 kernels.
             warnings.filterwarnings("ignore", message=r".*(deprecated|torchao).*")
             self.packed = [
                 torch.ops.quantized.linear_prepack(_int8_rows(weight[start : start + _BLOCK].detach()), None)
@@ -69,20 +62,19 @@ class RescoredInt8Head(RescoredHead):
 
     def screen(self, hidden: torch.Tensor) -> torch.Tensor:
         blocks = [torch.ops.quantized.linear_dynamic(hidden, packed, reduce_range=True) for packed in self.packed]
-        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=-1)
+        return torch.cat(blocks, dim=-1)
 
 
 class RescoredInt4Head(RescoredHead):
     """Screened with torch's int4 weight-only kernel: asymmetric int4 in groups of 64 columns, bfloat16 activations
-    (its float32 path is several times slower). Half the bytes of int8; refuses widths not a multiple of 64."""
+    (its float32 path is several times slower); refuses widths not a multiple of 64."""
 
     def __init__(self, weight: nn.Parameter, candidates: int = INT4_CANDIDATES) -> None:
         super().__init__(weight, candidates)
         if weight.shape[1] % _GROUP:
             raise ValueError(f"int4 groups of {_GROUP} need a width that is a multiple of it, not {weight.shape[1]}")
-        count, width = weight.shape
-        self.rows = count
-        padded = -(-count // 16) * 16  # the kernel packs rows 16 at a time: zero rows fill the last pack
+        self.rows, width = weight.shape
+        padded = -(-self.rows // 16) * 16  # the kernel packs rows 16 at a time: zero rows fill the last pack
         self.packed = torch.empty(padded, width // 2, dtype=torch.uint8)
         self.scales_zeros = torch.empty(width // _GROUP, padded, 2, dtype=torch.bfloat16)
         for start in range(0, padded, _CHUNK):

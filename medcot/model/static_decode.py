@@ -1,18 +1,10 @@
 """Gemma 3's forward pass written as one plain function over the loaded model's weights, with a static KV cache.
 
-Why by hand: transformers' forward runs ~7,050 ATen ops a token (torch.profiler: casts, masks, cache bookkeeping,
-rotate_half's slices and cats), and its static cache cannot be compiled for Gemma 3 (StaticSlidingWindowLayer keeps a
-Python int: one recompile per token, issue 22). Here each layer is ~60 ops: Q, K and V in one matmul, gate and up in
-another, q/k norms together, RoPE indexed by a position tensor, the cache written with index_copy_, and no Python
-branch on a value, so the same function compiles to one graph (compiled_step.py, exported_step.py).
-
-The weights stay the model's: the fused matrices are allocated once and the model's Linear layers are pointed at views
-of them, so transformers' forward keeps working with no copy. Matmuls keep cpu_speed's precision (float16 weights
-take float16 activations for one row and upcast for a prompt); norms, attention and the residual stream stay float32;
-the output projection is the model's own module (a rescored head in the CPU modes).
-
-Sliding-window layers keep a ring buffer of the window's size: the newest key goes to slot ``position % window``, and
-attention, which does not care about order, needs only a mask of the slots written yet.
+Why by hand: transformers' forward runs ~7,050 ATen ops a token, and its static cache cannot be compiled for Gemma 3
+(a Python int in StaticSlidingWindowLayer: one recompile per token, issue 22). Here a layer is ~60 ops with no Python
+branch on a value, so it compiles to one graph (compiled_step.py, exported_step.py). The model's Linear layers become
+views of the fused matrices (no copy); matmuls keep cpu_speed's precision, everything else is float32. Sliding-window
+layers keep a ring buffer of the window's size (the newest key at slot ``position % window``).
 """
 
 from __future__ import annotations
@@ -27,10 +19,6 @@ from torch import nn
 from medcot.model.lora_delta import FusedDelta, LoraDelta, fused_factors
 from medcot.model.memory import large_blocks_mapped
 from medcot.model.step_rows import ROWS, PackedRows
-
-# One-row products use the weight's own dtype (the CPU's f16 matrix-vector kernel); more rows upcast the weight, as
-# cpu_speed.HalfLinear does (the f16 matrix-matrix kernel is ~4x slower than f32 for a prompt).
-_ONE_ROW = 1
 
 
 def unsupported(model: Any) -> str | None:
@@ -74,8 +62,8 @@ class StaticDecoder:
     """The model's weights arranged for the step; ``prefill`` and ``step`` over a ``KVCache`` give the logits."""
 
     def __init__(self, model: Any, delta: LoraDelta | None = None, rows: str | None = None) -> None:
-        """``delta``: a merged adapter's LoraDelta (lora_delta.py), subtracted in steps asked for the base model;
-        ``rows``: decode through "q8", "bf16" or "int8" copies of the decoder matrices (step_rows.py)."""
+        """``delta``: a merged adapter's LoraDelta, subtracted in steps asked for the base model; ``rows``: decode
+        through "q8", "bf16" or "int8" copies of the decoder matrices (step_rows.py)."""
         reason = unsupported(model)
         if reason:
             raise ValueError(reason)
@@ -182,8 +170,8 @@ class StaticDecoder:
         ring_positions: torch.Tensor,
         base: bool = False,
     ) -> torch.Tensor:
-        """The decoder layers of a step, up to the final norm, with no Python branch on a value: the part
-        compiled_step.py compiles (the int8 head's packed weights are opaque objects a graph cannot hold)."""
+        """A step's decoder layers up to the final norm: the part that is compiled (the heads' packed weights are
+        opaque objects a graph cannot hold)."""
         ring_slot = position % ring_positions.shape[0]
         ring_positions.index_copy_(0, ring_slot, position)
         full = torch.arange(0 if self.full_layer is None else keys[self.full_layer].shape[2], device=position.device)
@@ -283,9 +271,9 @@ def _matmul(
 ) -> torch.Tensor:
     if not isinstance(weight, torch.Tensor):  # a copy packed for one-row products (step_rows.py)
         out = weight.product(x)
-    elif x.shape[0] <= _ONE_ROW or weight.dtype == x.dtype:
+    elif x.shape[0] <= 1 or weight.dtype == x.dtype:
         out = F.linear(x.to(weight.dtype), weight).float()
-    else:
+    else:  # a prompt: upcast, as cpu_speed.HalfLinear does (the f16 matrix-matrix kernel is ~4x slower than f32's)
         out = F.linear(x, weight.to(x.dtype))
     if delta is not None:  # the base model from merged weights: the adapter's low-rank update taken off again
         out = out - F.linear(F.linear(x, delta[0]), delta[1])

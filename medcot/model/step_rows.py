@@ -1,22 +1,9 @@
 """A decoder matrix kept twice for the static step: a packed copy for one-row products (decoding), and the model's
-own float16 weight for prompts. CPU modes (cpu_speed.py): q8-int4head (auto with AVX-512; int8 blocks that only the
-compiled step reads), bf16-int4head and int8-int4head (opt-in).
+own float16 weight for prompts. CPU modes (cpu_speed.py): q8-int4head (auto with AVX-512), bf16- and int8-int4head.
 
-Why: a decode step reads every weight once, and on 2 cores the read, and how well a kernel streams it, sets the
-time. Through the app's streaming path on 2 quiet Xeon VM cores (one interleaved run each, card's sampling,
-docs/bench/user_speed.json): float16 rows 30.5 tok/s, bfloat16 rows 36.2 (+200 MB), int8 rows 42.8 (+100 MB); in a
-later run q8 blocks in the compiled step 62.4 against 37.2 for bfloat16 rows (+112 MB).
-
-Quality, benchmarks/bench_cpu.py's 6 quality prompts, greedy, 64 tokens, against float32:
-* bfloat16 rows: equal on all 6. Rounding the activations and the outputs to bfloat16 moved prompt 1's tokens from
-  its 15th on; bfloat16 weights with float32 arithmetic did not. So a row is split into two bfloat16 rows (high and
-  low parts summing to it within float32's precision) that go through one oneDNN call: the weight is read once, and
-  the two products' sum is the product up to their own bfloat16 rounding.
-* int8 rows (a scale per row, torch's ``_weight_int8pack_mm``, fast only with bfloat16 activations): tokens left
-  float32's at 17, 18, 35 and 51 on 4 prompts. The weights' rounding does it (gate/up alone diverged on 3 prompts,
-  down on 2, Q/K/V on none), so this mode is faster but not float32's answers.
-* q8 blocks (a scale per 32 weights), through the compiled step: equal on 4 prompts; prompts 3 and 6 leave
-  float32's at their 39th and 35th token (all 6 equal over the 32 tokens the slow test checks).
+Why: a decode step's time is the bytes it reads and how well a kernel streams them. Through the app on 2 Xeon cores
+(docs/benchmark.md): float16 rows 30.5 tok/s, bfloat16 36.2, int8 42.8 (not float32's greedy tokens: opt-in), q8
+blocks in the compiled step 62.4 (float32's greedy tokens over the 32 that the slow test checks).
 """
 
 from __future__ import annotations
@@ -37,8 +24,8 @@ class PackedRows:
         raise NotImplementedError
 
     def product(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ weight.T`` for float32 ``x``, float32 out: one row through the packed copy, more (a prompt) through
-        the weight upcast, as the model's own float16 layers do (cpu_speed.HalfLinear)."""
+        """``x @ weight.T`` for float32 ``x``, float32 out: one row through the packed copy, a prompt through the
+        weight upcast (as cpu_speed.HalfLinear)."""
         return self.one_row(x) if x.shape[0] == 1 else F.linear(x, self.weight.to(x.dtype))
 
 
@@ -59,7 +46,8 @@ class Int8Rows(PackedRows):
 
 
 class Bf16Rows(PackedRows):
-    """bfloat16 packed for oneDNN (its blocked layout), each row split high and low."""
+    """bfloat16 packed for oneDNN (its blocked layout). The row is split into high and low bfloat16 rows that go
+    through one call (the weight read once): rounding the row to bfloat16 alone moved greedy tokens."""
 
     dtype = torch.bfloat16
 
@@ -80,16 +68,10 @@ _PARTS = 4
 
 
 class Q8Rows(PackedRows):
-    """int8 in blocks of 32 columns, a float32 scale each (llama.cpp's Q8_0 layout), read only by the compiled step:
-    Inductor writes each product as fused loops (int8 to float32, times the row and the scale, summed). The eager
-    step, which serves while the compiled one builds, reads the float16 weight.
-
-    Why blocks: the step's bytes set its speed, and a block of 32 keeps every weight within 1/254 of its block's
-    largest (a GGUF's Q8_0 blocks come back exactly), where torch's int8 kernels take one scale a row, whose rounding
-    moved greedy tokens (Int8Rows). Why compiled: no torch kernel reads these blocks, and Inductor's loops do well
-    (the compiled decoder layers, 2 Xeon VM cores, 22 GB/s of read bandwidth that day: 6.6 ms a token, against 15.8
-    for float16 weights compiled the same way and 19.1 for the eager step's bfloat16 rows).
-    """
+    """int8 in blocks of 32 columns, a float32 scale each (llama.cpp's Q8_0 layout), read only by the compiled step,
+    whose Inductor loops read them well where no torch kernel does (decoder layers 6.6 ms a token, against 15.8 for
+    float16 weights compiled the same way); the eager step, serving while it builds, reads the float16 weight.
+    A scale per 32 weights rounds less than Int8Rows' scale per row, whose rounding moved greedy tokens."""
 
     dtype = torch.int8
     block = 32
@@ -107,9 +89,8 @@ class Q8Rows(PackedRows):
     def one_row(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.compiler.is_compiling():
             return F.linear(x.to(self.weight.dtype), self.weight).float()
-        # as_strided makes Inductor write the row out first: inlined, its norm was recomputed for every weight,
-        # a square root included (Inductor compiles with -fmath-errno, so the root is not hoisted out of the loop):
-        # the decoder layers took 16.0 ms a token that way, 9.0 with the row written out.
+        # as_strided makes Inductor write the row out first: inlined, its norm (a square root) was recomputed for
+        # every weight: the decoder layers took 16.0 ms a token that way, 9.0 with the row written out.
         x = x.as_strided(x.shape, x.stride()).reshape(-1, self.block)
         parts = _PARTS if self.values.shape[0] % _PARTS == 0 else 1
         size = self.values.shape[0] // parts
