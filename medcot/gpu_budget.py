@@ -1,11 +1,5 @@
-"""How many seconds of GPU to ask for one answer, from the speed measured on the answers before it.
-
-On ZeroGPU every request states a duration before it gets a GPU: the platform refuses a request that asks more than
-the visitor has left of their daily quota (about two minutes for a visitor who is not signed in), ranks shorter
-requests first in its queue, and stops a request that runs past what it asked. So the ask is
-`MARGIN * (start-up + first token + max_new_tokens * seconds a token)`, each part measured on the answers served
-(a high percentile of the recent ones), clamped to [MIN_SECONDS, MAX_SECONDS]. Nothing here knows about spaces or
-Gradio: medcot.zerogpu feeds it and asks it.
+"""How many seconds of GPU a ZeroGPU request asks for one answer, from the speed measured on the answers before it
+(the formula and its reasons: README, "The GPU time each request asks"). medcot.zerogpu feeds it and asks it.
 """
 
 from __future__ import annotations
@@ -18,23 +12,21 @@ from dataclasses import dataclass
 
 from medcot.events import Stats
 
-# Until an answer has been measured, a request asks what every request asked before the speed was measured:
-# 15 s of start-up and 0.04 s a token (25 tok/s: slower than this model decodes on 2 CPU cores, 37 tok/s in
-# docs/benchmark.md, so it is a pessimistic guess for a GPU slice). No margin on top: the guess is the margin.
+# Until an answer is measured: 15 s of start-up and 0.04 s a token (25 tok/s, slower than this model decodes on 2
+# CPU cores, 37 tok/s in docs/benchmark.md), with no margin on top: the guess is the margin.
 PRIOR_STARTUP_S = 15.0
 PRIOR_SECONDS_PER_TOKEN = 0.04
-# Measured figures get 50% on top: the time a token takes varies with the GPU slice the request lands on and with
-# the other work of its node, and an answer that runs past its asked duration is stopped by ZeroGPU mid-answer.
+# On measured figures: the GPU slice and its node vary, and ZeroGPU stops an answer that runs past its ask.
 MARGIN = 1.5
-MIN_SECONDS = 5  # never ask less: a fresh worker's start-up alone can take a few seconds
-MAX_SECONDS = 120  # quotas are minutes a day: never ask for more than two (spaces refuses asks over its tier's cap)
-WINDOW = 32  # answers remembered: recent enough to follow a change of GPU, enough to take a 90th percentile of
+MIN_SECONDS = 5  # a fresh worker's start-up alone can take a few seconds
+MAX_SECONDS = 120  # quotas are minutes a day (spaces refuses asks over its tier's cap)
+WINDOW = 32  # answers remembered: recent enough to follow a change of GPU, enough for a 90th percentile
 PERCENTILE = 0.9
 MIN_DECODED_TOKENS = 4  # answers shorter than this say little about the time a token takes
 
 
 def high(values: Iterable[float]) -> float | None:
-    """The PERCENTILE-th of ``values`` (nearest rank, so never below any but the highest tenth); None if empty."""
+    """The PERCENTILE-th of ``values`` (nearest rank); None if empty."""
     ordered = sorted(values)
     if not ordered:
         return None
@@ -52,15 +44,13 @@ class Figures:
     measured: bool
 
     def seconds_for(self, max_new_tokens: int) -> int:
-        if not self.measured:
-            estimate = PRIOR_STARTUP_S + max_new_tokens * PRIOR_SECONDS_PER_TOKEN
-        else:
-            estimate = MARGIN * (self.startup_s + self.first_token_s + max_new_tokens * self.seconds_per_token)
+        margin = MARGIN if self.measured else 1.0
+        estimate = margin * (self.startup_s + self.first_token_s + max_new_tokens * self.seconds_per_token)
         return int(min(MAX_SECONDS, max(MIN_SECONDS, math.ceil(estimate))))
 
     def describe(self) -> str:
         if not self.measured:
-            return f"not measured yet: {PRIOR_STARTUP_S:g} s + {PRIOR_SECONDS_PER_TOKEN:g} s a token"
+            return f"not measured yet: {self.startup_s:g} s + {self.seconds_per_token:g} s a token"
         return (
             f"measured over {self.answers} answer(s): start-up {self.startup_s:.6g} s, first token "
             f"{self.first_token_s:.6g} s, {self.seconds_per_token:.6g} s a token; margin {MARGIN:g}"
@@ -77,7 +67,7 @@ class GpuBudget:
         self._per_token: deque[tuple[float, bool]] = deque(maxlen=WINDOW)  # (seconds a token, from a cut answer)
 
     def observe_startup(self, seconds: float) -> None:
-        """A fresh worker's start-up: from its fork to the start of its first generation (weights moved to the GPU)."""
+        """A fresh worker's start-up: from its fork to the start of its first generation."""
         with self._lock:
             self._startups.append(max(0.0, seconds))
 
@@ -92,9 +82,8 @@ class GpuBudget:
                 self._per_token.append((decode_s / decoded, False))
 
     def observe_cut(self, held_s: float, max_new_tokens: int) -> None:
-        """An answer ZeroGPU stopped after ``held_s`` s on the GPU, short of its ``max_new_tokens``: a token took
-        longer than held_s / max_new_tokens. Until WINDOW answers later, no ask assumes less (the percentile alone
-        could pass over it), so the asks grow by about MARGIN per cut until an answer fits."""
+        """An answer ZeroGPU stopped after ``held_s`` s: a token took longer than held_s / max_new_tokens. For WINDOW
+        answers no ask assumes less (the percentile alone could pass over it), so asks grow until an answer fits."""
         if max_new_tokens > 0 and held_s > 0:
             with self._lock:
                 self._per_token.append((held_s / max_new_tokens, True))

@@ -1,7 +1,5 @@
-"""What passes between this process and a ZeroGPU worker, apart from spaces: the worker's start-up, Stop flags in
-shared memory, and a GPU generator's events read while a thread of its own drives it (medcot.zerogpu uses them).
-
-Nothing here imports spaces or Gradio: the GPU generator is any iterator, so the contracts are testable alone.
+"""What passes between this process and a ZeroGPU worker besides spaces: the worker's start-up, Stop flags in
+shared memory, and a GPU generator's events read while a thread of its own drives it. No spaces or Gradio here.
 """
 
 from __future__ import annotations
@@ -25,19 +23,19 @@ POLL_S = 0.05  # how often a reader waiting for the GPU's next event looks at it
 
 @dataclass(frozen=True)
 class WorkerStarted:
-    """The worker's first item for each request: its start-up (from its fork to this request's start, the weights
-    moved to the GPU) when this is the first request the worker serves, else None (a worker spaces reused)."""
+    """The worker's first item for each request: its start-up (from its fork to this request) when this is the
+    first request it serves, else None (a worker spaces reused)."""
 
     startup_s: float | None
 
 
-_forked_at: float | None = None  # in a GPU worker: when spaces forked it (time.monotonic is system-wide)
-_served_one = False
+# In a GPU worker until its first request: when spaces forked it (time.monotonic is system-wide).
+_forked_at: float | None = None
 
 
 def _note_fork() -> None:
-    global _forked_at, _served_one
-    _forked_at, _served_one = time.monotonic(), False
+    global _forked_at
+    _forked_at = time.monotonic()
 
 
 os.register_at_fork(after_in_child=_note_fork)
@@ -45,19 +43,14 @@ os.register_at_fork(after_in_child=_note_fork)
 
 def worker_started() -> WorkerStarted:
     """In the worker, as a request starts (spaces runs one request at a time in a worker)."""
-    global _served_one
-    first = not _served_one and _forked_at is not None
-    _served_one = True
-    return WorkerStarted(time.monotonic() - _forked_at if first and _forked_at is not None else None)
+    global _forked_at
+    forked_at, _forked_at = _forked_at, None
+    return WorkerStarted(None if forked_at is None else time.monotonic() - forked_at)
 
 
 class StopFlags:
-    """Stop flags in memory shared with the GPU workers, one slot per request in flight.
-
-    spaces tells its worker to stop only at the worker's next event, and text held back (whitespace, a possible stop
-    text) can leave a generation without events for long. These flags reach the generation itself: spaces forks its
-    workers from this process, after this memory was made, so they share it; the worker's request watches its slot.
-    """
+    """Stop flags in memory shared with the GPU workers (forked after it was made), one slot per request in flight:
+    spaces tells a worker to stop only at its next event, which held-back text can delay for long."""
 
     def __init__(self, size: int = 256) -> None:
         self._flags = multiprocessing.get_context("fork").RawArray("b", size)
@@ -96,11 +89,9 @@ class StopFlags:
 class GpuEvents(Generic[Item]):
     """The events of a GPU generator, read here while a thread of its own ("medcot-gpu") drives it.
 
-    The reader stops as soon as ``cancel`` is set (within POLL_S), whether the GPU is still being waited for or the
-    worker is between events, and sets the request's stop flag, which ends the generation in the worker at its next
-    token. The driving thread then closes the generator, which spaces forwards to its worker and waits on until the
-    GPU is released; nobody waits for that. The driving thread runs in the reader's context (contextvars): spaces
-    reads Gradio's request from it (the user's ZeroGPU quota token).
+    The reader stops within POLL_S of ``cancel`` (also while the GPU is still awaited) and sets the request's stop
+    flag; the driving thread then closes the generator, which waits on spaces' worker with nobody waiting for it.
+    The thread runs in the reader's contextvars: spaces reads Gradio's request (the quota token) from them.
     """
 
     _END = object()
@@ -113,8 +104,7 @@ class GpuEvents(Generic[Item]):
         self._users = 2  # the reader and the driving thread: the slot is given back when both are done with it
         self._users_lock = threading.Lock()
         context = contextvars.copy_context()
-        self._thread = threading.Thread(target=context.run, args=(self._drive, start), name="medcot-gpu", daemon=True)
-        self._thread.start()
+        threading.Thread(target=context.run, args=(self._drive, start), name="medcot-gpu", daemon=True).start()
 
     def _done_with_slot(self) -> None:
         with self._users_lock:

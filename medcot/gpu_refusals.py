@@ -1,10 +1,7 @@
 """ZeroGPU's refusals and cut-offs as plain sentences, the same in the page, the API and MCP.
 
-spaces words its refusals itself (spaces/zero/client.py `schedule`): "You have exceeded your free ZeroGPU quota (35s
-requested vs. 20s left). Try again in 0:04:31.", "No GPU was available", a queue timeout in HTML with a sign-up link.
-Its message is kept; only its form changes here: no HTML or Markdown (an API client shows them raw), the wait in
-words ("4 min 31 s", not a timedelta), and a space where spaces joins two sentences without one. medcot.zerogpu
-picks the sentence for a worker that died: cut at its asked duration, or failed.
+spaces' own message (spaces/zero/client.py `schedule`) is kept, only its form changes: no HTML or Markdown (an API
+client shows them raw), the wait in words ("4 min 31 s", not "0:04:31"), and a space between joined sentences.
 """
 
 from __future__ import annotations

@@ -1,25 +1,10 @@
 """ZeroGPU glue: the GPU-bound stream decorated with @spaces.GPU; a no-op off ZeroGPU.
 
-Kept apart from the library (which never imports `spaces`) and from the UI (which only sees a stream function).
-What spaces does, and this module designs against (spaces/zero/wrappers.py, spaces/zero/torch/patching.py):
-
-- The decorated function runs in a worker process forked per GPU, not here; its arguments and results are pickled,
-  and of its exceptions only gr.Error comes back readable (anything else becomes "ZeroGPU worker error" and a GPU
-  released as failed, the worker thrown away). So every check runs here first (Engine.prepare), before a GPU is asked
-  for, and what can only fail in the worker is turned into gr.Error there.
-- In this process spaces emulates CUDA for the importing thread only: the model loads in it, at import.
-- Closing spaces' generator waits for the worker's next event. It is driven from a thread of its own (GpuEvents), so
-  that a Stop is answered at once, also while the GPU is still being waited for, and the close never runs on the
-  event loop or in the reader's thread. The Stop reaches the worker's generation through shared memory (StopFlags).
-- Each request asks a duration (medcot.gpu_budget, from the speed measured on earlier answers: the worker reports
-  its start-up, the answers' Stats their speed). spaces refuses a request in this process, before any worker, with a
-  gr.Error (spaces/zero/client.py `schedule`: quota exceeded, duration over the cap, no GPU, a queue timeout whose
-  message is HTML), and turns a worker that died (ZeroGPU stops one that runs past its duration) into a gr.Error
-  titled "ZeroGPU worker error". Those come out of the stream as plain readable text (MeteredRun, gpu_refusals),
-  never HTML or a class name.
-- Nothing compiles at request time. At import, after the load, the static decode step is compiled ahead of time in
-  a @spaces.GPU function (spaces.aoti_compile, as HF's ZeroGPU guide does) and put in place (spaces.aoti_apply)
-  before spaces forks any request's worker; the stream and Stop plumbing live in medcot.gpu_events.
+The only library module importing `spaces` (spaces/zero/wrappers.py, client.py). The decorated function runs in a
+worker forked per GPU, and of its exceptions only gr.Error comes back readable: every check runs here first
+(Engine.prepare), and what can fail in the worker becomes gr.Error there. spaces emulates CUDA for the importing
+thread only, so the model loads, and its decode step is compiled ahead of time (spaces.aoti_compile), at import.
+The stream and Stop plumbing are medcot.gpu_events; the asked duration medcot.gpu_budget; refusals medcot.gpu_refusals.
 """
 
 from __future__ import annotations
@@ -58,14 +43,12 @@ def on_zero_gpu() -> bool:
 
 
 def asked_seconds(request: Request, stop_slot: int, seconds: int) -> int:
-    """spaces' dynamic duration: called with the GPU function's arguments before each /schedule; the stream
-    computed it (GpuBudget) and passes it along, so that it can say what was asked if the answer is cut."""
+    """spaces' dynamic duration, called with the GPU function's arguments: the stream computed it (GpuBudget)."""
     return seconds
 
 
 def readable_errors(events: Iterator[StreamEvent]) -> Iterator[StreamEvent]:
-    """``events``, with the library's user errors raised as gr.Error: of a worker's exceptions, only gr.Error comes
-    back out of spaces with its message (the others become "ZeroGPU worker error" and the exception's class name)."""
+    """``events``, with the library's user errors raised as gr.Error, the only kind spaces passes on readable."""
     try:
         yield from events
     except UserError as exc:
@@ -106,9 +89,6 @@ class MeteredRun:
             reason = gpu_refusals.plain_text(exc) or "no reason given"
             raise gpu_error(gpu_refusals.NOT_SCHEDULED.format(reason=reason), "No GPU") from None
 
-    def held_s(self) -> float | None:
-        return None if self._started_at is None else time.monotonic() - self._started_at + self._startup_s
-
     def readable(self, exc: gr.Error) -> gr.Error:
         title = str(getattr(exc, "title", ""))
         if not title.startswith("ZeroGPU"):
@@ -118,7 +98,7 @@ class MeteredRun:
         if exc.message != SPACES_WORKER_ABORTED:  # an exception other than gr.Error in the worker: its class name
             log.error("the GPU worker failed: %s", exc.message)
             return gpu_error(gpu_refusals.WORKER_FAILED, "GPU error")
-        held = self.held_s()
+        held = None if self._started_at is None else time.monotonic() - self._started_at + self._startup_s
         cut, message = gpu_refusals.cut_or_failed(self.asked_s, held, self.CUT_FRACTION)
         log.warning("ZeroGPU ended the worker after %s s of the %d s asked (cut: %s)", held, self.asked_s, cut)
         if cut and held is not None:
@@ -142,8 +122,7 @@ def gpu_stream(engine: Engine, budget: GpuBudget | None = None) -> StreamFn:
 
     @spaces.GPU(duration=asked_seconds)
     def on_gpu(request: Request, stop_slot: int, seconds: int) -> Iterator[StreamEvent | WorkerStarted]:
-        """In the worker: the request's events (nothing if it was stopped while waiting for this GPU). ``seconds``
-        is for spaces (asked_seconds), which calls the duration function with these arguments."""
+        """In the worker: the request's events (nothing if it was stopped while waiting for this GPU)."""
         if flags.is_set(stop_slot):
             return
         started = worker_started()
@@ -171,9 +150,8 @@ def gpu_stream(engine: Engine, budget: GpuBudget | None = None) -> StreamFn:
 
 
 def start_engine(engine: Engine, on_progress: Progress | None = None) -> Engine:
-    """Load the model: at import on ZeroGPU, in the importing thread (the only one spaces' CUDA emulation covers;
-    spaces then packs the weights for its GPU workers at launch), else in the background so that the page is up at
-    once and shows the load's progress (``on_progress`` gets it too: the terminal's lines)."""
+    """Load the model: on ZeroGPU at import in this thread (the only one spaces' CUDA emulation covers), else in the
+    background so that the page is up at once and shows the load's progress."""
     if on_zero_gpu():
         log.info("ZeroGPU: loading the model onto (emulated) CUDA at import")
         engine.load(on_progress, in_this_thread=True)
@@ -183,16 +161,15 @@ def start_engine(engine: Engine, on_progress: Progress | None = None) -> Engine:
     return engine
 
 
-# The startup compile's GPU time: the export and AOTInductor build of one program, or two with an adapter delta (the
-# base's), and their check. Not yet measured on a GPU; it is the Space's own time, not a visitor's quota.
+# The startup compile's GPU time (one program, or two with an adapter delta, and their check); not yet measured on a
+# GPU. It is the Space's own time, not a visitor's quota.
 AOT_COMPILE_S = 300
 
 
 def compile_step_ahead(engine: Engine) -> None:
-    """On ZeroGPU, at import after the load: the static decode step exported and compiled on a GPU, checked there
-    against the eager step's greedy tokens, and put in the local backend's generator, which every request's worker
-    inherits. Where that cannot be done, one log line says why and generation stays as it was (transformers'
-    generate(); MEDCOT_DECODE=static keeps the eager static step, MEDCOT_DECODE=generate skips this)."""
+    """The static decode step compiled on a GPU at import, checked against the eager step's greedy tokens, and put
+    in the local backend, which every request's worker inherits. Where it cannot be, one log line says why and
+    decoding stays as it was (MEDCOT_DECODE=static keeps the eager step, =generate skips this)."""
     loaded, backend = engine.loaded, engine.backend
     if loaded is None or engine.settings.decode in ("generate", "static"):
         return
@@ -205,8 +182,8 @@ def compile_step_ahead(engine: Engine) -> None:
 
     @spaces.GPU(duration=AOT_COMPILE_S)
     def compile_on_gpu() -> tuple[dict[bool, Any], str | None]:
-        """In a GPU worker: each program compiled for the GPU and checked, or why not (an exception would come back
-        as its class name alone)."""
+        """In a GPU worker: each program compiled and checked, or why not (an exception would come back as its class
+        name alone)."""
         compiled: dict[bool, Any] = {}
         try:
             for base in bases:

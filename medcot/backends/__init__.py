@@ -1,10 +1,6 @@
 """The seam between the app and the model: a Backend says what it is, whether the base model can answer beside it
-(and why not), and streams prompt token ids to text chunks.
-
-The local model in this process (medcot.backends.local) answers unless the environment selects one of BACKENDS.
-The engine keeps everything around generation (question checks, the prompt, the reasoning parser, the stats), so a
-new backend is one module here (its Backend, its own settings, whether they select it, its load) plus its line in
-BACKENDS.
+(and why not), and streams prompt token ids to text chunks. The local model (medcot.backends.local) answers unless
+the environment selects one of BACKENDS; a new backend is one module here plus its line in BACKENDS.
 """
 
 from __future__ import annotations
@@ -34,15 +30,12 @@ class Backend(Protocol):
 
     def describe(self) -> str:
         """The status line: what answers, or why it cannot."""
-        ...
 
     def compare_unavailable(self) -> str | None:
         """Why the base model cannot answer beside the fine-tuned one (a sentence for users), or None when it can."""
-        ...
 
     def facts(self) -> dict[str, Any]:
         """What answers, for the export: base, adapter, kind, merged, device, dtype."""
-        ...
 
     def stream(
         self,
@@ -54,7 +47,6 @@ class Backend(Protocol):
     ) -> Iterator[Chunk]:
         """Text chunks with the tokens generated so far, ending before any of ``stop_texts``; nothing at all when
         ``cancel`` was set before it started. Setting ``cancel`` or closing the iterator stops generation."""
-        ...
 
 
 class BackendModule(Protocol):
@@ -62,17 +54,14 @@ class BackendModule(Protocol):
 
     def settings_from_env(self, env: Mapping[str, str]) -> BackendSettings | None:
         """Its own settings, or None when the environment does not select it; raises ConfigError when bad."""
-        ...
 
     def selected(self, settings: Settings) -> bool: ...
 
     def load(self, settings: Settings, progress: Progress) -> Backend:
         """Loaded; raises ModelLoadError with a readable message."""
-        ...
 
 
-# The backends besides the local model, the first the environment selects answers. The local one is imported only
-# when used (it imports torch), so it is not listed: it answers when none of these is selected.
+# The first of these the environment selects answers, else the local model (not listed: it imports torch).
 BACKENDS: tuple[BackendModule, ...] = (server,)
 
 

@@ -68,24 +68,9 @@ class LocalBackend:
         switched = self.switch.use(use_adapter, cancel) if self.switch else contextlib.nullcontext(True)
         with switched as holding:
             if holding:  # not holding: stopped while another request had the model in the other adapter state
-                yield from self._generate(input_ids, params, cancel, stop_texts)
+                model, tokenizer = self.loaded.model, self.loaded.tokenizer
+                yield from stream_generate(
+                    model, tokenizer, list(input_ids), params, cancel, stop_texts=stop_texts, static=self.static
+                )
         if self.loaded.device == "cpu":  # after the answer is out: what its generation freed goes back to the OS
             release_freed_memory()
-
-    def _generate(
-        self, ids: Sequence[int], params: GenerationParams, cancel: threading.Event, stop_texts: Sequence[str]
-    ) -> Iterator[Chunk]:
-        """The one place the model turns token ids into text chunks."""
-        chunks = stream_generate(
-            self.loaded.model,
-            self.loaded.tokenizer,
-            list(ids),
-            params,
-            cancel,
-            stop_texts=stop_texts,
-            static=self.static,
-        )
-        try:
-            yield from chunks
-        finally:
-            chunks.close()

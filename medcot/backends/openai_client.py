@@ -1,17 +1,13 @@
-"""The wire to an OpenAI-compatible server (vLLM): a token-id prompt in, streamed text chunks out, errors users can
-read.
+"""The wire to an OpenAI-compatible server (vLLM): a token-id prompt in, streamed text chunks out, readable errors.
 
-The prompt goes as token ids (``/v1/completions`` with ``"prompt": [ids]``), rendered here by the local tokenizer
-exactly as the local path renders it, so the server never applies a template of its own and user text never becomes
-control tokens. The events are read by httpx-sse. The OpenAI SDK (which takes token-id prompts too) was not used:
-its Stream cannot be woken from another thread either, so Stop would still reach into its httpx response for the
-socket (_SocketCloser), and it adds pydantic models around fields vLLM adds (``token_ids``) for no less code here.
+The prompt goes as token ids (``/v1/completions``), rendered by the local tokenizer as the local path does, so user
+text never becomes control tokens. Not the OpenAI SDK: its Stream cannot be woken from another thread either (Stop
+would still shut its socket, _close_on_cancel), and its pydantic models hide vLLM's extra ``token_ids``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 import threading
 from collections.abc import Iterator, Sequence
@@ -25,8 +21,6 @@ from medcot.chunks import Chunk, StopTextFilter
 from medcot.config import GenerationParams
 from medcot.errors import GenerationError, PromptTooLongError
 from medcot.prompt import STOP_TEXTS
-
-log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
 # Between two streamed chunks: a batching server may queue a request for a while before its first token.
@@ -80,23 +74,18 @@ def _message_of(error: object) -> str:
     return str(error)[:300]
 
 
-def _error_text(response: httpx.Response) -> str:
+_CONTEXT_WORDS = ("context length", "maximum context", "max_model_len", "too long", "too many")
+
+
+def error_for_response(response: httpx.Response, url: str, model: str | None = None) -> ServerError:
+    """The readable error for an HTTP error response from the server at ``url``."""
+    status = response.status_code
     try:
         body = response.json()
     except ValueError:
-        return response.text.strip()[:300]
-    return _message_of(body.get("error", body) if isinstance(body, dict) else body)
-
-
-def _is_context_error(status: int, text: str) -> bool:
-    lowered = text.lower()
-    return status in (400, 413) and any(
-        word in lowered for word in ("context length", "maximum context", "max_model_len", "too long", "too many")
-    )
-
-
-def error_for_status(status: int, text: str, url: str, model: str | None = None) -> ServerError:
-    """The readable error for an HTTP error response from the server at ``url``."""
+        text = response.text.strip()[:300]
+    else:
+        text = _message_of(body.get("error", body) if isinstance(body, dict) else body)
     if status in (401, 403):
         return ServerAuthError(
             f"The model server at {url} refused the request ({status}): check MEDCOT_SERVER_API_KEY."
@@ -106,7 +95,7 @@ def error_for_status(status: int, text: str, url: str, model: str | None = None)
             f"The model server at {url} does not serve `{model}` ({status}: {text}). Check MEDCOT_SERVER_MODEL / "
             "MEDCOT_SERVER_BASE_MODEL against the server's /v1/models."
         )
-    if _is_context_error(status, text):
+    if status in (400, 413) and any(word in text.lower() for word in _CONTEXT_WORDS):
         return ServerPromptTooLongError(
             f"The question and conversation are longer than the model server's context ({text}). Ask a shorter "
             "question or start a new conversation."
@@ -128,36 +117,26 @@ def sampling_body(params: GenerationParams) -> dict[str, Any]:
     return body
 
 
-class _SocketCloser:
-    """Closes a streamed response's socket once ``cancel`` is set, also while the reader waits for a chunk.
+def _close_on_cancel(response: httpx.Response, cancel: threading.Event) -> threading.Event:
+    """Shuts a streamed response's socket down once ``cancel`` is set, also while the reader waits for a chunk, until
+    the returned event is set. vLLM aborts the request when the socket closes; a plain close from another thread
+    does not wake a blocked read on Linux, shutdown() does."""
+    sock: socket.socket | None = None
+    stream = response.extensions.get("network_stream")
+    with contextlib.suppress(Exception):
+        sock = stream.get_extra_info("socket") if stream is not None else None
+    done = threading.Event()
 
-    Closing the socket is how the server learns that the client has gone: vLLM then aborts the request. A plain
-    close from another thread does not wake a blocked read on Linux; shutdown() does.
-    """
-
-    def __init__(self, response: httpx.Response, cancel: threading.Event) -> None:
-        self._sock: socket.socket | None = None
-        stream = response.extensions.get("network_stream")
-        with contextlib.suppress(Exception):
-            self._sock = stream.get_extra_info("socket") if stream is not None else None
-        self._cancel = cancel
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="medcot-server-cancel", daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._done.is_set():
-            if self._cancel.wait(CANCEL_POLL_S):
-                self.shutdown()
+    def watch() -> None:
+        while not done.is_set():
+            if cancel.wait(CANCEL_POLL_S):
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
                 return
 
-    def shutdown(self) -> None:
-        if self._sock is not None:
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
-
-    def stop(self) -> None:
-        self._done.set()
+    threading.Thread(target=watch, name="medcot-server-cancel", daemon=True).start()
+    return done
 
 
 class ServerClient:
@@ -192,7 +171,7 @@ class ServerClient:
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
         if response.status_code != 200:
-            raise error_for_status(response.status_code, _error_text(response), self.url)
+            raise error_for_response(response, self.url)
         try:
             entries = [entry for entry in response.json()["data"] if isinstance(entry, dict)]
             return [ServedModel(str(e["id"]), e.get("parent"), e.get("max_model_len")) for e in entries]
@@ -212,9 +191,8 @@ class ServerClient:
         """Yield text chunks with the count of tokens generated so far, as the server streams them.
 
         Closing the iterator or setting ``cancel`` closes the HTTP stream (the server aborts the request). The count
-        comes from the chunks' token ids where the server returns them (vLLM's ``return_token_ids``), else one per
-        chunk (vLLM streams one token per chunk), and from the final usage record when there is one, which is also
-        appended to ``usage``. Generation ends where the model starts one of ``stop_texts``, which is never yielded.
+        is the chunks' token ids (vLLM's ``return_token_ids``; else one a chunk) or the final usage record, which is
+        also appended to ``usage``. Generation ends where the model starts one of ``stop_texts``, never yielded.
         """
         body = {
             "model": model,
@@ -233,8 +211,8 @@ class ServerClient:
             with self._http.stream("POST", "/completions", json=body) as response:
                 if response.status_code != 200:
                     response.read()
-                    raise error_for_status(response.status_code, _error_text(response), self.url, model)
-                closer = _SocketCloser(response, cancel)
+                    raise error_for_response(response, self.url, model)
+                watch_done = _close_on_cancel(response, cancel)
                 try:
                     for data in _events(response):
                         if cancel.is_set():
@@ -256,7 +234,7 @@ class ServerClient:
                         if shown.stopped:  # a server that ignored "stop": closing the stream aborts it
                             break
                 finally:
-                    closer.stop()
+                    watch_done.set()
         except (httpx.HTTPError, ServerStreamError) as exc:
             if cancel.is_set():
                 return  # the stream was closed on purpose (Stop): whatever broke after that is no error

@@ -1,9 +1,7 @@
 """The server-mode backend: the card's prompt as token ids to a model server (vLLM), the base by name beside it.
 
-The wire itself (the streamed completions, the errors) is medcot.backends.openai_client. The tokenizer comes from
-the same place as in local mode (the adapter's folder or repo when it ships one, else the base's; the embedded base's
-when the Hub cannot be reached), so the card's prompt is rendered and tokenized here exactly as the local path does
-and goes to the server as token ids. No module of ours on this path imports torch.
+The wire is medcot.backends.openai_client. The tokenizer comes from where local mode takes it, so the prompt is
+tokenized here as the local path does it. No module of ours on this path imports torch.
 """
 
 from __future__ import annotations
@@ -31,8 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """MEDCOT_SERVER_*: an OpenAI-compatible URL such as http://127.0.0.1:8000/v1 selects server mode. No weights
-    load here; the tokenizer still does, so that the prompt goes to the server as the card's token ids."""
+    """MEDCOT_SERVER_*: an OpenAI-compatible URL such as http://127.0.0.1:8000/v1 selects server mode."""
 
     url: str
     model: str = "medcot"  # the fine-tuned model's served name (a vLLM --lora-modules name)
@@ -95,11 +92,10 @@ def base_model_of(models: Sequence[ServedModel], model: str) -> str | None:
 
 
 class ServerBackend:
-    """The Backend of server mode: adapter requests go to ``model``, base requests to the base by name.
+    """The Backend of server mode: adapter requests go to ``model``, base requests to the base by name, at once.
 
-    Nothing switches: the server holds both (a LoRA beside its base), so base and adapter answers run at once.
-    What the server lists is read again at most every ``MODELS_TTL_S``, so the status line follows a server that
-    comes, goes or changes what it serves, without a request to /v1/models for each question.
+    What the server lists is read again at most every ``MODELS_TTL_S``: the status line follows a server that comes,
+    goes or changes what it serves, without a request to /v1/models for each question.
     """
 
     MODELS_TTL_S = 5.0
@@ -195,19 +191,12 @@ class ServerBackend:
             raise UnknownModelError(self.compare_unavailable() or "The server lists no base model.")
         if cancel.is_set():
             return
-        chunks = self.client.stream(model, input_ids, params, cancel, stop_texts, self.stop_token_ids)
-        try:
-            yield from chunks
-        finally:
-            chunks.close()
+        yield from self.client.stream(model, input_ids, params, cancel, stop_texts, self.stop_token_ids)
 
 
 def load(settings: Settings, progress: Progress) -> ServerBackend:
-    """The tokenizer and a backend streaming from MEDCOT_SERVER_URL; no weights are loaded.
-
-    An unreachable server is no load failure: the app comes up, its status line says why the server cannot answer,
-    and the first request after the server is back is served.
-    """
+    """The tokenizer and a backend streaming from MEDCOT_SERVER_URL. An unreachable server is no load failure: the
+    status line says why, and the first request after the server is back is served."""
     server = settings.backend
     if not isinstance(server, ServerSettings):
         raise ModelLoadError("MEDCOT_SERVER_URL is not set.")
