@@ -15,12 +15,10 @@ if TYPE_CHECKING:
 
 
 class AdapterSwitch:
-    """Turns the LoRA adapter of the one shared model off for base-model requests, without mixing requests.
-
-    Every way of turning it off acts on the whole model (peft's ``disable_adapter()`` and its mixed-batch
-    ``adapter_names`` too, and medcot.model.lora_delta's hooks), so it only changes while no generation runs. Requests
-    wanting the same state run together; one wanting the other holds back new arrivals until its turn (no starving).
-    """
+    """Turns the LoRA adapter of the one shared model off for base-model requests, without mixing requests: every
+    way of turning it off acts on the whole model (peft's ``disable_adapter()`` and ``adapter_names`` too, and
+    medcot.model.lora_delta's hooks), so it changes only while no generation runs. Requests wanting the same state run
+    together; one wanting the other holds back new arrivals until its turn (no starving)."""
 
     def __init__(self, model: PreTrainedModel | PeftModel, base_delta: LoraDelta | None = None) -> None:
         self.model = model

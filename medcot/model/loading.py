@@ -1,7 +1,5 @@
-"""Load the served model: base + LoRA adapter (merged by default), merged weights alone, or the embedded base.
-
-Where the files come from is medcot.model.hub; when the embedded base stands in, medcot.model.embedded_fallback.
-"""
+"""Load the served model: base + LoRA adapter (merged by default), merged weights alone, or the embedded base
+(files from medcot.model.hub; when the embedded base stands in: medcot.model.embedded_fallback)."""
 
 from __future__ import annotations
 
@@ -88,11 +86,8 @@ def pick_cpu_mode(settings: Settings, device: str) -> str | None:
 def _read_model(
     folder: Path, adapter_dir: Path | None, dtype: torch.dtype, cpu_mode: str | None
 ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    """The weights of ``folder`` on the CPU (_finish moves the model once), and the tokenizer (see load_tokenizer).
-
-    The tokenizer is built in a thread of its own beside the weights' reading: Gemma's (262k tokens) takes ~3 s,
-    mostly parsing, and side by side they take ~1 s less on 2 cores.
-    """
+    """The tokenizer (see load_tokenizer) and the weights of ``folder`` on the CPU (_finish moves them once). The
+    tokenizer is built in a thread beside the weights' reading: Gemma's takes 3 s, side by side 1 s less on 2 cores."""
     with ThreadPoolExecutor(1, thread_name_prefix="medcot-tokenizer") as pool:
         tokenizer = pool.submit(load_tokenizer, adapter_dir or folder, folder if adapter_dir else None)
         # load_half reads float32 checkpoints without the full-size float32 copy in memory.

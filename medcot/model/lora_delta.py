@@ -1,11 +1,9 @@
 """The base model from merged LoRA weights: the adapter's low-rank factors are kept when it is merged, and forward
 hooks take ``scaling * B(A x)`` off each merged layer's output while base answers run.
 
-Merged weights decode fastest; loading the base a second time doubles the weights in memory, and an unmerged adapter
-slows every answer (the README's table: merged 24.7 ms/token, base by subtraction 28.3, unmerged 32.2; +14.5 MB).
-peft's unmerge_adapter()/merge_adapter() rewrite the weights instead: 19.4 s per switch against 0.7 ms for the
-hooks, and the weights drift (docs/benchmark.md).
-"""
+Merged weights decode fastest, a second copy of the base doubles the memory, an unmerged adapter slows every answer
+(README: merged 24.7 ms/token, base by subtraction 28.3, unmerged 32.2; +14.5 MB); peft's unmerge/merge take 19.4 s
+a switch against 0.7 ms for the hooks, and the weights drift (docs/benchmark.md)."""
 
 from __future__ import annotations
 

@@ -17,11 +17,8 @@ def _libc() -> Any:
 
 
 def release_freed_memory() -> None:
-    """Hand the memory the process freed back to the OS, so its RSS is what it uses.
-
-    glibc keeps freed blocks in its heaps: the quantization's temporaries (~200 MB) after loading, and the holes an
-    answer's KV cache leaves in its thread's heap (~30-90 MB per long answer, docs/benchmark.md).
-    """
+    """Hand the memory the process freed back to the OS: glibc keeps freed blocks in its heaps, like the
+    quantization's temporaries (~200 MB) and the holes of an answer's KV cache (~30-90 MB, docs/benchmark.md)."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
         _libc().malloc_trim(0)
 
@@ -52,10 +49,8 @@ def large_blocks_mapped() -> Iterator[None]:
 def drop_tokenizer_build_data(tokenizer: Any) -> Any:
     """Free the Python copies of the vocabulary and merges a tokenizer was built from; return the tokenizer.
 
-    transformers 5's BPE tokenizers (Gemma's too) keep them as ``_vocab`` and ``_merges`` but read them only in
-    ``__init__``: ~140 MB of RSS for Gemma's (docs/benchmark.md); everything else goes through the Rust tokenizer.
-    transformers has no option to skip keeping them, so they are replaced with empty ones of the same types.
-    """
+    transformers 5's BPE tokenizers keep them (``_vocab``, ``_merges``: ~140 MB for Gemma's, docs/benchmark.md) with
+    no option not to, and read them only in ``__init__``: the rest goes through the Rust tokenizer's own copy."""
     for name, empty in (("_vocab", dict), ("_merges", list)):
         if isinstance(getattr(tokenizer, name, None), empty) and getattr(tokenizer, "_tokenizer", None) is not None:
             setattr(tokenizer, name, empty())

@@ -49,11 +49,9 @@ TICK_S = 1.0  # how often a step without progress of its own is re-reported (the
 
 
 class Steps:
-    """Reports the conversion's steps to a progress callback, each owning a slice [start, end) of the bar.
-
-    A step that moves (``advance``: the weights, per tensor) shows it as it happens; one that cannot is re-reported
-    every TICK_S with its share filled by its time against its estimate, never past 90% of it.
-    """
+    """Reports the conversion's steps, each owning a slice [start, end) of the bar. A step that moves (``advance``:
+    the weights, per tensor) shows it; one that cannot is re-reported every TICK_S, filled by its time against its
+    estimate, never past 90% of its share."""
 
     def __init__(self, progress: Progress, prefix: str) -> None:
         self._progress = progress
