@@ -36,7 +36,7 @@ from medcot.cli import main as cli_main
 from medcot.config import GenerationParams, Settings, default_cache_dir
 from medcot.engine import Engine
 from medcot.errors import ModelLoadError
-from medcot.model import embedded, temp_folders
+from medcot.model import embedded
 from medcot.model.loading import load_model
 from medcot.prompt import GEMMA3_CHAT_TEMPLATE
 from medcot.request import Query
@@ -233,9 +233,7 @@ def test_marker_is_written_last(package: types.ModuleType, tmp_path: Path, monke
 
     monkeypatch.setattr(Path, "write_text", spy)
     embedded.embedded_model_dir(tmp_path)
-    assert seen["present"] == sorted(
-        [*embedded._FILES, temp_folders.LOCK_NAME]
-    )  # the lock goes before the folder moves
+    assert seen["present"] == sorted([*embedded._FILES, embedded.LOCK_NAME])  # the lock goes before the folder moves
 
 
 def test_a_failed_conversion_leaves_nothing(
@@ -345,7 +343,7 @@ def test_stale_temp_folders_are_removed(package: types.ModuleType, tmp_path: Pat
     for folder in (old, recent, other):
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"partial")
-    long_ago = (os.stat(tmp_path).st_mtime - temp_folders.STALE_S - 60,) * 2
+    long_ago = (os.stat(tmp_path).st_mtime - embedded.STALE_S - 60,) * 2
     os.utime(old, long_ago)
     os.utime(other, long_ago)
 
@@ -498,7 +496,7 @@ def converting_elsewhere(root: Path, name: str) -> Iterator[Path]:
     """A temp folder whose conversion is running: its lock file held, as a converting process holds it."""
     folder = root / f".{name}.running"
     folder.mkdir(parents=True)
-    with (folder / temp_folders.LOCK_NAME).open("w") as lock:
+    with (folder / embedded.LOCK_NAME).open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield folder
 

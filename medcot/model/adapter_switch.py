@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -15,15 +15,10 @@ if TYPE_CHECKING:
 
 
 class AdapterSwitch:
-    """Turns the LoRA adapter of the one shared model off for base-model requests, without mixing requests.
-
-    Both ways of turning it off act on the whole model, not per call: peft's ``disable_adapter()`` flips a flag on
-    every LoRA layer (its mixed-batch ``adapter_names`` too registers hooks on the shared layers for the call's
-    duration), and a merged adapter's factors are subtracted by hooks on the shared layers (medcot.model.lora_delta). A
-    base generation running beside an adapter generation would change the other's output mid-answer. Requests that
-    want the same state run together, as before; the state only changes while no generation runs. A request for the
-    other state holds back new arrivals until it got its turn, so a stream of one kind never starves the other.
-    """
+    """Turns the LoRA adapter of the one shared model off for base-model requests, without mixing requests: every
+    way of turning it off acts on the whole model (peft's ``disable_adapter()`` and ``adapter_names`` too, and
+    medcot.model.lora_delta's hooks), so it changes only while no generation runs. Requests wanting the same state run
+    together; one wanting the other holds back new arrivals until its turn (no starving)."""
 
     def __init__(self, model: PreTrainedModel | PeftModel, base_delta: LoraDelta | None = None) -> None:
         self.model = model
@@ -32,7 +27,7 @@ class AdapterSwitch:
         self._enabled = True
         self._running = 0
         self._waiting = {True: 0, False: 0}
-        self._disabled: contextlib.AbstractContextManager[Any] | None = None
+        self._adapter_off = contextlib.ExitStack()  # closing it turns the adapter back on
 
     @property
     def adapter_enabled(self) -> bool:
@@ -47,18 +42,13 @@ class AdapterSwitch:
     def _set(self, enabled: bool) -> None:
         if enabled == self._enabled:
             return
-        if self.base_delta is not None:
-            if enabled:
-                self.base_delta.detach()
-            else:
-                self.base_delta.attach(self.model)
-        elif enabled:
-            disabled, self._disabled = self._disabled, None
-            if disabled is not None:
-                disabled.__exit__(None, None, None)
+        if enabled:
+            self._adapter_off.close()
+        elif self.base_delta is not None:
+            self.base_delta.attach(self.model)
+            self._adapter_off.callback(self.base_delta.detach)
         else:
-            self._disabled = self.model.disable_adapter()
-            self._disabled.__enter__()
+            self._adapter_off.enter_context(self.model.disable_adapter())
         self._enabled = enabled
 
     @contextlib.contextmanager

@@ -21,15 +21,11 @@ _SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch
 
 
 def load_half(folder: Path) -> PreTrainedModel | None:
-    """Load a checkpoint straight into the layout of the f16 modes, or None where this loader cannot.
+    """The model of a single model.safetensors in the f16 modes' layout (float32 norms and other small parameters,
+    as optimize_for_cpu keeps them), or None where names or shapes differ (the caller uses transformers' loader).
 
-    transformers' loader maps the whole checkpoint and every page it reads stays resident until it returns: from a
-    float32 checkpoint that is the file's full size on top of the converted weights (a 1.9 GB peak for the 270M,
-    whose f16 weights take 0.5 GB). Here the model is allocated in float16 and each tensor is read with plain
-    file reads, in row chunks, so the peak stays near the final size. Norms and other small parameters stay in
-    float32, exactly as optimize_for_cpu keeps them; the result is then given to optimize_for_cpu. Only a single
-    model.safetensors whose names and shapes match the model is read; anything else returns None (the caller uses
-    transformers' loader).
+    transformers maps the whole checkpoint, and every page read stays resident until it returns: from the 270M's
+    float32 file a 1.9 GB peak for 0.5 GB of f16 weights. Plain reads in row chunks keep the peak near the final size.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
     from transformers.initialization import no_init_weights
@@ -70,11 +66,8 @@ def load_half(folder: Path) -> PreTrainedModel | None:
 
 
 def _read_rows(stream: BinaryIO, target: torch.Tensor, dtype: torch.dtype, buffer: torch.Tensor) -> None:
-    """Read a tensor stored as `dtype` into `target` (any dtype), through `buffer` (bytes) a chunk of rows at a time.
-
-    One buffer serves every read: a fresh one per chunk leaves the allocator's heap fragmented, holding on to
-    hundreds of MB it has freed.
-    """
+    """Read a tensor stored as `dtype` into `target` (any dtype), through `buffer` (bytes) a chunk of rows at a time:
+    one buffer for every read, as a fresh one per chunk fragments the heap (hundreds of MB freed but held)."""
     rows = target.view(target.shape[0] if target.dim() > 1 else 1, -1)
     row_bytes = rows.shape[1] * dtype.itemsize
     per_chunk = max(1, len(buffer) // row_bytes)

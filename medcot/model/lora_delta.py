@@ -1,22 +1,9 @@
-"""The base model from merged LoRA weights: the adapter's low-rank factors are kept when it is merged, and a base
-answer subtracts their update on the fly.
+"""The base model from merged LoRA weights: the adapter's low-rank factors are kept when it is merged, and forward
+hooks take ``scaling * B(A x)`` off each merged layer's output while base answers run.
 
-Merged weights decode fastest, which is what every fine-tuned answer wants; the base-model comparison then needs the
-base back. Loading it a second time doubles the weights in memory, and keeping the adapter unmerged slows every
-answer. Measured on the Gemma 3 270M shape (random weights, LoRA r=16 on all 7 projections of the 18 layers, CPU
-f16 mode, 2 shared cores, 150 interleaved decode steps, 10th percentile): merged 24.7 ms/token, the base by this
-subtraction 28.3 ms (+15%, only while comparing), unmerged with the adapter on 32.2 ms (+30% on every answer),
-unmerged with it off 25.3 ms. Memory: the factors, 14.5 MB; the process's RSS is otherwise the same merged or not.
-
-Kept here: the factors (r x in and out x r per layer), and forward hooks that take ``scaling * B(A x)`` off each
-merged layer's output, attached only while base answers run. The result is the base model up to the rounding of
-the merged weights (greedy tokens equal to peft's disable_adapter() in the measurement above).
-
-peft's own ``unmerge_adapter()``/``merge_adapter()`` would switch by rewriting the weights: on the embedded 270M in
-bf16 (benchmarks/bench_maintained.py, 20 switches, 2 cores shared with other jobs) 19.4 s per switch against 0.7 ms
-to attach these hooks, and the weights drift (up to 0.0039 off the base, and off the merged weights, after 20
-switches) where these never change them.
-"""
+Merged weights decode fastest, a second copy of the base doubles the memory, an unmerged adapter slows every answer
+(README: merged 24.7 ms/token, base by subtraction 28.3, unmerged 32.2; +14.5 MB); peft's unmerge/merge take 19.4 s
+a switch against 0.7 ms for the hooks, and the weights drift (docs/benchmark.md)."""
 
 from __future__ import annotations
 
@@ -52,9 +39,8 @@ class LoraDelta:
 
     @classmethod
     def from_peft(cls, peft_model: PeftModel) -> LoraDelta | None:
-        """The factors of an unmerged PeftModel's active adapter, to be called before merging; None when the adapter
-        is not plain LoRA on Linear layers (DoRA and other variants, LoRA biases, embedding LoRA, fully trained
-        modules), whose merge this cannot undo."""
+        """The factors of an unmerged PeftModel's active adapter (call before merging); None when it is not plain
+        LoRA on Linear layers (DoRA and other variants, biases, embedding LoRA, whole modules): no undoing those."""
         from peft.tuners.lora.layer import Linear as LoraLinear
         from peft.tuners.lora.layer import LoraLayer
 
@@ -64,9 +50,9 @@ class LoraDelta:
             return None
         factors: dict[str, _Factors] = {}
         for name, module in peft_model.get_base_model().named_modules():
+            if isinstance(module, LoraLayer) and adapter in getattr(module, "lora_embedding_A", {}):
+                return None
             if not isinstance(module, LoraLayer) or adapter not in module.lora_A:
-                if isinstance(module, LoraLayer) and adapter in getattr(module, "lora_embedding_A", {}):
-                    return None
                 continue
             plain = (
                 type(module) is LoraLinear
