@@ -144,13 +144,12 @@ class Settings:
                 raise ConfigError(f"{name} must be one of {', '.join(options)}; got {value!r}.")
             return value
 
-        adapter = env.get("MEDCOT_ADAPTER", DEFAULT_ADAPTER).strip()
         cache = env.get("MEDCOT_CACHE_DIR", "").strip()
         feedback = env.get("MEDCOT_FEEDBACK_DIR", "").strip()
 
         return cls(
             base_model=env.get("MEDCOT_BASE_MODEL", "").strip() or DEFAULT_BASE_MODEL,
-            adapter=adapter or None,
+            adapter=env.get("MEDCOT_ADAPTER", DEFAULT_ADAPTER).strip() or None,
             max_new_tokens=integer("MEDCOT_MAX_NEW_TOKENS", 512, 1),
             max_input_tokens=integer("MEDCOT_MAX_INPUT_TOKENS", 2048, 64),
             dtype=choice("MEDCOT_DTYPE", DTYPES, "auto"),

@@ -64,9 +64,7 @@ class _CountingStreamer(TextIteratorStreamer):
     """TextIteratorStreamer whose items carry the tokens generated so far, counted in the generation thread
     when the text is finalized (a counter read from the consumer's thread would race ahead of the queue)."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, **kwargs: Any) -> None:
-        super().__init__(tokenizer, **kwargs)
-        self.tokens = 0
+    tokens = 0  # set on the instance by the first count
 
     def put(self, value: torch.Tensor) -> None:
         if not (self.skip_prompt and self.next_tokens_are_prompt):

@@ -74,13 +74,12 @@ def answer_only(answer: str) -> str:
 
 def build_messages(question: str, history: Sequence[Turn] = (), style: PromptStyle = CARD) -> list[dict[str, str]]:
     """System turn, the style's worked examples, earlier exchanges (answers only), then the new question."""
+    exchanges = [(example.question, example.reply) for example in style.examples]
+    exchanges += [(turn.question, answer_only(turn.answer)) for turn in history]
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
-    for example in style.examples:
-        messages.append({"role": "user", "content": USER_TEMPLATE.format(question=example.question)})
-        messages.append({"role": "assistant", "content": example.reply})
-    for turn in history:
-        messages.append({"role": "user", "content": USER_TEMPLATE.format(question=turn.question)})
-        messages.append({"role": "assistant", "content": answer_only(turn.answer)})
+    for asked, reply in exchanges:
+        messages.append({"role": "user", "content": USER_TEMPLATE.format(question=asked)})
+        messages.append({"role": "assistant", "content": reply})
     messages.append({"role": "user", "content": USER_TEMPLATE.format(question=question)})
     return messages
 

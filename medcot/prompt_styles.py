@@ -7,7 +7,7 @@ by benchmarks/eval.py (figures in docs/eval/).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from medcot.config import GenerationParams
 
@@ -76,9 +76,7 @@ _PRIMED = "base model, shown the format by two worked examples (the fine-tune do
 # Decoding for the primed base, chosen by benchmarks/eval.py: see docs/eval/README.md.
 BASE_DECODING = GenerationParams(max_new_tokens=512, temperature=0.3, top_p=0.95, top_k=64, repetition_penalty=1.15)
 PRIMER_TEXT = PromptStyle("primer", _PRIMED, PRIMER, False, THINK_PREFILL, BASE_STOP_TEXTS, BASE_DECODING)
-PRIMER_CHAT = PromptStyle(
-    "primer-chat", _PRIMED + " in the chat template", PRIMER, True, THINK_PREFILL, BASE_STOP_TEXTS, BASE_DECODING
-)
+PRIMER_CHAT = replace(PRIMER_TEXT, name="primer-chat", label=_PRIMED + " in the chat template", chat_template=True)
 BASE_PROMPTS: dict[str, PromptStyle] = {style.name: style for style in (CARD, PRIMER_TEXT, PRIMER_CHAT)}
 # What MEDCOT_BASE_PROMPT=auto gives the embedded base (chosen by the eval); any other base alone keeps the card's.
 EMBEDDED_DEFAULT = PRIMER_TEXT

@@ -91,12 +91,11 @@ class ThinkParser:
                 index, tag = min(found)
                 events += self._emit(self._buffer[:index])
                 self._buffer = self._buffer[index + len(tag) :]
-                if tag == CLOSE_TAG and self._state == _REASONING:
-                    events.append(ReasoningDone(self._clock() - self._started_at))
-                    self._state = _ANSWER
-                    self._skip_space = True
-                elif tag == OPEN_TAG and self._state == _REASONING:
-                    self._skip_space = True  # a repeated <think> (prefilled prompt): its newline is no reasoning
+                if self._state == _REASONING:
+                    self._skip_space = True  # the newline after </think>, or after a repeated <think> (prefilled)
+                    if tag == CLOSE_TAG:
+                        events.append(ReasoningDone(self._clock() - self._started_at))
+                        self._state = _ANSWER
                 continue
             keep = 0 if final else held_suffix(lower, _TAGS)
             events += self._emit(self._buffer[: len(self._buffer) - keep])
