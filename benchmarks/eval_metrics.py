@@ -6,7 +6,7 @@ outputs. The definitions, in the order the table prints them:
 - **compliant**: the reasoning was opened (or opened by the prompt) and closed by the model itself, holds text, and
   a non-empty answer follows it: the card's ``<think>…</think>`` + answer format.
 - **closed by app**: the model ended its turn with the reasoning still open and the engine closed it for the answer
-  (medcot.budget_forcing); such answers are never compliant.
+  (budget forcing, medcot.answer_stream); such answers are never compliant.
 - **reasoning shown**: the reasoning holds text, closed or not (the app's reasoning accordion then has content).
 - **empty**: the final answer holds no letter or digit.
 - **loop**: the whole output (reasoning + answer) repeats itself: a line of 3 or more words written 3 or more times,

@@ -1,18 +1,59 @@
-"""From generated chunks to an answer's events: reasoning and answer text, then Finished with the stats; and a whole
-answer collected from those events (Engine.ask)."""
+"""A backend's chunks for a request as an answer's events: reasoning and answer text, then Finished with the stats;
+and a whole answer collected from those events (Engine.ask).
+
+Budget forcing: the primed base sometimes ends its turn without ``</think>``, its reasoning then standing with no
+answer (3 of 36 questions in the eval). As budget forcing does for reasoning models, the app then writes the tag
+(a ClosingTag chunk, so the stats can say so) and the model answers after it with the tokens left.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from medcot.budget_forcing import ClosingTag
+from medcot.backends import Backend
 from medcot.chunks import Chunk
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats, StreamEvent
-from medcot.reasoning import ThinkParser
+from medcot.prompt import encode_text
+from medcot.reasoning import CLOSE_TAG, ThinkParser
 from medcot.request import Request
+
+
+@dataclass(frozen=True)
+class ClosingTag(Chunk):
+    """The ``</think>`` the app wrote for a model that left its reasoning open."""
+
+
+def closing_open_reasoning(backend: Backend, request: Request, cancel: threading.Event) -> Iterator[Chunk]:
+    """The backend's chunks for ``request``; for a prompt that opened the reasoning and a model that never closed
+    it, then a ClosingTag and the answer generated after it (token counts go on from the first pass's)."""
+    input_ids, params, use_adapter = request.prompt.input_ids, request.params, request.use_adapter
+    stop_texts = request.style.stop_texts
+    chunks = backend.stream(input_ids, params, cancel, use_adapter, stop_texts)
+    written: list[str] = []
+    tokens = 0
+    try:
+        for chunk in chunks:
+            written.append(chunk.text)
+            tokens = chunk.tokens
+            yield chunk
+    finally:
+        chunks.close()
+    text = "".join(written)
+    left = params.max_new_tokens - tokens
+    if not request.style.opens_reasoning or CLOSE_TAG in text.lower() or left <= 0 or cancel.is_set():
+        return
+    closing = f"\n{CLOSE_TAG}\n"
+    yield ClosingTag(closing, tokens)
+    ids = input_ids + encode_text(backend.tokenizer, text.rstrip() + closing)
+    answer = backend.stream(ids, replace(params, max_new_tokens=left), cancel, use_adapter, stop_texts)
+    try:
+        for chunk in answer:
+            yield Chunk(chunk.text, tokens + chunk.tokens)
+    finally:
+        answer.close()
 
 
 @dataclass
@@ -36,9 +77,7 @@ def answer_events(
     chunks: Generator[Chunk, None, None], request: Request, cancel: threading.Event
 ) -> Iterator[StreamEvent]:
     """``chunks`` (closed however this ends) parsed into reasoning/answer events, then Finished with their stats.
-
-    Timing starts here: the time to first text counts from the call, so it includes the prefill.
-    """
+    The time to first text counts from this call, so it includes the prefill."""
     params = request.params
     started = time.monotonic()
     parser = ThinkParser(prefilled=request.style.opens_reasoning)

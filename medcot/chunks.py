@@ -1,7 +1,5 @@
 """What every backend streams (Chunk: text and the tokens made so far) and the stop texts cut out of it.
-
-Torch-free, so that server mode (medcot.backends.server) streams without importing torch.
-"""
+Torch-free, so that server mode (medcot.backends.server) streams without importing torch."""
 
 from __future__ import annotations
 
@@ -25,11 +23,8 @@ def held_suffix(text: str, markers: Sequence[str]) -> int:
 
 
 class StopTextFilter:
-    """Streamed text up to (not including) the first stop text; text that may begin one is held until decided.
-
-    Text streams in pieces, so a marker can arrive split ("…\n\n###", " Question:"): the longest tail of the text
-    that is a prefix of a marker is held back, and released as soon as it stops matching.
-    """
+    """Streamed text up to (not including) the first stop text. A marker can arrive split ("…###", " Question:"),
+    so a tail that may begin one is held back until it stops matching."""
 
     def __init__(self, texts: Sequence[str]) -> None:
         self.texts = tuple(text for text in texts if text)
@@ -46,9 +41,8 @@ class StopTextFilter:
             self.stopped = True
             shown, self.pending = self.pending[: min(found)], ""
             return shown
-        held = held_suffix(self.pending, self.texts)
-        shown = self.pending[: len(self.pending) - held]
-        self.pending = self.pending[len(self.pending) - held :]
+        cut = len(self.pending) - held_suffix(self.pending, self.texts)
+        shown, self.pending = self.pending[:cut], self.pending[cut:]
         return shown
 
     def close(self) -> str:

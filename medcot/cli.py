@@ -51,17 +51,16 @@ def _settings(args: argparse.Namespace) -> Settings:
         from medcot.model.loading import pick_device  # local models only: server mode loads no weights
 
         if pick_device(settings) == "cpu":
-            # One question: compiling the step in the background cannot pay for itself, and while it traces it holds
-            # the GIL that each eager op needs (first token 4.6 s after the load, 0.35 s without it). On a GPU auto
-            # stays generate(); MEDCOT_DECODE=compiled still compiles.
+            # One question: compiling the step cannot pay for itself, and its tracing holds the GIL each eager op
+            # needs (first token 4.6 s after the load, 0.35 s without). MEDCOT_DECODE=compiled still compiles.
             settings = replace(settings, decode="static")
     return settings
 
 
 def _params(args: argparse.Namespace, defaults: GenerationParams) -> GenerationParams:
     """The decoding asked for on the command line, the model's defaults where nothing was asked."""
-    names = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty")
-    return replace(defaults, **{name: getattr(args, name) for name in names if getattr(args, name) is not None})
+    asked = {name: getattr(args, name) for name in GenerationParams.LIMITS if getattr(args, name) is not None}
+    return replace(defaults, **asked)
 
 
 def run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO, stderr: TextIO, engine: Engine | None = None) -> int:

@@ -38,8 +38,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # How a base model alone is prompted (medcot.prompt_styles): auto gives the embedded base the worked-example primer.
 BASE_PROMPT_CHOICES = ("auto", "card", "primer", "primer-chat")
 DEVICES = ("auto", "cpu", "cuda")
-# How tokens are decoded (medcot.static_generation): auto is the static step on CPU, generate() elsewhere, and on
-# ZeroGPU the step compiled ahead of time at startup (medcot.zerogpu) where that works.
+# Decoding (medcot.static_generation): auto is the static step on CPU, generate() elsewhere, on ZeroGPU the step
+# compiled ahead of time at startup where that works (medcot.zerogpu).
 DECODE_MODES = ("auto", "generate", "static", "compiled")
 _SWITCH = ("1", "0", "true", "false", "yes", "no")  # MEDCOT_MERGE
 
@@ -106,9 +106,7 @@ class Settings:
     base_prompt: str = "auto"  # a base model alone: see BASE_PROMPT_CHOICES
     cache_dir: Path | None = None  # where the embedded GGUF is converted; None: default_cache_dir()
     hub_offline: bool = False  # HF_HUB_OFFLINE: the Hub is not asked, so the defaults fall back to the embedded base
-    # How long a question asked while the model loads waits for it (page and API), then "still loading": a first
-    # start converts the embedded GGUF for a minute or two.
-    load_wait_s: int = 180
+    load_wait_s: int = 180  # a question asked while loading waits this long (a first start converts the GGUF)
     hf_token: str | None = field(default=None, repr=False)  # never printed
     # Feedback on answers (medcot.ui.feedback): JSONL under this folder; pushed to this Hub dataset repo when set.
     feedback_dir: Path | None = None
@@ -146,13 +144,12 @@ class Settings:
                 raise ConfigError(f"{name} must be one of {', '.join(options)}; got {value!r}.")
             return value
 
-        adapter = env.get("MEDCOT_ADAPTER", DEFAULT_ADAPTER).strip()
         cache = env.get("MEDCOT_CACHE_DIR", "").strip()
         feedback = env.get("MEDCOT_FEEDBACK_DIR", "").strip()
 
         return cls(
             base_model=env.get("MEDCOT_BASE_MODEL", "").strip() or DEFAULT_BASE_MODEL,
-            adapter=adapter or None,
+            adapter=env.get("MEDCOT_ADAPTER", DEFAULT_ADAPTER).strip() or None,
             max_new_tokens=integer("MEDCOT_MAX_NEW_TOKENS", 512, 1),
             max_input_tokens=integer("MEDCOT_MAX_INPUT_TOKENS", 2048, 64),
             dtype=choice("MEDCOT_DTYPE", DTYPES, "auto"),

@@ -1,8 +1,5 @@
-"""The errors whose message is meant for the user: the UI and CLI show them as they are, and serve the next request.
-
-Each keeps the built-in base it had (ValueError for bad input, RuntimeError for a failure), so callers that catch
-those still do.
-"""
+"""Errors whose message is for the user: the UI and CLI show them as they are. Each keeps a built-in base
+(ValueError for bad input, RuntimeError for a failure), so callers catching those still do."""
 
 from __future__ import annotations
 
@@ -24,7 +21,7 @@ class ConfigError(UserError, ValueError):
 
 
 class ModelLoadError(UserError, RuntimeError):
-    """A model could not be loaded; the message says what to do and is safe to show to users."""
+    """A model could not be loaded."""
 
 
 class GenerationError(UserError, RuntimeError):

@@ -1,7 +1,5 @@
 """What an answer streams: reasoning and answer text, the end of the reasoning, then Finished with the stats.
-
-Data only: the UI (medcot.ui.stats_line, medcot.ui.rendering) and the CLI render them.
-"""
+Data only: the UI (medcot.ui.stats_line, medcot.ui.rendering) and the CLI render them."""
 
 from __future__ import annotations
 
@@ -42,7 +40,7 @@ class Stats:
     stopped: bool  # the client stopped it
     turns_dropped: int
     tokens_at_first_text: int = 1  # the streamer holds text back to word boundaries: tokens already made by then
-    reasoning_closed_by_app: bool = False  # the model left its reasoning open; the app closed it (budget_forcing)
+    reasoning_closed_by_app: bool = False  # the app closed a reasoning the model left open (answer_stream)
 
     @property
     def tokens_per_second(self) -> float:

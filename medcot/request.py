@@ -1,8 +1,5 @@
-"""What was asked (Query), the question's checks, and the request that passed them (Request).
-
-A Query is the one argument list of every stream function (StreamFn: Engine.stream, the ZeroGPU wrapper,
-test wrappers): it is written here once and passed along whole.
-"""
+"""What was asked (Query), the question's checks, and the request that passed them (Request). A Query is the one
+argument of every stream function (StreamFn: Engine.stream, the ZeroGPU wrapper, test wrappers)."""
 
 from __future__ import annotations
 
@@ -32,8 +29,7 @@ class Query:
 
 @dataclass(frozen=True)
 class Request:
-    """A request that passed Engine.prepare's checks: what generation needs, and nothing that cannot be pickled
-    (a ZeroGPU worker receives it from another process)."""
+    """A request that passed Engine.prepare's checks; picklable, as a ZeroGPU worker receives it."""
 
     prompt: EncodedPrompt
     params: GenerationParams

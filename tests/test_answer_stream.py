@@ -6,8 +6,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 
-from medcot.answer_stream import Answer, answer_events
-from medcot.budget_forcing import ClosingTag
+from medcot.answer_stream import Answer, ClosingTag, answer_events
 from medcot.chunks import Chunk
 from medcot.config import GenerationParams
 from medcot.engine import Engine

@@ -1,11 +1,11 @@
-"""medcot.budget_forcing: a reasoning the model left open is closed by the app, and the answer generated after it."""
+"""Budget forcing (medcot.answer_stream): a reasoning the model left open is closed by the app, the answer follows."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import replace
 
-from medcot.budget_forcing import ClosingTag, closing_open_reasoning
+from medcot.answer_stream import ClosingTag, closing_open_reasoning
 from medcot.engine import Engine
 from medcot.events import Finished, ReasoningDelta, ReasoningDone
 from medcot.request import Query
