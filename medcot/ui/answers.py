@@ -139,8 +139,8 @@ class NoAnswerError(ValueError):
 
 
 def api_text(record: AnswerRecord, include_reasoning: bool) -> str:
-    """What /ask returns: the answer, with a note when it ended short; never a silent empty string (no answer at
-    all raises NoAnswerError naming why, unless the reasoning was asked for: then its Answer part says so)."""
+    """What /ask returns: the answer, with a note when it ended short; no answer at all raises NoAnswerError naming
+    why, unless the reasoning was asked for (its Answer part then says so)."""
     notes = " ".join(record.notes)
     answer = record.answer.strip()
     if not answer:

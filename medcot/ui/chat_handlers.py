@@ -106,7 +106,7 @@ class ChatHandlers:
             self.refused.add(session)
             if channel is not None:
                 channel.put_nowait(("error", error_text(exc)))
-            raise _as_gr_error(exc) from None
+            raise (exc if isinstance(exc, gr.Error) else gr.Error(str(exc), print_exception=False)) from None
         except Exception as exc:
             self.refused.add(session)
             log.exception("generation failed")
@@ -216,7 +216,3 @@ class ChatHandlers:
         self.refused.discard(session)
         self.answers.forget(session)
         self.hidden_reasoning.discard(session)
-
-
-def _as_gr_error(exc: Exception) -> gr.Error:
-    return exc if isinstance(exc, gr.Error) else gr.Error(str(exc), print_exception=False)

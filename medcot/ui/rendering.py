@@ -46,11 +46,8 @@ def as_dict(message: Any) -> dict[str, Any]:
 
 
 def turns_from_history(history: Any) -> list[Turn]:
-    """Earlier exchanges from Gradio's message list: each question with its final answer.
-
-    Reasoning (messages with a metadata title) and stats lines never go back into the prompt; a question with
-    no answer (an error, a stop before any answer) is left out.
-    """
+    """Earlier exchanges from Gradio's message list: each question with its final answer, never the reasoning
+    (messages with a metadata title) nor stats lines; a question with no answer is left out."""
     if history is None:
         return []
     if not isinstance(history, list | tuple):
@@ -153,8 +150,7 @@ def mark_stopped(history: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
 
 def stopped_history(history: list[dict[str, Any]] | None, record: AnswerRecord | None) -> list[dict[str, Any]]:
     """After Stop: ``mark_stopped``, then the stopped answer's stats line with its "stopped" notice, pointing at its
-    record (``record``: the session's newest answer, whose Finished Gradio's cancellation kept from the chat handler
-    and the Stop handler waited for; its stats are None when it never came)."""
+    ``record`` (the session's newest answer; its stats None when its Finished never came)."""
     history = mark_stopped(history)
     last_question = last_question_index(history)
     if last_question is None or any(answer_id(m) for m in history[last_question + 1 :]):
