@@ -49,6 +49,8 @@ warnings.filterwarnings(
 )
 # The page's own events: answered at once, and no API endpoint a client should call.
 QUIET: dict[str, Any] = {"queue": False, "api_visibility": "undocumented"}
+# The page's queued events that only relay or wait: no concurrency limit (the chat handler's counts the model work).
+WAITING: dict[str, Any] = {"api_visibility": "undocumented", "concurrency_limit": None}
 CSS = """
 #disclaimer { border-left: 4px solid #d97706; padding: 0.4rem 0.8rem; background: rgba(217, 119, 6, 0.08); }
 #model-status { font-size: 0.85rem; opacity: 0.85; }
@@ -147,25 +149,17 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
 
         # A refused or failed chat request (shown as an error toast) stops ChatInterface's chain before it re-enables
         # the textbox; this puts the page back, whether the question was typed, an example or Retry.
+        restored = [chat.chatbot, chat.chatbot_state, chat.textbox]
         for submit in chat_submits(demo, chat):
-            inputs = [chat.chatbot, chat.saved_input]
-            submit.failure(
-                handlers.restore_after_failure, inputs, [chat.chatbot, chat.chatbot_state, chat.textbox], **QUIET
-            )
+            submit.failure(handlers.restore_after_failure, [chat.chatbot, chat.saved_input], restored, **QUIET)
         # Stop settles the accordion it left pending. The state too: Gradio syncs it only after a completed stream,
         # and a stale one would wipe the stopped exchange with the next reply.
         for stopped in (chat.chatbot, chat.chatbot_state):
             chat.textbox.stop(handlers.stop, [chat.chatbot], [stopped], **QUIET)
-        # The base column follows every way the chat starts; it only relays (the chat handler's limit counts the work).
-        gr.on(
-            [chat.textbox.submit, chat.chatbot.example_select, chat.chatbot.retry],
-            handlers.base.show_base,
-            [base_chat, compare],
-            [base_chat],
-            api_visibility="undocumented",
-            concurrency_limit=None,
-            show_progress="hidden",
-        )
+        # The base column follows every way the chat starts.
+        chat_starts = [chat.textbox.submit, chat.chatbot.example_select, chat.chatbot.retry]
+        base_inputs = [base_chat, compare]
+        gr.on(chat_starts, handlers.base.show_base, base_inputs, [base_chat], **WAITING, show_progress="hidden")
         chat.chatbot.clear(lambda: [], None, [base_chat], **QUIET)
         demo.load(handlers.recall_show_reasoning, [reasoning_choice], [show_reasoning], **QUIET)
         show_reasoning.change(handlers.set_show_reasoning, [show_reasoning], [reasoning_choice], **QUIET)
@@ -189,15 +183,10 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
         # Deep links (?q=…&run=1&compare=1): pre-fill, then ask once the model is ready. A hidden checkbox, not a
         # gr.State: the browser-side script reads it, and State values stay on the server.
         autorun = gr.Checkbox(False, visible=False, elem_id="autorun")
-        demo.load(
-            # Queued, not queue=False: only queued events show gr.Warning in the page.
-            page.open_link,
-            outputs=[chat.textbox, compare, autorun],
-            api_visibility="undocumented",
-            concurrency_limit=None,
-        ).then(page.wait_for_model, [autorun], [autorun], api_visibility="undocumented", concurrency_limit=None).then(
-            None, [autorun], None, js=AUTORUN_JS, api_visibility="undocumented"
-        )
+        # Queued, not queue=False: only queued events show gr.Warning in the page.
+        opened = demo.load(page.open_link, outputs=[chat.textbox, compare, autorun], **WAITING)
+        waited = opened.then(page.wait_for_model, [autorun], [autorun], **WAITING)
+        waited.then(None, [autorun], None, js=AUTORUN_JS, api_visibility="undocumented")
 
         demo.unload(handlers.forget)
     return demo
