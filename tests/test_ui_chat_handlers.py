@@ -127,7 +127,7 @@ def test_stop_shows_the_stopped_answers_stats_once_its_stream_finished(engine: E
     handlers = ChatHandlers(engine, engine.stream)
     request = SimpleNamespace(session_hash="s1")
     record = handlers.answers.add("s1", AnswerRecord(QUESTIONS[0], GenerationParams()))
-    finished = handlers.finished.begin("s1", record)
+    finished = record.begin_stream()
     history = [
         {"role": "user", "content": QUESTIONS[0]},
         {"role": "assistant", "content": "Fluid", "metadata": {"title": "Reasoning", "status": "pending"}},

@@ -8,13 +8,13 @@ from medcot.config import GenerationParams
 from medcot.engine import Engine
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, ReasoningDone, Stats
 from medcot.ui.answers import AnswerRecord
-from medcot.ui.rendering import ChatRenderer, answer_id, mark_stopped, params_from, turns_from_history
+from medcot.ui.rendering import answer_id, answer_messages, mark_stopped, params_from, turns_from_history
 from medcot.ui.stats_line import STATS_PREFIX, format_stats
 from tests.helpers.tiny import QUESTIONS
 
 
-def renderer(show_reasoning: bool = True) -> ChatRenderer:
-    return ChatRenderer(AnswerRecord(QUESTIONS[0], GenerationParams()), show_reasoning)
+def new_record() -> AnswerRecord:
+    return AnswerRecord(QUESTIONS[0], GenerationParams())
 
 
 def test_history_reasoning_never_reaches_the_prompt(engine: Engine) -> None:
@@ -34,19 +34,19 @@ def test_history_reasoning_never_reaches_the_prompt(engine: Engine) -> None:
 
 
 def test_renderer_drops_the_placeholder_accordion_when_the_model_does_not_reason() -> None:
-    view = renderer()
-    assert view.messages()[0].metadata["status"] == "pending"  # spinner from the first moment
-    view.apply(AnswerDelta("Plain answer."))
-    assert [m.content for m in view.messages()] == ["Plain answer."]
+    record = new_record()
+    assert answer_messages(record)[0].metadata["status"] == "pending"  # spinner from the first moment
+    record.apply(AnswerDelta("Plain answer."))
+    assert [m.content for m in answer_messages(record)] == ["Plain answer."]
 
 
 def test_renderer_yields_fresh_messages_each_time() -> None:
     # Gradio streams diffs between yields: reusing message objects would send nothing.
-    view = renderer()
-    first = view.messages()
-    view.apply(ReasoningDelta("step"))
-    view.apply(ReasoningDone(1.24))
-    second = view.messages()
+    record = new_record()
+    first = answer_messages(record)
+    record.apply(ReasoningDelta("step"))
+    record.apply(ReasoningDone(1.24))
+    second = answer_messages(record)
     assert first[0].content == "" and first[0].metadata["status"] == "pending"
     assert second[0].content == "step" and second[0].metadata == {
         "title": "Reasoning",
@@ -56,15 +56,15 @@ def test_renderer_yields_fresh_messages_each_time() -> None:
 
 
 def test_cut_off_reasoning_is_flagged_and_explained() -> None:
-    view = renderer()
-    view.apply(ReasoningDelta("long thought"))
-    view.apply(ReasoningDone(3.0, cut_off=True))
+    record = new_record()
+    record.apply(ReasoningDelta("long thought"))
+    record.apply(ReasoningDone(3.0, cut_off=True))
     stats = Stats(10, 64, 64, 0, 0.1, 3.0, True, True, False, 0)
-    view.apply(Finished(stats))
-    reasoning, stats_message = view.messages()
+    record.apply(Finished(stats))
+    reasoning, stats_message = answer_messages(record)
     assert reasoning.metadata["log"] == "cut off"
-    assert answer_id({"metadata": stats_message.metadata}) == view.record.id  # the stats line points at the record
-    assert view.record.notes == ("The token limit (64 tokens) cut the reasoning off before an answer.",)
+    assert answer_id({"metadata": stats_message.metadata}) == record.id  # the stats line points at the record
+    assert record.notes == ("The token limit (64 tokens) cut the reasoning off before an answer.",)
     assert "Max new tokens" in stats_message.content and "cut off by the token limit" in stats_message.content
     assert "cut off" not in format_stats(Stats(10, 8, 4, 4, 0.1, 1.0, False, False, False, 0))
 
@@ -98,12 +98,12 @@ def test_params_from_validates_and_fills_defaults() -> None:
 
 
 def test_with_show_reasoning_off_the_answer_comes_without_its_accordion_but_the_record_keeps_it() -> None:
-    view = renderer(show_reasoning=False)
-    view.apply(ReasoningDelta("private thought"))
-    assert view.messages() == []  # nothing shown while the model reasons
-    view.apply(ReasoningDone(1.0))
-    view.apply(AnswerDelta("The answer."))
-    view.apply(Finished(Stats(10, 8, 4, 4, 0.1, 1.0, False, False, False, 0)))
-    answer, stats = view.messages()
+    record = new_record()
+    record.apply(ReasoningDelta("private thought"))
+    assert answer_messages(record, show_reasoning=False) == []  # nothing shown while the model reasons
+    record.apply(ReasoningDone(1.0))
+    record.apply(AnswerDelta("The answer."))
+    record.apply(Finished(Stats(10, 8, 4, 4, 0.1, 1.0, False, False, False, 0)))
+    answer, stats = answer_messages(record, show_reasoning=False)
     assert answer.content == "The answer." and not answer.metadata and stats.content.startswith(STATS_PREFIX)
-    assert view.record.reasoning == "private thought" and view.record.reply().reasoning == "private thought"
+    assert record.reasoning == "private thought" and record.reply().reasoning == "private thought"

@@ -1,2 +1,1 @@
-"""The Gradio app: layout (layout.py), its event handlers (handlers.py), chat rendering, stream plumbing, the base
-model comparison, deep links and the conversation export. Only this package and medcot.zerogpu import Gradio."""
+"""The Gradio app (medcot.ui.layout builds it). Only this package and medcot.zerogpu import Gradio."""

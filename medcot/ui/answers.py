@@ -1,8 +1,6 @@
-"""Each answer the page shows, kept as data (question, reasoning, answer, Stats, settings) per page session.
-
-The chat shows an answer rendered from its record (medcot.ui.rendering); the export and the feedback read the
-record, never the page's Markdown. A chat message points at its record by the id in its metadata: the message that
-ends an answer (its stats line, a stop or error mark) carries it.
+"""Each answer the page shows, kept as data (question, reasoning, answer, Stats, settings) per page session: the
+export and the feedback read the record, never the page's Markdown. The message that ends an answer (its stats line,
+a stop or error mark) points at its record by the id in its metadata.
 """
 
 from __future__ import annotations
@@ -10,6 +8,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from medcot.config import GenerationParams
@@ -18,6 +17,8 @@ from medcot.export import Reply
 
 # Answers kept per session: the export holds what the page shows, and a page holds far fewer in practice.
 KEEP_PER_SESSION = 500
+# How long Stop waits for the stream's Finished: the engine ends within a token (~30 ms on 2 cores).
+STOP_STATS_WAIT_S = 3.0
 
 
 def session_of(request: object) -> str | None:
@@ -40,6 +41,9 @@ class AnswerRecord:
     stats: Stats | None = None  # None until the stream's Finished arrives (never, for one stopped early)
     stopped: bool = False  # Stop ended it (the stats may still come, marked stopped)
     failure: str | None = None  # why it has no answer: an error, or not run
+    # Set when the Finished comes, once its stream began (begin_stream): Stop waits for it, as Gradio's cancellation
+    # keeps it from the chat handler and only the stream plumbing still reads it.
+    arrived: threading.Event | None = field(default=None, repr=False, compare=False)
 
     def apply(self, event: object) -> None:
         if isinstance(event, ReasoningDelta):
@@ -55,6 +59,18 @@ class AnswerRecord:
             self.reasoning = self.reasoning.strip()
             self.stats = event.stats
             self.stopped = self.stopped or event.stats.stopped
+            if self.arrived is not None:
+                self.arrived.set()
+
+    def begin_stream(self) -> Callable[[Finished], None]:
+        """Its stream begins: the callback the stream's Finished goes to, also after a Stop (wait_for_stats)."""
+        self.arrived = threading.Event()
+        return self.apply
+
+    def wait_for_stats(self, timeout: float = STOP_STATS_WAIT_S) -> None:
+        """Until its stream's Finished is in, for at most ``timeout`` (none to wait for before its stream began)."""
+        if self.arrived is not None:
+            self.arrived.wait(timeout)
 
     @property
     def finished(self) -> bool:
@@ -68,18 +84,18 @@ class AnswerRecord:
     def notes(self) -> tuple[str, ...]:
         """Why the answer ended as it did, in plain sentences (the export, the feedback and /ask use them)."""
         stats = self.stats
-        notes = []
-        if self.failure:
-            notes.append(self.failure)
-        if stats is not None and stats.reasoning_closed_by_app:
+        notes = [self.failure] if self.failure else []
+        if stats is None:
+            return (*notes, "Stopped by the user.") if self.stopped else tuple(notes)
+        if stats.reasoning_closed_by_app:
             notes.append("The model left its reasoning open; the app closed it for the answer.")
-        if self.stopped or (stats is not None and stats.stopped):
+        if self.stopped or stats.stopped:
             notes.append("Stopped by the user.")
-        elif stats is not None and stats.reasoning_cut_off:
+        elif stats.reasoning_cut_off:
             notes.append(f"The token limit ({stats.new_tokens} tokens) cut the reasoning off before an answer.")
-        elif stats is not None and stats.hit_token_limit:
+        elif stats.hit_token_limit:
             notes.append(f"The token limit ({stats.new_tokens} tokens) cut the answer off.")
-        elif stats is not None and not self.answer.strip():
+        elif not self.answer.strip():
             notes.append("The model returned no answer.")
         return tuple(notes)
 
@@ -123,8 +139,8 @@ class NoAnswerError(ValueError):
 
 
 def api_text(record: AnswerRecord, include_reasoning: bool) -> str:
-    """What /ask returns: the answer, with a note when it ended short; never a silent empty string (no answer at
-    all raises NoAnswerError naming why, unless the reasoning was asked for: then its Answer part says so)."""
+    """What /ask returns: the answer, with a note when it ended short; no answer at all raises NoAnswerError naming
+    why, unless the reasoning was asked for (its Answer part then says so)."""
     notes = " ".join(record.notes)
     answer = record.answer.strip()
     if not answer:

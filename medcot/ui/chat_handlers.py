@@ -1,9 +1,6 @@
-"""The chat's event handlers, one named method each, over one engine, its stream function and the compare relay:
-the chat (/chat), the /ask API and MCP tool, Stop, the compare checkbox and a closed page.
-
-The base column's handler is medcot.ui.compare's, the page's other controls medcot.ui.page_handlers';
-medcot.ui.layout wires them to the page; tests call them.
-"""
+"""The chat's event handlers, one method each: the chat (/chat), the /ask API and MCP tool, Stop, the compare and
+"Show reasoning" checkboxes and a closed page (the base column's are medcot.ui.compare's, the page's other controls
+medcot.ui.page_handlers'; medcot.ui.layout wires them)."""
 
 from __future__ import annotations
 
@@ -23,17 +20,15 @@ from medcot.errors import InputError, UserError
 from medcot.request import Query, StreamFn, clean_question
 from medcot.ui.answers import AnswerRecord, AnswerStore, NoAnswerError, api_text, session_of
 from medcot.ui.compare import BaseColumn, BaseRelay, error_text
-from medcot.ui.model_wait import wait_for_model
 from medcot.ui.rendering import (
-    ChatRenderer,
+    answer_messages,
     last_question_index,
     loading_notice,
     params_from,
     stopped_history,
     turns_from_history,
 )
-from medcot.ui.stopping import FinishedAnswers
-from medcot.ui.streaming import UPDATE_INTERVAL_S, CoalescedEvents, iterate_in_thread, when_task_ends
+from medcot.ui.streaming import UPDATE_INTERVAL_S, CoalescedEvents, iterate_in_thread, wait_for_model, when_task_ends
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +40,6 @@ class ChatHandlers:
         self.engine = engine
         self.stream = stream
         self.relay = relay or BaseRelay()
-        self.finished = FinishedAnswers()
         self.refused: set[str | None] = set()  # sessions whose last chat request ended in an error, not a Stop
         self.answers = AnswerStore()  # every answer shown, as data: the export and the feedback read it
         self.hidden_reasoning: set[str | None] = set()  # sessions whose "Show reasoning" switch is off
@@ -84,7 +78,6 @@ class ChatHandlers:
         try:
             query = Query(message, turns_from_history(history), self.params(*values))  # bad input: refused now
             record = self.answers.add(session, AnswerRecord(message, query.params))
-            self.finished.clear(session)
             async for _ in wait_for_model(self.engine, self.engine.settings.load_wait_s):
                 yield [gr.ChatMessage(content=loading_notice(self.engine))]  # the question stays; answered next
             if None in values:  # the loaded model's own defaults, known once it has loaded
@@ -95,16 +88,16 @@ class ChatHandlers:
                 if self.engine.base_runs_beside:
                     beside = asyncio.ensure_future(self.base.run(channel, query))
                     when_task_ends(beside.cancel)
-            view = ChatRenderer(record, self.shows_reasoning(session))
+            show_reasoning = self.shows_reasoning(session)
             stream = self.stream(query, cancel)
             events = CoalescedEvents(
-                iterate_in_thread(stream, cancel, self.finished.begin(session, record)), UPDATE_INTERVAL_S
+                iterate_in_thread(stream, cancel, record.begin_stream() if session else None), UPDATE_INTERVAL_S
             )
-            yield view.messages()
+            yield answer_messages(record, show_reasoning)
             async for batch in events:
                 for event in batch:
-                    view.apply(event)
-                yield view.messages()
+                    record.apply(event)
+                yield answer_messages(record, show_reasoning)
             if beside is not None:
                 await beside
             elif channel is not None:
@@ -113,7 +106,7 @@ class ChatHandlers:
             self.refused.add(session)
             if channel is not None:
                 channel.put_nowait(("error", error_text(exc)))
-            raise _as_gr_error(exc) from None
+            raise (exc if isinstance(exc, gr.Error) else gr.Error(str(exc), print_exception=False)) from None
         except Exception as exc:
             self.refused.add(session)
             log.exception("generation failed")
@@ -176,8 +169,10 @@ class ChatHandlers:
     def stop(self, history: list[dict[str, Any]] | None, request: gr.Request) -> list[dict[str, Any]]:
         """Stop: the stopped answer settled (no spinner) with its stats and a "stopped" notice."""
         session = session_of(request)
-        self.finished.wait(session)  # the stopped answer's Finished, into its record
-        return stopped_history(history, self.answers.latest(session))
+        record = self.answers.latest(session)
+        if record is not None:
+            record.wait_for_stats()  # the stopped answer's Finished, into its record
+        return stopped_history(history, record)
 
     def set_compare(self, on: bool, request: gr.Request) -> tuple[Any, Any]:
         """The compare checkbox: show or hide the base column, and remember the session's choice for the relay."""
@@ -188,9 +183,8 @@ class ChatHandlers:
         return gr.Column(visible=on), gr.Chatbot(show_label=on)
 
     def set_show_reasoning(self, on: bool, request: gr.Request) -> str:
-        """The "Show reasoning" switch: the session's answers from the next one on come with or without their
-        reasoning accordion; the choice goes back to the browser (gr.BrowserState, as a word: a stored False reads
-        back as unset) to be remembered."""
+        """The "Show reasoning" switch, for the session's next answers; returned to the browser's gr.BrowserState as
+        a word (a stored False reads back as unset)."""
         (self.hidden_reasoning.discard if on else self.hidden_reasoning.add)(session_of(request))
         return "shown" if on else "hidden"
 
@@ -203,12 +197,8 @@ class ChatHandlers:
     def restore_after_failure(
         self, history: list[dict[str, Any]] | None, question: str | None, request: gr.Request
     ) -> tuple[Any, Any, Any]:
-        """The page after its chat request ended without success, the textbox enabled again in every case.
-
-        Refused or failed (the reason is in the error toast): the conversation as it was before the question, and
-        the question back in the box to change or send again. Stopped (Gradio counts a cancel as a failure too):
-        the chat as Stop left it.
-        """
+        """The page after its chat request failed, the textbox enabled again. Refused or failed (the error toast says
+        why): the chat as before the question, which is back in the box. Stopped (a failure to Gradio too): as is."""
         enabled = {"interactive": True, "submit_btn": True, "stop_btn": False}
         session = session_of(request)
         if session not in self.refused:
@@ -220,14 +210,9 @@ class ChatHandlers:
         return kept, kept, gr.update(**enabled, value=question if isinstance(question, str) else "")
 
     def forget(self, request: gr.Request) -> None:
-        """A closed page: drop its session from the relay, its last answer's stats and its refusal mark."""
+        """A closed page: drop everything kept for its session."""
         session = session_of(request)
         self.relay.forget(session)
-        self.finished.forget(session)
         self.refused.discard(session)
         self.answers.forget(session)
         self.hidden_reasoning.discard(session)
-
-
-def _as_gr_error(exc: Exception) -> gr.Error:
-    return exc if isinstance(exc, gr.Error) else gr.Error(str(exc), print_exception=False)

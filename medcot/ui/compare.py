@@ -21,7 +21,7 @@ from medcot.ui.rendering import (
     NOT_RUN_MARK,
     STOPPED_MARK,
     WAITING_FOR_ADAPTER,
-    ChatRenderer,
+    answer_messages,
     as_dict,
     ending_message,
     mark_stopped,
@@ -53,15 +53,11 @@ def compare_controls(engine: Engine) -> tuple[dict[str, Any], str]:
 
 
 class BaseRelay:
-    """Carries the base model's answer from the chat handler to the base column of the same page session.
+    """Carries the base model's answer from the chat handler (ChatInterface's /chat, whose outputs API clients rely
+    on, so no second column there) to the base column's own handler, started by the same submit, per page session.
 
-    The chat handler is ChatInterface's `/chat` endpoint, whose inputs and outputs API clients rely on, so it cannot
-    gain the second column as an output. The column's own handler, started by the same submit, shows what the chat
-    handler sends here. Sessions with the comparison switched on are remembered from the checkbox's change events.
-
-    The two handlers start in either order. A channel the column has not taken yet waits for it, until the next
-    question's channel replaces it or, once the chat handler is done with it, for CLOSED_GRACE_S; a column handler
-    gives up when a newer one starts for its session (its question's chat handler never ran) or after a timeout.
+    The two start in either order. An untaken channel waits until the next question's replaces it or, once closed,
+    for CLOSED_GRACE_S; a column handler gives up when a newer one starts for its session, or after a timeout.
     """
 
     END = object()
@@ -99,12 +95,10 @@ class BaseRelay:
         while self._takers.get(session) == ticket and time.monotonic() < deadline:
             pending = self._pending.get(session)
             if pending is not None:
+                del self._pending[session]
                 channel, closed = pending
-                if closed and time.monotonic() - closed[0] > self.CLOSED_GRACE_S:
-                    del self._pending[session]  # an old question's, whose column never came
-                else:
-                    del self._pending[session]
-                    return channel
+                if not closed or time.monotonic() - closed[0] <= self.CLOSED_GRACE_S:
+                    return channel  # else an old question's, whose column never came
             await asyncio.sleep(0.05)
         return None
 
@@ -160,8 +154,9 @@ class BaseColumn:
             return
         self.relay.set_compare(session, True)  # the checkbox said so at submit, whatever its change event's timing
         shown = list(base_history or [])
-        view: ChatRenderer | None = None
         record: AnswerRecord | None = None  # set once the question came: it was not refused
+        streaming = False  # the base answer started (the "Show reasoning" switch read then) and did not fail
+        show_reasoning = True
         tail: list[Any] = []
         items = CoalescedEvents(self.relay.items(channel), UPDATE_INTERVAL_S)
         try:
@@ -175,15 +170,17 @@ class BaseColumn:
                     elif record is None:
                         continue  # the question was refused: the fine-tuned column says why, this one stays as it was
                     elif kind == "start":
-                        view = ChatRenderer(record, self.shows_reasoning(session))
-                        tail = view.messages()
+                        streaming = True
+                        show_reasoning = self.shows_reasoning(session)
+                        tail = answer_messages(record, show_reasoning)
                     elif kind == "error":
                         record.failure = f"The base model did not answer: {item[1]}"
-                        tail = [*(view.messages() if view else []), ending_message(f"⚠️ {item[1]}", record)]
-                        view = None
-                    elif view is not None:
-                        view.apply(item)
-                        tail = view.messages()
+                        shown_so_far = answer_messages(record, show_reasoning) if streaming else []
+                        tail = [*shown_so_far, ending_message(f"⚠️ {item[1]}", record)]
+                        streaming = False
+                    elif streaming:
+                        record.apply(item)
+                        tail = answer_messages(record, show_reasoning)
                 if record is not None:
                     yield [*shown, *tail]
         finally:
@@ -194,7 +191,7 @@ class BaseColumn:
         if tail and tail[-1].content == WAITING_FOR_ADAPTER:
             record.failure = "The base model did not answer: the fine-tuned answer did not complete."
             tail = [ending_message(NOT_RUN_MARK, record)]
-        elif view is not None and not record.finished:
+        elif streaming and not record.finished:
             record.stopped = True
-            tail = [*view.messages(), ending_message(STOPPED_MARK, record)]
+            tail = [*answer_messages(record, show_reasoning), ending_message(STOPPED_MARK, record)]
         yield mark_stopped([as_dict(m) for m in [*shown, *tail]])

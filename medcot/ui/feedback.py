@@ -1,10 +1,6 @@
-"""Feedback for stakeholder previews: like / dislike on an answer, an optional comment, kept as JSONL.
-
-On only when MEDCOT_FEEDBACK_DIR or MEDCOT_FEEDBACK_DATASET is set. Each record holds the question, the reasoning,
-the answer, the model ids, the generation settings, the app version and the time, read from the answer's record
-(medcot.ui.answers), and nothing that identifies the person (no IP, user name or session). With a dataset, the
-folder is pushed there by huggingface_hub's CommitScheduler (the Space's HF_TOKEN); a failing push is logged and
-never reaches the page.
+"""Feedback for stakeholder previews (on with MEDCOT_FEEDBACK_DIR or MEDCOT_FEEDBACK_DATASET): like / dislike on an
+answer and an optional comment, kept as JSONL from the answer's record, with nothing that identifies the person (no
+IP, user name or session). With a dataset, huggingface_hub's CommitScheduler pushes the folder; a failure is logged.
 """
 
 from __future__ import annotations
@@ -39,8 +35,7 @@ PUSH_EVERY_MIN = 5.0  # CommitScheduler's interval: one commit per five minutes 
 
 
 class FeedbackLog:
-    """Appends feedback records to one JSONL file of this process under ``folder``; with ``dataset``, a
-    CommitScheduler pushes the folder to that Hub dataset repo (``hf_api``: the scheduler's HfApi)."""
+    """Appends records to this process's JSONL file under ``folder``, pushed to the Hub ``dataset`` if given."""
 
     def __init__(
         self, folder: Path, dataset: str | None = None, token: str | None = None, hf_api: HfApi | None = None
@@ -81,8 +76,8 @@ class FeedbackLog:
 
 
 def liked_record(history: list[dict[str, Any]], index: Any, answers: AnswerStore, session: str | None) -> Any:
-    """The answer record behind a liked message: the answer's messages run from the question before ``index`` to
-    the next question, and the one that ends the answer points at its record."""
+    """The answer record behind a liked message: the one its answer's ending message (between the questions around
+    ``index``) points at."""
     if isinstance(index, list | tuple):
         index = index[0]
     if not isinstance(index, int) or not 0 <= index < len(history):
@@ -116,8 +111,7 @@ def feedback_record(record: AnswerRecord, liked: bool, engine: Engine) -> dict[s
 
 
 class FeedbackHandlers:
-    """The feedback buttons' handlers for one page: a like or dislike writes its record at once; a comment after
-    it writes a line that points at it."""
+    """A like or dislike writes its record at once; a comment after it, a line that points at it."""
 
     def __init__(self, engine: Engine, answers: AnswerStore, log_: FeedbackLog) -> None:
         self.engine = engine

@@ -1,8 +1,5 @@
-"""Everything the app needs from Gradio that Gradio 6.31 offers no public API for, in one place.
-
-Checked against GRADIO_CHECKED (the Space's ``sdk_version``). tests/test_ui_gradio_internals.py fails with a message
-naming the piece that broke when an upgrade changes one of them; each says why no public API does it.
-"""
+"""Everything the app needs from Gradio that Gradio 6.31 offers no public API for, in one place, checked against
+GRADIO_CHECKED (the Space's ``sdk_version``) by tests/test_ui_gradio_internals.py."""
 
 from __future__ import annotations
 
@@ -12,14 +9,9 @@ GRADIO_CHECKED = "6.31.0"
 
 
 def chat_submits(demo: gr.Blocks, chat: gr.ChatInterface) -> list[gr.events.Dependency]:
-    """ChatInterface's page events that run the chat handler: the textbox's submit, an example's click, Retry and an
-    option's click, for ``.failure()`` listeners.
-
-    Gradio 6.31's ChatInterface keeps those events to itself (no attribute holds them) and names their function
-    ``_submit_fn``; its frontend runs only ``.failure()`` listeners once a handler raised (ChatInterface's own
-    follow-ups, which re-enable the textbox, are ``.then()``/``.success()`` ones that never run). The API's /chat is
-    another event and keeps its errors.
-    """
+    """ChatInterface's page events that run the chat handler (submit, an example, Retry, an option), for
+    ``.failure()`` listeners: ChatInterface keeps them to itself (their function is ``_submit_fn``), and after an
+    error only ``.failure()`` ones run, not its own follow-ups that re-enable the textbox."""
     return [
         gr.events.Dependency(chat.textbox, {}, index, None)
         for index, fn in demo.fns.items()

@@ -67,17 +67,15 @@ def conversation_from(
 
 
 def models_of(engine: Engine) -> dict[str, Any]:
-    """What answered, for the export and the feedback: the backend's facts, and how the model was prompted (a base
-    alone may be shown worked examples first)."""
+    """What answered, for the export and the feedback: the backend's facts, and how the model was prompted."""
     if engine.backend is None:
         return {"base": engine.settings.base_model, "adapter": engine.settings.adapter}
     return {**engine.backend.facts(), "prompt": engine.prompt_style().label}
 
 
 def is_settled(history: Any) -> bool:
-    """Whether a chat's newest answer is over: a message after the newest question ends an answer (its stats line;
-    the base column's stop, error or not-run mark). A question with nothing after it yet is not: its answer is on
-    its way."""
+    """Whether a chat's newest answer is over: a message after the newest question ends an answer (its stats line,
+    a stop, error or not-run mark)."""
     messages = [m for m in history if isinstance(m, dict)] if isinstance(history, list | tuple) else []
     asked = last_question_index(messages)
     return asked is None or any(answer_id(message) for message in messages[asked + 1 :])

@@ -1,5 +1,4 @@
-"""The page: its layout and the wiring of its events to ChatHandlers and PageHandlers, and the app's launch and queue
-settings."""
+"""The page: its layout, its events wired to ChatHandlers and PageHandlers, and the launch and queue settings."""
 
 from __future__ import annotations
 
@@ -40,10 +39,8 @@ CHAT_API_DESCRIPTION = (
     f"shown worked examples, decodes at temperature {BASE_DECODING.temperature:g}, repetition penalty "
     f"{BASE_DECODING.repetition_penalty:g}."
 )
-# At launch Gradio warns that ChatInterface's /chat, public and so an MCP tool, takes its history from a gr.State
-# that MCP calls cannot carry: each MCP call starts a new conversation, which is what MCP clients should get (/ask is
-# the tool meant for them). Gradio 6.31 has no way to keep one public endpoint out of MCP, so this one warning is
-# silenced, by its text and module, wherever this page is launched (pyproject.toml does the same for pytest).
+# Gradio warns that /chat, an MCP tool too, takes its history from a gr.State MCP cannot carry: each MCP call is a
+# new conversation, as it should be (/ask is their tool), and Gradio 6.31 cannot keep one endpoint out of MCP.
 warnings.filterwarnings(
     "ignore",
     message="This MCP server includes a tool that has a gr.State input",
@@ -52,6 +49,8 @@ warnings.filterwarnings(
 )
 # The page's own events: answered at once, and no API endpoint a client should call.
 QUIET: dict[str, Any] = {"queue": False, "api_visibility": "undocumented"}
+# The page's queued events that only relay or wait: no concurrency limit (the chat handler's counts the model work).
+WAITING: dict[str, Any] = {"api_visibility": "undocumented", "concurrency_limit": None}
 CSS = """
 #disclaimer { border-left: 4px solid #d97706; padding: 0.4rem 0.8rem; background: rgba(217, 119, 6, 0.08); }
 #model-status { font-size: 0.85rem; opacity: 0.85; }
@@ -60,8 +59,7 @@ CSS = """
 
 
 def _chatbot(elem_id: str, label: str, placeholder: str, show_label: bool, feedback: bool = False) -> gr.Chatbot:
-    """A chat column (the fine-tuned one shows its label only beside the base one: set_compare); ``feedback``: its
-    answers get 👍 / 👎 buttons."""
+    """A chat column (the fine-tuned one shows its label only beside the base one); ``feedback``: 👍 / 👎 buttons."""
     return gr.Chatbot(
         feedback_options=("Like", "Dislike") if feedback else None,
         elem_id=elem_id,
@@ -75,11 +73,8 @@ def _chatbot(elem_id: str, label: str, placeholder: str, show_label: bool, feedb
 
 
 def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: FeedbackLog | None = None) -> gr.Blocks:
-    """The whole app for one engine: layout and wiring only (the handlers are ChatHandlers' and PageHandlers' methods).
-
-    ``stream`` is what answers (app.py passes the ZeroGPU-wrapped one); engine.stream when left out. ``feedback``:
-    where ratings go; left out, the settings' (MEDCOT_FEEDBACK_DIR / MEDCOT_FEEDBACK_DATASET), else none at all.
-    """
+    """The whole app for one engine. ``stream`` answers (app.py passes the ZeroGPU-wrapped one; engine.stream when
+    left out); ``feedback``: where ratings go, else the settings' (MEDCOT_FEEDBACK_*), else none."""
     feedback = feedback or FeedbackLog.from_settings(engine.settings)
     handlers = ChatHandlers(engine, stream or engine.stream)
     page = PageHandlers(engine, handlers.answers)
@@ -100,11 +95,9 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
                 True, label=SHOW_REASONING_LABEL, elem_id="show-reasoning", scale=0, min_width=180
             )
             compare_note = gr.Markdown(note, elem_id="compare-note")
-        # The "Show reasoning" choice, remembered in this browser (the card advises hiding the chain of thought from
-        # end users to avoid over-trust): off, new answers come without the accordion; the export keeps it.
+        # Remembered in this browser (the card advises hiding the reasoning from end users); the export keeps it.
         reasoning_choice = gr.BrowserState("shown", storage_key="medcot-show-reasoning")
-        # Unset (None) in the page's config: an API client that sets nothing gets the loaded model's own defaults;
-        # the page fills them in when it opens (PageHandlers.open_page) and once the model has loaded.
+        # Unset in the page's config (API clients get the loaded model's defaults); filled in by PageHandlers.
         sliders = [
             UnsetSlider(1, 4096, step=1, label="Max new tokens", render=False),
             UnsetSlider(0.0, 2.0, step=0.05, label="Temperature (0 = greedy)", render=False),
@@ -114,11 +107,8 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
         ]
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                # Not save_history=True (conversations kept in the browser across reloads): Gradio 6.31 saves this
-                # Chatbot's messages only, so a restored conversation would lose its base-model column; the export
-                # and the feedback read each answer's record (medcot.ui.answers), kept per page session on the
-                # server, which a reload does not bring back (message metadata keeps only Gradio's own keys); and
-                # its side panel would squeeze the chat beside the comparison column.
+                # Not save_history=True: Gradio 6.31 restores this Chatbot's messages only, without the base column
+                # or the answer records the export and feedback read; and its side panel squeezes the comparison.
                 chat = gr.ChatInterface(
                     handlers.respond,
                     chatbot=_chatbot(
@@ -128,7 +118,7 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
                         show_label=False,
                         feedback=feedback is not None,
                     ),
-                    # stop_btn=True: a custom Textbox's own stop_btn (default False) decides whether Stop is shown.
+                    # A custom Textbox's own stop_btn (default False) decides whether Stop is shown.
                     textbox=gr.Textbox(
                         placeholder="Ask a medical question…",
                         elem_id="question",
@@ -138,8 +128,7 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
                         stop_btn=True,
                     ),
                     additional_inputs=sliders,
-                    # render=False: ChatInterface renders its own copy of this accordion under the chat; rendered
-                    # here too, an empty duplicate would appear above the chat.
+                    # render=False: ChatInterface renders its own copy; else an empty duplicate shows above the chat.
                     additional_inputs_accordion=gr.Accordion("Generation settings", open=False, render=False),
                     examples=[[question] for question in EXAMPLES],
                     run_examples_on_click=True,
@@ -153,48 +142,33 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
                 )
         with gr.Row(elem_id="export-row"):
             gr.Markdown("Download the conversation (reasoning marked as such, with the models and settings):")
-            export_md = gr.DownloadButton(
-                "Markdown", value=None, interactive=False, size="sm", elem_id="export-md", scale=0, min_width=140
-            )
-            export_json = gr.DownloadButton(
-                "JSON", value=None, interactive=False, size="sm", elem_id="export-json", scale=0, min_width=140
-            )
+            exports = [
+                gr.DownloadButton(label, interactive=False, size="sm", elem_id=elem_id, scale=0, min_width=140)
+                for label, elem_id in (("Markdown", "export-md"), ("JSON", "export-json"))
+            ]
 
-        # A refusal or failure of the chat handler (its message shown as Gradio's error toast) stops ChatInterface's
-        # chain before it re-enables the textbox: the page could not ask again. This puts the page back, whichever
-        # way the question came: typed, an example clicked, or Retry.
+        # A refused or failed chat request (shown as an error toast) stops ChatInterface's chain before it re-enables
+        # the textbox; this puts the page back, whether the question was typed, an example or Retry.
+        restored = [chat.chatbot, chat.chatbot_state, chat.textbox]
         for submit in chat_submits(demo, chat):
-            inputs = [chat.chatbot, chat.saved_input]
-            submit.failure(
-                handlers.restore_after_failure, inputs, [chat.chatbot, chat.chatbot_state, chat.textbox], **QUIET
-            )
-        # Stop cancels the stream; this settles the accordion it left pending. The chat's state is set from the
-        # visible chat too: Gradio syncs it only after a stream that completes, and the next reply is drawn from
-        # the state, so a stale one would wipe the stopped exchange from the page.
+            submit.failure(handlers.restore_after_failure, [chat.chatbot, chat.saved_input], restored, **QUIET)
+        # Stop settles the accordion it left pending. The state too: Gradio syncs it only after a completed stream,
+        # and a stale one would wipe the stopped exchange with the next reply.
         for stopped in (chat.chatbot, chat.chatbot_state):
             chat.textbox.stop(handlers.stop, [chat.chatbot], [stopped], **QUIET)
-        # The base column follows every way the chat handler starts; its handler only relays, so no concurrency
-        # limit (the model work is counted in the chat handler's).
-        gr.on(
-            [chat.textbox.submit, chat.chatbot.example_select, chat.chatbot.retry],
-            handlers.base.show_base,
-            [base_chat, compare],
-            [base_chat],
-            api_visibility="undocumented",
-            concurrency_limit=None,
-            show_progress="hidden",
-        )
+        # The base column follows every way the chat starts.
+        chat_starts = [chat.textbox.submit, chat.chatbot.example_select, chat.chatbot.retry]
+        base_inputs = [base_chat, compare]
+        gr.on(chat_starts, handlers.base.show_base, base_inputs, [base_chat], **WAITING, show_progress="hidden")
         chat.chatbot.clear(lambda: [], None, [base_chat], **QUIET)
         demo.load(handlers.recall_show_reasoning, [reasoning_choice], [show_reasoning], **QUIET)
         show_reasoning.change(handlers.set_show_reasoning, [show_reasoning], [reasoning_choice], **QUIET)
         compare.change(handlers.set_compare, [compare], [base_column, chat.chatbot], **QUIET)
-        # The export follows what both chats show (each streamed update, the last one included; a Stop; a clear):
-        # at any moment a click downloads every answer shown so far. Only the newest run is written.
+        # The downloads follow what both chats show (only the newest run is written): a click gets every answer shown.
         export_inputs = [chat.chatbot, base_chat, *sliders]
-        for shown in (chat.chatbot.change, base_chat.change):
-            outputs = [export_md, export_json]
-            shown(
-                page.export_files, export_inputs, outputs, **QUIET, show_progress="hidden", trigger_mode="always_last"
+        for shown in (chat.chatbot, base_chat):
+            shown.change(
+                page.export_files, export_inputs, exports, **QUIET, show_progress="hidden", trigger_mode="always_last"
             )
         if feedback is not None:
             _feedback_controls(chat.chatbot, FeedbackHandlers(engine, handlers.answers, feedback))
@@ -206,19 +180,13 @@ def build_demo(engine: Engine, stream: StreamFn | None = None, feedback: Feedbac
         timer.tick(page.refresh, outputs=refreshed, **QUIET)
         demo.load(page.open_page, outputs=refreshed, **QUIET)
 
-        # Deep links (?q=…&run=1&compare=1): pre-fill, then ask once the model is ready.
-        # A hidden checkbox, not a gr.State: the browser-side script reads it, and State values stay on the server.
+        # Deep links (?q=…&run=1&compare=1): pre-fill, then ask once the model is ready. A hidden checkbox, not a
+        # gr.State: the browser-side script reads it, and State values stay on the server.
         autorun = gr.Checkbox(False, visible=False, elem_id="autorun")
-
-        demo.load(
-            # Queued, not queue=False: only queued events show gr.Warning in the page.
-            page.open_link,
-            outputs=[chat.textbox, compare, autorun],
-            api_visibility="undocumented",
-            concurrency_limit=None,
-        ).then(page.wait_for_model, [autorun], [autorun], api_visibility="undocumented", concurrency_limit=None).then(
-            None, [autorun], None, js=AUTORUN_JS, api_visibility="undocumented"
-        )
+        # Queued, not queue=False: only queued events show gr.Warning in the page.
+        opened = demo.load(page.open_link, outputs=[chat.textbox, compare, autorun], **WAITING)
+        waited = opened.then(page.wait_for_model, [autorun], [autorun], **WAITING)
+        waited.then(None, [autorun], None, js=AUTORUN_JS, api_visibility="undocumented")
 
         demo.unload(handlers.forget)
     return demo
@@ -250,7 +218,6 @@ def launch_kwargs() -> dict[str, Any]:
 def queue(demo: gr.Blocks, engine: Engine) -> gr.Blocks:
     """A bounded queue: a few generations at once, the rest wait; past ``queue_size`` a clear refusal."""
     demo = demo.queue(default_concurrency_limit=engine.settings.concurrency, max_size=engine.settings.queue_size)
-    # Gradio's queue looks for new events every 1 ms while idle, which took 6% of a core from a 2-core CPU's
-    # decoding; every 10 ms costs a request at most 10 ms and measured 2%. No public setting exists (Gradio 6.31).
+    # Gradio polls every 1 ms while idle (6% of a core on 2 cores); 10 ms costs 2% (docs/benchmark.md, Idle CPU).
     set_idle_poll(demo, QUEUE_POLL_S)
     return demo

@@ -1,8 +1,5 @@
-"""The page's controls beside the chat, one named method each: the model's status line and the generation sliders
-(refreshed while the model loads), the conversation's downloads, and deep links.
-
-medcot.ui.layout wires them to the page; the chat's own handlers are medcot.ui.chat_handlers.
-"""
+"""The page's controls beside the chat, one method each: the model's status line and the generation sliders
+(refreshed while the model loads), the conversation's downloads, and deep links (medcot.ui.layout wires them)."""
 
 from __future__ import annotations
 
@@ -62,46 +59,35 @@ class PageHandlers:
 
     # -- the status line and the sliders, while loading and once loaded ------------------------------------------
     def refresh(self, request: gr.Request | None = None) -> tuple[Any, ...]:
-        """The model's status line, the timer that polls it while loading, the compare controls, once loaded the
-        generation sliders at the loaded model's defaults (a primed base decodes differently), once per page, and the
-        footer."""
+        """The model's status line, the timer that polls it, the compare controls, the footer and, once loaded and
+        once per page, the generation sliders at the loaded model's defaults (a primed base decodes differently)."""
         session = session_of(request)
-        fill = self.engine.ready and (session is None or session not in self._filled)
-        if fill and session is not None:
-            self._remember_filled(session)
-        return self._refresh(fill_sliders=fill)
+        return self._refresh(session, fill_sliders=self.engine.ready and session not in self._filled)
 
     def open_page(self, request: gr.Request | None = None) -> tuple[Any, ...]:
-        """refresh() for a page that opens: its sliders (unset in the page's config, so that API clients that set
-        nothing get the loaded model's defaults) at the defaults known now."""
-        session = session_of(request)
-        if self.engine.ready and session is not None:
-            self._remember_filled(session)
-        return self._refresh(fill_sliders=True)
+        """refresh() for a page that opens: its sliders (unset in the page's config) at the defaults known now."""
+        return self._refresh(session_of(request), fill_sliders=True)
 
-    def _remember_filled(self, session: str) -> None:
-        self._filled[session] = None
-        while len(self._filled) > FILLED_PAGES_KEPT:
-            self._filled.popitem(last=False)
-
-    def _refresh(self, fill_sliders: bool) -> tuple[Any, ...]:
+    def _refresh(self, session: str | None, fill_sliders: bool) -> tuple[Any, ...]:
         state, text = compare_controls(self.engine)
         sliders: tuple[Any, ...] = (gr.skip(),) * 5
         if fill_sliders:
+            if self.engine.ready and session is not None:
+                self._filled[session] = None
+                while len(self._filled) > FILLED_PAGES_KEPT:
+                    self._filled.popitem(last=False)
             self.defaults = self.engine.generation_defaults()
             sliders = tuple(gr.Slider(value=value) for value in astuple(self.defaults))
+        # The timer polls while loading, and always in server mode: the server can come and go (its list is cached).
+        polling = not self.engine.wait_until_loaded(0) or self.engine.base_runs_beside
         return (
             model_status_markdown(self.engine),
-            gr.Timer(active=self._keep_polling()),
+            gr.Timer(active=polling),
             gr.Checkbox(**state),
             text,
             *sliders,
             footer_markdown(self.engine),
         )
-
-    def _keep_polling(self) -> bool:
-        """While loading; and in server mode always, since the server can come and go (its list is cached)."""
-        return not self.engine.wait_until_loaded(0) or self.engine.base_runs_beside
 
     # -- deep links ------------------------------------------------------------------------------------------------
     def open_link(self, request: gr.Request) -> tuple[Any, Any, bool]:

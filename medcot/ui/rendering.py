@@ -24,6 +24,7 @@ WAITING_FOR_ADAPTER = "_Waiting for the fine-tuned answer: the base model answer
 STOPPED_MARK = "_Stopped._"
 LOADING_MARK = "⏳"  # the notice shown in place of an answer while the model loads; never an answer of its own
 NOT_RUN_MARK = "_Not run: the fine-tuned answer did not complete._"
+CLOSED_BY_APP = "closed by the app"  # the accordion's note when medcot.budget_forcing closed the reasoning
 
 
 def message_text(content: Any) -> str:
@@ -45,11 +46,8 @@ def as_dict(message: Any) -> dict[str, Any]:
 
 
 def turns_from_history(history: Any) -> list[Turn]:
-    """Earlier exchanges from Gradio's message list: each question with its final answer.
-
-    Reasoning (messages with a metadata title) and stats lines never go back into the prompt; a question with
-    no answer (an error, a stop before any answer) is left out.
-    """
+    """Earlier exchanges from Gradio's message list: each question with its final answer, never the reasoning
+    (messages with a metadata title) nor stats lines; a question with no answer is left out."""
     if history is None:
         return []
     if not isinstance(history, list | tuple):
@@ -86,9 +84,6 @@ def params_from(
     return replace(defaults or GenerationParams(), **chosen).validated()
 
 
-CLOSED_BY_APP = "closed by the app"  # the accordion's note when medcot.budget_forcing closed the reasoning
-
-
 def answer_id(message: dict[str, Any]) -> str | None:
     """The id of the answer record (medcot.ui.answers) a chat message ends, or None."""
     metadata = message.get("metadata") or {}
@@ -105,52 +100,34 @@ def ending_message(content: str, record: AnswerRecord) -> gr.ChatMessage:
     return gr.ChatMessage(content=content, metadata={"id": record.id})
 
 
-class ChatRenderer:
-    """An answer's record (fed the engine's events) as the assistant messages Gradio shows: the reasoning
-    accordion (unless the page's "Show reasoning" is off), the answer, the stats line.
+def _reasoning_metadata(record: AnswerRecord) -> dict[str, Any]:
+    if not record.finished and record.reasoning_duration is None:
+        return {"title": REASONING_TITLE, "status": "pending"}
+    metadata: dict[str, Any] = {"title": REASONING_TITLE, "status": "done"}
+    if record.reasoning_duration is not None:
+        metadata["duration"] = round(record.reasoning_duration, 1)
+    if record.reasoning_cut_off:
+        metadata["log"] = "cut off"
+    if record.stats is not None and record.stats.reasoning_closed_by_app:  # the model did not close it itself
+        metadata["log"] = CLOSED_BY_APP
+    return metadata
 
-    Each call to messages() builds new message objects: Gradio streams the difference between successive
-    yields, so mutating the objects it already holds would send nothing.
+
+def answer_messages(record: AnswerRecord, show_reasoning: bool = True) -> list[gr.ChatMessage]:
+    """An answer's record (fed the engine's events) as the assistant messages Gradio shows: the reasoning accordion
+    (unless "Show reasoning" is off; pending until the model shows it has none), the answer, the stats line.
+
+    New message objects each call: Gradio streams the difference between yields, so mutated ones would send nothing.
     """
-
-    def __init__(self, record: AnswerRecord, show_reasoning: bool = True) -> None:
-        self.record = record
-        self.show_reasoning = show_reasoning
-
-    def apply(self, event: object) -> None:
-        self.record.apply(event)
-
-    @property
-    def thinking(self) -> bool:
-        """Whether a reasoning accordion belongs to this answer (shown pending until the model shows it has none)."""
-        record = self.record
-        if record.finished or (record.answer and not record.reasoning.strip()):
-            return record.wrote_reasoning
-        return True
-
-    def reasoning_metadata(self) -> dict[str, Any]:
-        record = self.record
-        if not record.finished and record.reasoning_duration is None:
-            return {"title": REASONING_TITLE, "status": "pending"}
-        metadata: dict[str, Any] = {"title": REASONING_TITLE, "status": "done"}
-        if record.reasoning_duration is not None:
-            metadata["duration"] = round(record.reasoning_duration, 1)
-        if record.reasoning_cut_off:
-            metadata["log"] = "cut off"
-        if record.stats is not None and record.stats.reasoning_closed_by_app:  # the model did not close it itself
-            metadata["log"] = CLOSED_BY_APP
-        return metadata
-
-    def messages(self) -> list[gr.ChatMessage]:
-        record = self.record
-        shown = []
-        if self.show_reasoning and self.thinking:
-            shown.append(gr.ChatMessage(content=record.reasoning, metadata=self.reasoning_metadata()))
-        if record.answer:
-            shown.append(gr.ChatMessage(content=record.answer))
-        if record.stats is not None:
-            shown.append(ending_message(format_stats(record.stats, answered=bool(record.answer)), record))
-        return shown
+    shown = []
+    # The accordion stays once reasoning was written; before that, until an answer starts or the stream finishes.
+    if show_reasoning and (record.wrote_reasoning or not (record.finished or record.answer)):
+        shown.append(gr.ChatMessage(content=record.reasoning, metadata=_reasoning_metadata(record)))
+    if record.answer:
+        shown.append(gr.ChatMessage(content=record.answer))
+    if record.stats is not None:
+        shown.append(ending_message(format_stats(record.stats, answered=bool(record.answer)), record))
+    return shown
 
 
 def stats_text(record: AnswerRecord) -> str | None:
@@ -173,8 +150,7 @@ def mark_stopped(history: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
 
 def stopped_history(history: list[dict[str, Any]] | None, record: AnswerRecord | None) -> list[dict[str, Any]]:
     """After Stop: ``mark_stopped``, then the stopped answer's stats line with its "stopped" notice, pointing at its
-    record (``record``: the session's newest answer, whose Finished Gradio's cancellation kept from the chat handler
-    and the Stop handler waited for; its stats are None when it never came)."""
+    ``record`` (the session's newest answer; its stats None when its Finished never came)."""
     history = mark_stopped(history)
     last_question = last_question_index(history)
     if last_question is None or any(answer_id(m) for m in history[last_question + 1 :]):

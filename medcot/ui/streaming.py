@@ -1,4 +1,5 @@
-"""Stream plumbing between the engine's blocking event stream and Gradio's async handlers."""
+"""Stream plumbing between the engine's blocking event stream and Gradio's async handlers, and the bounded wait for a
+loading model (a question asked meanwhile waits for it instead of being refused)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,20 @@ from typing import Any
 
 import anyio
 
+from medcot.engine import Engine
 from medcot.events import AnswerDelta, Finished, ReasoningDelta, StreamEvent
 
-# Streamed UI updates are coalesced to this interval: each update re-sends a diff of the whole reply, and Gradio's
-# ChatInterface re-processes the conversation for it in the event loop, holding the GIL that generation needs. On 2
-# CPU cores the app decoded 1.8-2.7% faster at 10 updates/s than at 20 (4 tokens per update at 40 tok/s).
+# One streamed update per 100 ms at most: each re-sends a diff of the whole reply, processed in the event loop under
+# the GIL that generation needs (10 updates/s decoded 1.8-2.7% faster than 20 on 2 cores; docs/benchmark.md).
 UPDATE_INTERVAL_S = 0.1
+POLL_S = 1.0  # how often a chat waiting for the model shows the load's progress (the status line's pace)
 _END = object()  # a stream's end, as anext() returns it to CoalescedEvents
 _DONE = object()  # a blocking stream's end, as next() returns it to iterate_in_thread
 
 
 class _Fetcher:
-    """next() on a blocking stream from worker threads, handing each Finished to ``on_finished``, and once abandoned
-    (Stop, a closed tab) reading the rest of the stream itself: the engine ends within a token of the cancel and
-    then yields the answer's Finished, which the Stop handler shows (Gradio cancels the chat handler first)."""
+    """next() on a blocking stream from worker threads, handing each Finished to ``on_finished``; once abandoned
+    (Stop, a closed tab) it reads the rest itself, for the Finished the Stop handler shows."""
 
     def __init__(self, iterator: Iterator[StreamEvent], on_finished: Callable[[Finished], None] | None) -> None:
         self._iterator = iterator
@@ -70,12 +71,8 @@ class _Fetcher:
 def when_task_ends(callback: Callable[[], object]) -> None:
     """Call ``callback`` once the asyncio task running the caller ends: finished, failed or cancelled.
 
-    Gradio runs every step of a streaming handler in one task (gradio 6.31 queueing.py, Queue.process_events) and
-    Stop cancels that task, which normally closes the handler's generator, whose cleanup stops its streams. But a
-    Stop that lands while Gradio post-processes a generator's first update drops the generator unclosed (route_utils
-    .call_process_api stores it in app.iterators only once process_api has returned), so its streams would run on
-    to the token limit until the garbage collector finds it: measured against vLLM, the request was never aborted.
-    The task's end comes whatever Gradio was doing; setting a stream's cancel event again later is harmless.
+    A Stop that lands while Gradio 6.31 post-processes a generator's first update drops the generator unclosed, so
+    its streams would run on to the token limit (README, *Server mode*); the task's end comes whatever Gradio did.
     """
     task = asyncio.current_task()
     if task is not None:
@@ -89,11 +86,9 @@ async def iterate_in_thread(
 ) -> AsyncIterator[StreamEvent]:
     """Consume a blocking event stream from async code, stoppable at any moment.
 
-    Gradio closes a sync generator on Stop by calling close() from the event loop while a worker thread may be
-    inside next(); that close fails ("generator already executing") and generation runs on to the token limit.
-    Here cancellation (Stop, a client's cancel, a closed tab) sets ``cancel`` instead, which the engine checks
-    after every token, so the generation thread ends within a token whatever the worker thread is doing. The
-    stream's Finished goes to ``on_finished`` also when it comes after the cancellation.
+    Gradio's close() of a sync generator fails while a worker thread is inside next(), and generation runs on; here
+    cancellation sets ``cancel``, which the engine checks after every token. The stream's Finished goes to
+    ``on_finished`` also when it comes after the cancellation.
     """
     fetcher = _Fetcher(iterator, on_finished)
     try:
@@ -109,14 +104,10 @@ async def iterate_in_thread(
 
 
 class CoalescedEvents:
-    """A stream's events (or the items relayed to the base column) in batches, one streamed UI update per batch, at
-    most one per `interval`.
-
-    - Fetching starts when it is made: the chat handler sends an empty reply (the pending reasoning accordion)
-      first, and generation begins while Gradio sends that reply, not after it (time to first token).
-    - The first batch goes out at once (time to first token), and so does any batch that ends with something other
-      than text (reasoning done, finished).
-    - Text is never held longer than `interval`, even while the stream stalls (a slow token, a busy machine).
+    """A stream's events (or the items relayed to the base column) in batches, one UI update per batch, at most one
+    per ``interval``. Fetching starts at once (generation begins while Gradio sends the first, empty reply); the
+    first batch, and any that ends with something other than text, goes out at once; text is never held longer
+    than ``interval``, even while the stream stalls.
     """
 
     def __init__(self, events: AsyncIterator[Any], interval: float) -> None:
@@ -161,3 +152,12 @@ class CoalescedEvents:
                 await self._next
             self._next = None
         await self._events.aclose()
+
+
+async def wait_for_model(engine: Engine, limit_s: float) -> AsyncIterator[None]:
+    """Yield about every POLL_S while the model is still loading, for at most ``limit_s``; return at once when it
+    loaded or failed (the request then proceeds, and the engine says "still loading" or the failure)."""
+    deadline = time.monotonic() + limit_s
+    while not engine.wait_until_loaded(0) and (left := deadline - time.monotonic()) > 0:
+        yield
+        await anyio.to_thread.run_sync(engine.wait_until_loaded, min(POLL_S, left))
