@@ -24,7 +24,7 @@ WAITING_FOR_ADAPTER = "_Waiting for the fine-tuned answer: the base model answer
 STOPPED_MARK = "_Stopped._"
 LOADING_MARK = "⏳"  # the notice shown in place of an answer while the model loads; never an answer of its own
 NOT_RUN_MARK = "_Not run: the fine-tuned answer did not complete._"
-CLOSED_BY_APP = "closed by the app"  # the accordion's note when medcot.budget_forcing closed the reasoning
+CLOSED_BY_APP = "closed by the app"  # the accordion's note when medcot.answer_stream closed the reasoning
 
 
 def message_text(content: Any) -> str:
