@@ -114,6 +114,11 @@ class LoadState:
         """True when a base answer can run at the same time as the fine-tuned one (a server holds both)."""
         return self.backend is not None and self.backend.runs_base_beside
 
+    @property
+    def status_may_change(self) -> bool:
+        """True when the loaded backend's status line can still change by itself (the page keeps polling it)."""
+        return self.backend is not None and self.backend.status_may_change
+
     def require_backend(self) -> Backend:
         if self.backend is not None:
             return self.backend

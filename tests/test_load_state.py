@@ -4,13 +4,17 @@ loaded backend says of itself, medcot.backends.local here)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from medcot.backends.local import LocalBackend
 from medcot.config import GenerationParams, Settings
 from medcot.engine import Engine
 from medcot.errors import InputError
 from medcot.load_state import LoadState
+from medcot.model import compiled_step
+from medcot.model.compiled_step import CompiledStep
 from medcot.request import Query
 from tests.helpers.tiny import QUESTIONS
 
@@ -45,3 +49,23 @@ def test_compare_availability_says_why(engine: Engine, unmerged_engine: Engine, 
     assert "merged weights" in merged_weights.compare_unavailable()
     with pytest.raises(InputError, match="merged weights"):
         merged_weights.ask(Query(QUESTION, params=GREEDY, use_adapter=False))
+
+
+def test_the_status_line_says_answers_are_slower_while_the_decode_step_compiles_or_when_it_failed(
+    engine: Engine, tiny_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = LocalBackend(engine.loaded, "static")
+    state = Engine(tiny_settings, backend)
+    assert not state.status_may_change and "compil" not in state.status()
+    building = CompiledStep(backend.static.decoder, tmp_path)  # as build_in_background leaves it until the build ends
+    monkeypatch.setattr(backend.static, "compiled", building)
+    assert state.status_may_change and "compiling in the background" in state.status()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no C++ compiler here")
+
+    monkeypatch.setattr(compiled_step.torch, "compile", broken)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # build() sets it: restored after the test
+    assert not building.build()
+    assert not state.status_may_change and "could not be compiled" in state.status()
+    assert state.status().startswith(engine.loaded.describe())

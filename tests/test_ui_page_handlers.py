@@ -8,8 +8,10 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from medcot.config import DEFAULT_ADAPTER
+from medcot.backends.local import LocalBackend
+from medcot.config import DEFAULT_ADAPTER, Settings
 from medcot.engine import Engine
+from medcot.model.compiled_step import CompiledStep
 from medcot.ui.chat_handlers import ChatHandlers
 from medcot.ui.page_handlers import PageHandlers
 from medcot.ui.rendering import as_dict
@@ -46,6 +48,20 @@ def test_export_files_enable_the_downloads_only_with_a_conversation(engine: Engi
 def test_refresh_reports_the_loaded_model_and_stops_polling(engine: Engine) -> None:
     status, timer, *_ = PageHandlers(engine).refresh()
     assert status.startswith("**Model:**") and timer.active is False
+
+
+def test_the_status_line_is_polled_while_the_decode_step_compiles(
+    engine: Engine, tiny_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = LocalBackend(engine.loaded, "static")
+    building = CompiledStep(backend.static.decoder, tmp_path)  # its build not ended
+    monkeypatch.setattr(backend.static, "compiled", building)
+    page = PageHandlers(Engine(tiny_settings, backend))
+    status, timer, *_ = page.refresh()
+    assert "compiling in the background" in status and timer.active is True
+    building.finished.set()  # the build ended without a compiled step: the eager step stays
+    status, timer, *_ = page.refresh()
+    assert "could not be compiled" in status and timer.active is False
 
 
 def test_a_primed_base_is_said_so_and_its_sliders_show_the_decoding_it_uses(base_alone: Engine) -> None:

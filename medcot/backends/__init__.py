@@ -25,6 +25,7 @@ class Backend(Protocol):
     adapter_id: str | None  # None: the base model answers alone
     embedded: bool  # the embedded Gemma 3 270M base (it gets its own prompt when alone)
     runs_base_beside: bool  # a base answer can run at the same time as a fine-tuned one
+    status_may_change: bool  # its status line can still change by itself: the page keeps polling it
     notes: list[str]  # said once, beside what was loaded
     base_alone: bool  # no adapter answers: the base model runs alone (its prompt, the page's labels say so)
 

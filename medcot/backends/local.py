@@ -33,7 +33,24 @@ class LocalBackend:
         self.static = static_generator(loaded.model, loaded.device, loaded.base_delta, decode, rows=rows)
 
     def describe(self) -> str:
-        return f"{self.loaded.describe()}. {' '.join(self.loaded.notes)}".strip()
+        return f"{self.loaded.describe()}{self._decode_note()}. {' '.join(self.loaded.notes)}".strip()
+
+    @property
+    def status_may_change(self) -> bool:
+        """While the decode step compiles in the background (25-40 s on 2 cores, 5 s from its cache)."""
+        compiled = getattr(self.static, "compiled", None)
+        return compiled is not None and not compiled.finished.is_set()
+
+    def _decode_note(self) -> str:
+        """Why answers are slower than they will be: the compiled step not in yet, or not at all."""
+        compiled = getattr(self.static, "compiled", None)
+        if compiled is None:
+            return ""
+        if not compiled.finished.is_set():
+            return "; the decode step is compiling in the background: answers are slower until it is in"
+        if self.static.mode != "compiled":
+            return "; the decode step could not be compiled: answers are decoded eagerly, slower"
+        return ""
 
     def compare_unavailable(self) -> str | None:
         loaded = self.loaded

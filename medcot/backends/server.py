@@ -100,6 +100,7 @@ class ServerBackend:
 
     MODELS_TTL_S = 5.0
     runs_base_beside = True
+    status_may_change = True  # the server can come, go or change what it serves
     embedded = False  # whatever the server serves, the card's prompt goes to it
     base_alone = False
 

@@ -78,8 +78,8 @@ class PageHandlers:
                     self._filled.popitem(last=False)
             self.defaults = self.engine.generation_defaults()
             sliders = tuple(gr.Slider(value=value) for value in astuple(self.defaults))
-        # The timer polls while loading, and always in server mode: the server can come and go (its list is cached).
-        polling = not self.engine.wait_until_loaded(0) or self.engine.base_runs_beside
+        # The timer polls while loading, in server mode (the server can come and go) and while the step compiles.
+        polling = not self.engine.wait_until_loaded(0) or self.engine.status_may_change
         return (
             model_status_markdown(self.engine),
             gr.Timer(active=polling),
